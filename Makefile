@@ -1,0 +1,50 @@
+# Order execution engine: `make run` starts the mesh, `make test` runs the tests.
+# Both set up what they need on a fresh clone (virtualenv, pinned
+# dependencies, generated gRPC stubs).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PROTOS := $(wildcard protos/dexengine/v1/*.proto)
+STUBS  := dexengine/v1/.stamp
+
+.PHONY: venv proto run test test-chaos lint fmt bench check-infra clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements.lock
+	touch $(STAMP)
+
+proto: $(STUBS)
+
+$(STUBS): $(PROTOS) $(STAMP)
+	mkdir -p dexengine/v1
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	touch dexengine/__init__.py dexengine/v1/__init__.py $(STUBS)
+
+check-infra: proto
+	$(PY) -m services.launcher --check
+
+run: proto
+	$(PY) -m services.launcher
+
+test: proto
+	$(PY) -m pytest
+
+test-chaos: proto
+	$(PY) -m pytest tests/chaos
+
+lint: proto
+	$(VENV)/bin/ruff check .
+
+fmt: proto
+	$(VENV)/bin/ruff format .
+
+bench: proto
+	$(PY) -m bench.run
+
+clean:
+	rm -rf dexengine .pytest_cache

@@ -1,0 +1,152 @@
+"""RabbitMQ topology and safe publishing (aio-pika), shared by every service.
+
+Everything is durable; messages are persistent with a unique message id;
+every publish waits for the broker's confirm and raises on an unroutable
+(``mandatory``) message. aio-pika's defaults are none of these.
+
+Topology (names get ``AMQP_PREFIX`` in front):
+
+- ``orders.execute`` (direct) -> quorum queue ``orders.execute.q`` (key
+  ``execute``): execution jobs; delivery limit as a crash-loop backstop,
+  dead-letters to parking.
+- ``orders.retry`` (direct) -> one quorum queue per backoff tier
+  ``orders.wait.<ms>`` (key ``wait.<ms>``), TTL = the tier's maximum; each
+  dead-letters back to ``orders.execute``. No consumers.
+- ``orders.parking`` (fanout) -> ``orders.parking.q``: messages that must not
+  be retried (undecodable, exhausted, crash-looping). No consumer; inspect it.
+- ``orders.events`` (fanout): order events; each notifier replica binds its
+  own exclusive queue, so every replica sees every event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+
+from services.common.config import Settings
+
+DELIVERY_LIMIT = 5
+JOB_KEY = "execute"
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str = ""
+
+    @property
+    def execute_exchange(self) -> str:
+        return f"{self.prefix}orders.execute"
+
+    @property
+    def execute_queue(self) -> str:
+        return f"{self.prefix}orders.execute.q"
+
+    @property
+    def retry_exchange(self) -> str:
+        return f"{self.prefix}orders.retry"
+
+    def wait_queue(self, delay_ms: int) -> str:
+        return f"{self.prefix}orders.wait.{delay_ms}ms"
+
+    @staticmethod
+    def wait_key(delay_ms: int) -> str:
+        return f"wait.{delay_ms}ms"
+
+    @property
+    def parking_exchange(self) -> str:
+        return f"{self.prefix}orders.parking"
+
+    @property
+    def parking_queue(self) -> str:
+        return f"{self.prefix}orders.parking.q"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}orders.events"
+
+
+def _quorum_args(**extra: Any) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        **extra,
+    }
+
+
+async def connect(url: str, *, fail_fast: bool = True) -> AbstractRobustConnection:
+    """A robust connection: reconnects and restores topology and consumers."""
+    return await aio_pika.connect_robust(url, fail_fast=fail_fast, heartbeat=10, reconnect_interval=1)
+
+
+async def confirm_channel(connection: AbstractRobustConnection) -> AbstractChannel:
+    return await connection.channel(publisher_confirms=True, on_return_raises=True)
+
+
+def jitter_ms(settings: Settings, delay_ms: int) -> int:
+    """Largest jitter added to a retry delay (0..RETRY_JITTER of the tier's delay, never subtracted)."""
+    return int(delay_ms * settings.retry_jitter)
+
+
+async def declare_topology(channel: AbstractChannel, names: Names, settings: Settings) -> None:
+    """Declare every exchange and queue (idempotent; same arguments every time)."""
+    parking = await channel.declare_exchange(names.parking_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    parking_q = await channel.declare_queue(names.parking_queue, durable=True, arguments=_quorum_args())
+    await parking_q.bind(parking)
+
+    execute = await channel.declare_exchange(names.execute_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    work = await channel.declare_queue(
+        names.execute_queue,
+        durable=True,
+        arguments=_quorum_args(
+            **{"x-delivery-limit": DELIVERY_LIMIT, "x-dead-letter-exchange": names.parking_exchange}
+        ),
+    )
+    await work.bind(execute, routing_key=JOB_KEY)
+
+    retry = await channel.declare_exchange(names.retry_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    for delay in settings.retry_backoff_ms:
+        wait = await channel.declare_queue(
+            names.wait_queue(delay),
+            durable=True,
+            arguments=_quorum_args(
+                **{
+                    "x-message-ttl": delay + jitter_ms(settings, delay),
+                    "x-dead-letter-exchange": names.execute_exchange,
+                    "x-dead-letter-routing-key": JOB_KEY,
+                }
+            ),
+        )
+        await wait.bind(retry, routing_key=names.wait_key(delay))
+
+    await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+
+
+async def publish(
+    exchange: AbstractExchange,
+    routing_key: str,
+    body: bytes,
+    *,
+    headers: dict[str, Any] | None = None,
+    message_id: str | None = None,
+    expiration_ms: int | None = None,
+    mandatory: bool = True,
+) -> None:
+    """Publish persistently; returns once confirmed, raises if unroutable or nacked.
+
+    ``mandatory=False`` only for fan-out events, where no bound queue (no
+    notifier running) is not an error: watchers start from a snapshot.
+    """
+    message = aio_pika.Message(
+        body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message_id or uuid.uuid4().hex,
+        content_type="application/json",
+        headers=headers or {},
+        expiration=expiration_ms / 1000 if expiration_ms is not None else None,
+    )
+    await exchange.publish(message, routing_key=routing_key, mandatory=mandatory)

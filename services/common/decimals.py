@@ -1,0 +1,40 @@
+"""Decimal helpers. Money is never a float: strings on the wire, Decimal here."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+
+def parse_decimal(raw: object) -> Decimal | None:
+    """A finite Decimal from a decimal string or an int; None if it is not one.
+
+    Floats are refused on purpose: a JSON number reaches us as a string
+    (the gateway parses JSON numbers straight to Decimal), never as a float.
+    """
+    if isinstance(raw, bool | float):
+        return None
+    if isinstance(raw, Decimal):
+        value = raw
+    elif isinstance(raw, int):
+        value = Decimal(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if not text or len(text) > 64:
+            return None
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            return None
+    else:
+        return None
+    return value if value.is_finite() else None
+
+
+def fmt(value: Decimal | int | None) -> str:
+    """Plain decimal string without exponent or trailing zeros ("" for None)."""
+    if value is None:
+        return ""
+    dec = Decimal(value)
+    if dec == dec.to_integral_value():
+        return format(dec.quantize(Decimal(1)), "f")
+    return format(dec.normalize(), "f")

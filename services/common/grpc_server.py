@@ -1,0 +1,118 @@
+"""grpc.aio bootstrap shared by every service.
+
+Each service implements :class:`Component`: it registers its servicers, says
+whether its own dependencies are healthy, and stops in order. :func:`main`
+runs it with standard health (SERVING only while healthy) and reflection, and
+shuts down gracefully on SIGTERM/SIGINT: health NOT_SERVING, stop intake,
+``server.stop(grace)``, then close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import config, logs, metrics, telemetry
+
+log = logging.getLogger(__name__)
+HEALTH_INTERVAL_S = 1.0
+
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_concurrent_streams", 20_000),
+]
+
+
+class Component(Protocol):
+    """What a service provides to the bootstrap."""
+
+    name: str
+
+    async def start(self, server: grpc.aio.Server) -> list[str]:
+        """Connect dependencies, add servicers; return full service names."""
+        ...
+
+    async def healthy(self) -> bool:
+        """True when this service's own dependencies are reachable."""
+        ...
+
+    async def stop_intake(self) -> None:
+        """Stop taking new work (consumers, relays); in-flight work may finish."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections once the server has stopped."""
+        ...
+
+
+async def _watch_health(component: Component, servicer: health.aio.HealthServicer, names: list[str]) -> None:
+    last: bool | None = None
+    while True:
+        try:
+            ok = await asyncio.wait_for(component.healthy(), timeout=HEALTH_INTERVAL_S * 2)
+        except Exception:  # noqa: BLE001 - any failure of a probe means not healthy
+            ok = False
+        if ok != last:
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", *names):
+                await servicer.set(name, status)
+            log.info("health %s", "SERVING" if ok else "NOT_SERVING")
+            last = ok
+        await asyncio.sleep(HEALTH_INTERVAL_S)
+
+
+async def serve(component: Component, port: int, settings: config.Settings) -> None:
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.server_interceptors())
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    names = await component.start(server)
+    reflection.enable_server_reflection(
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    server.add_insecure_port(f"[::]:{port}")
+    await server.start()
+    log.info("%s listening on :%d", component.name, port)
+    watcher = asyncio.create_task(_watch_health(component, servicer, names))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("%s shutting down", component.name)
+    watcher.cancel()
+    await servicer.enter_graceful_shutdown()
+    await component.stop_intake()
+    await server.stop(settings.shutdown_grace_s)
+    await component.close()
+    log.info("%s stopped", component.name)
+
+
+def main(factory: Callable[[config.Settings], Component], port_of: Callable[[config.Settings], int]) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    settings = config.load()
+    component = factory(settings)
+    logs.setup(component.name, settings.log_level)
+    telemetry.setup(component.name)
+    metrics.serve(component.name)
+    run(serve(component, port_of(settings), settings))
+    telemetry.shutdown()
+
+
+def run(coro: Awaitable[None]) -> None:
+    """Run on uvloop when available."""
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]

@@ -1,0 +1,60 @@
+"""Prometheus metrics: one registry per process, one place for every name.
+
+gRPC services expose them on METRICS_PORT (each service has its own default
+so the five can share a host; in Kubernetes every pod uses the same port);
+the gateway serves them on its own /metrics. Request rate, errors and
+latency per RPC come from spans (the collector's span-metrics connector),
+so only what spans cannot say is counted here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+
+DEFAULT_PORTS = {"orders": 9461, "router": 9462, "executor": 9463, "notifier": 9464}
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+ORDERS_CREATED = Counter("dexengine_orders_created", "Orders accepted", registry=REGISTRY)
+ORDERS_FINISHED = Counter(
+    "dexengine_orders_finished",
+    "Orders that reached a terminal status",
+    ["status", "venue", "reason"],
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "dexengine_stage_seconds",
+    "Time spent in each stage of an order",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+RETRIES = Counter("dexengine_retries", "Attempts that failed and were retried", ["code"], registry=REGISTRY)
+QUEUE_DEPTH = Gauge("dexengine_queue_depth", "Messages waiting in a queue", ["queue"], registry=REGISTRY)
+OUTBOX_LAG = Histogram(
+    "dexengine_outbox_lag_seconds",
+    "Commit to broker-confirmed publish, per outbox row",
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+OUTBOX_PUBLISHED = Counter("dexengine_outbox_published", "Outbox rows published", ["kind"], registry=REGISTRY)
+QUOTES = Counter("dexengine_venue_quotes", "Venue quotes by outcome", ["venue", "outcome"], registry=REGISTRY)
+DECISIONS = Counter("dexengine_route_decisions", "Routing decisions by chosen venue", ["venue"], registry=REGISTRY)
+WEBSOCKETS = Gauge("dexengine_websocket_connections", "Open WebSocket connections", registry=REGISTRY)
+WATCHERS = Gauge("dexengine_watch_streams", "Open notifier Watch streams", registry=REGISTRY)
+EVENTS_FANNED_OUT = Counter("dexengine_events_delivered", "Events handed to watchers", registry=REGISTRY)
+
+
+def serve(service: str) -> int:
+    """Start the /metrics HTTP endpoint of a gRPC service; return its port."""
+    port = int(os.environ.get("METRICS_PORT", DEFAULT_PORTS[service]))
+    if port:
+        start_http_server(port, registry=REGISTRY)
+    return port
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,56 @@
+"""The order state machine, shared by orders (enforcement) and its callers.
+
+pending -> routing -> building -> submitted -> confirmed, and any live state
+-> failed. Terminal states are final. A retry (a later attempt of the same
+order) re-enters ``routing`` from routing/building, and from submitted only
+once the chain has said the transaction can never land (expired).
+"""
+
+from __future__ import annotations
+
+from dexengine.v1 import common_pb2
+
+PENDING = "pending"
+ROUTING = "routing"
+BUILDING = "building"
+SUBMITTED = "submitted"
+CONFIRMED = "confirmed"
+FAILED = "failed"
+
+ORDERED = (PENDING, ROUTING, BUILDING, SUBMITTED, CONFIRMED, FAILED)
+TERMINAL = frozenset({CONFIRMED, FAILED})
+
+FORWARD: dict[str, frozenset[str]] = {
+    PENDING: frozenset({ROUTING, FAILED}),
+    ROUTING: frozenset({BUILDING, FAILED}),
+    BUILDING: frozenset({SUBMITTED, FAILED}),
+    SUBMITTED: frozenset({CONFIRMED, FAILED}),
+    CONFIRMED: frozenset(),
+    FAILED: frozenset(),
+}
+# Retry edges: back to routing for a new attempt (retry_count increases).
+RETRY: dict[str, frozenset[str]] = {
+    ROUTING: frozenset({ROUTING}),
+    BUILDING: frozenset({ROUTING}),
+    SUBMITTED: frozenset({ROUTING}),
+}
+
+
+def is_legal(current: str, new: str) -> bool:
+    return new in FORWARD.get(current, frozenset()) or new in RETRY.get(current, frozenset())
+
+
+def is_retry(current: str, new: str) -> bool:
+    """Entering routing again from a later state starts a new attempt."""
+    return new in RETRY.get(current, frozenset())
+
+
+def to_proto(status: str) -> common_pb2.OrderStatus.ValueType:
+    return common_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.upper()}")
+
+
+def from_proto(value: int) -> str:
+    """The lower-case status name; "" for UNSPECIFIED or an unknown number."""
+    if value not in common_pb2.OrderStatus.values() or value == common_pb2.ORDER_STATUS_UNSPECIFIED:
+        return ""
+    return common_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_").lower()  # type: ignore[arg-type]

@@ -1,0 +1,100 @@
+"""OpenTelemetry set-up from the standard OTEL_* variables (no custom flags).
+
+Tracing is on when OTEL_TRACES_EXPORTER names an exporter (``otlp`` or
+``console``) and OTEL_SDK_DISABLED is not true. Otherwise nothing is
+instrumented and the API's no-op tracer is used: off costs nothing.
+Everything else (endpoint, sampler, resource attributes, batch delays) is
+read by the SDK itself from its standard variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+
+_state: dict[str, Any] = {}
+
+
+def enabled() -> bool:
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    disabled = os.environ.get("OTEL_SDK_DISABLED", "false").strip().lower() == "true"
+    return exporter not in ("", "none") and not disabled
+
+
+def setup(service_name: str) -> None:
+    """Install the tracer provider and library instrumentation (once per process)."""
+    if not enabled() or "provider" in _state:
+        return
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}).merge(
+        OTELResourceDetector().detect()
+    )
+    provider = TracerProvider(resource=resource)
+    exporter: SpanExporter
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "console":
+        exporter = ConsoleSpanExporter()
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    AsyncPGInstrumentor().instrument(tracer_provider=provider)
+    # Patches aiohttp.web.Application: apps built after this get the server-span middleware.
+    AioHttpServerInstrumentor().instrument(tracer_provider=provider)
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    _state["provider"] = provider
+
+
+def shutdown() -> None:
+    """Flush and stop the exporter (on the way out of every service)."""
+    provider = _state.pop("provider", None)
+    if provider is not None:
+        provider.shutdown()
+
+
+def server_interceptors() -> list[Any]:
+    if "provider" not in _state:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return [aio_server_interceptor()]
+
+
+def client_interceptors() -> list[Any]:
+    if "provider" not in _state:
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    return list(aio_client_interceptors())
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def inject_headers() -> dict[str, str]:
+    """W3C trace context of the current span, for message headers and outbox rows."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract(headers: Mapping[str, Any] | None) -> context.Context:
+    """The context carried by message headers (empty when there is none)."""
+    carrier = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (headers or {}).items()}
+    return propagate.extract(carrier)
+
+
+def record_error(span: trace.Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))

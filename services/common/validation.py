@@ -1,0 +1,133 @@
+"""Order input validation: the one place the rules live.
+
+Used by the gateway (before calling orders) and by orders.CreateOrder (gRPC
+clients call it directly). Field names are the canonical snake_case ones;
+each surface renames them (the HTTP API says ``tokenIn``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+
+import base58
+
+from services.common.decimals import parse_decimal
+from services.common.errors import FieldViolation, ValidationFailed
+
+ORDER_TYPES = ("market",)
+MIN_SLIPPAGE = Decimal("0.0001")
+MAX_SLIPPAGE = Decimal("0.5")
+MAX_AMOUNT = Decimal("1000000000000")
+MAX_FRACTION_DIGITS = 18
+MAX_IDEMPOTENCY_KEY = 255
+ORDER_FIELDS = ("token_in", "token_out", "amount_in", "slippage", "type")
+
+
+@dataclass(frozen=True)
+class OrderInput:
+    token_in: str
+    token_out: str
+    amount_in: Decimal
+    slippage: Decimal
+    type: str = "market"
+
+
+def is_mint(value: str) -> bool:
+    """A Solana address: base58 that decodes to exactly 32 bytes."""
+    if not 32 <= len(value) <= 44:
+        return False
+    try:
+        return len(base58.b58decode(value)) == 32
+    except ValueError:
+        return False
+
+
+def _mint(values: Mapping[str, object], name: str, out: list[FieldViolation]) -> str:
+    raw = values.get(name)
+    if raw is None or raw == "":
+        out.append(FieldViolation(name, "is required"))
+        return ""
+    if not isinstance(raw, str):
+        out.append(FieldViolation(name, "must be a string (a base58 mint address)"))
+        return ""
+    if not is_mint(raw):
+        out.append(FieldViolation(name, "must be a base58 mint address of 32 bytes"))
+        return ""
+    return raw
+
+
+def _amount(values: Mapping[str, object], out: list[FieldViolation]) -> Decimal:
+    raw = values.get("amount_in")
+    if raw is None or raw == "":
+        out.append(FieldViolation("amount_in", "is required"))
+        return Decimal(0)
+    value = parse_decimal(raw)
+    if value is None:
+        out.append(FieldViolation("amount_in", "must be a decimal number (JSON number or string)"))
+        return Decimal(0)
+    if value <= 0:
+        out.append(FieldViolation("amount_in", "must be greater than 0"))
+    elif value > MAX_AMOUNT:
+        out.append(FieldViolation("amount_in", f"must be at most {MAX_AMOUNT}"))
+    elif -int(value.as_tuple().exponent) > MAX_FRACTION_DIGITS:
+        out.append(FieldViolation("amount_in", f"must have at most {MAX_FRACTION_DIGITS} decimal places"))
+    return value
+
+
+def _slippage(values: Mapping[str, object], out: list[FieldViolation]) -> Decimal:
+    raw = values.get("slippage")
+    if raw is None or raw == "":
+        out.append(FieldViolation("slippage", "is required"))
+        return Decimal(0)
+    value = parse_decimal(raw)
+    if value is None:
+        out.append(FieldViolation("slippage", "must be a decimal fraction (0.01 = 1 %)"))
+        return Decimal(0)
+    if not MIN_SLIPPAGE <= value <= MAX_SLIPPAGE:
+        out.append(
+            FieldViolation("slippage", f"must be between {MIN_SLIPPAGE} and {MAX_SLIPPAGE} (a fraction: 0.01 = 1 %)")
+        )
+    return value
+
+
+def _order_type(values: Mapping[str, object], out: list[FieldViolation]) -> str:
+    raw = values.get("type")
+    if raw is None or raw == "":
+        return "market"
+    if raw not in ORDER_TYPES:
+        out.append(
+            FieldViolation("type", f"must be one of {', '.join(ORDER_TYPES)} (other order types are not supported yet)")
+        )
+        return ""
+    return str(raw)
+
+
+def validate_order(values: Mapping[str, object]) -> OrderInput:
+    """Check every field; raise ValidationFailed listing every violation."""
+    violations: list[FieldViolation] = []
+    token_in = _mint(values, "token_in", violations)
+    token_out = _mint(values, "token_out", violations)
+    if token_in and token_in == token_out:
+        violations.append(FieldViolation("token_out", "must differ from token_in"))
+    amount_in = _amount(values, violations)
+    slippage = _slippage(values, violations)
+    order_type = _order_type(values, violations)
+    if violations:
+        raise ValidationFailed(violations)
+    return OrderInput(token_in, token_out, amount_in, slippage, order_type)
+
+
+def validate_idempotency_key(key: str, field: str = "idempotency_key") -> str:
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise ValidationFailed([FieldViolation(field, f"must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters")])
+    return key
+
+
+def validate_order_id(raw: str, field: str = "order_id") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except (ValueError, AttributeError, TypeError):
+        raise ValidationFailed([FieldViolation(field, "must be a UUID")]) from None

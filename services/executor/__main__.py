@@ -1,0 +1,129 @@
+"""Executor service: ``python -m services.executor``.
+
+Consumes execution jobs from RabbitMQ; serves gRPC health and GetStats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+
+from dexengine.v1 import executor_pb2, executor_pb2_grpc, orders_pb2_grpc, router_pb2_grpc
+from services.common import amqp, db, grpc_client, grpc_server, metrics
+from services.common.config import Settings
+from services.common.migrate import migrate
+from services.executor.chain import SimulatedChain
+from services.executor.consumer import JobConsumer
+from services.executor.pipeline import Pipeline, swap_on_router
+from services.executor.ratelimit import RateLimiter
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEPTH_INTERVAL_S = 5.0
+log = logging.getLogger(__name__)
+
+
+class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
+    def __init__(self, consumer: JobConsumer, prefetch: int) -> None:
+        self.consumer = consumer
+        self.prefetch = prefetch
+
+    async def GetStats(
+        self, request: executor_pb2.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> executor_pb2.GetStatsResponse:
+        s = self.consumer.stats
+        return executor_pb2.GetStatsResponse(
+            jobs_done=s.done,
+            jobs_in_flight=s.in_flight,
+            jobs_retried=s.retried,
+            jobs_failed=s.failed,
+            prefetch=self.prefetch,
+        )
+
+
+class ExecutorComponent:
+    name = "executor"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.consumer: JobConsumer | None = None
+        self.depths: asyncio.Task[None] | None = None
+        self.redis: aioredis.Redis | None = None
+        self.orders_channel: grpc.aio.Channel | None = None
+        self.router_channel: grpc.aio.Channel | None = None
+
+    async def start(self, server: grpc.aio.Server) -> list[str]:
+        # Clients are made here, inside the running event loop (grpc.aio binds a channel to its loop).
+        self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.orders_channel = grpc_client.channel(self.settings.orders_target)
+        self.router_channel = grpc_client.channel(self.settings.router_target)
+        self.pool = await db.create_pool(self.settings.chain_dsn, self.settings.db_pool_size)
+        async with self.pool.acquire() as conn:
+            await migrate(conn, MIGRATIONS, table="chain_schema_migrations")
+        router = router_pb2_grpc.RouterStub(self.router_channel)
+        chain = SimulatedChain(self.pool, lambda tx: swap_on_router(router, tx))
+        pipeline = Pipeline(self.settings, orders_pb2_grpc.OrdersStub(self.orders_channel), router, chain)
+        limiter = RateLimiter(self.redis, self.settings.rate_limit_per_min, self.settings.rate_limit_burst)
+        self.consumer = JobConsumer(self.settings, pipeline, limiter)
+        self.connection = await amqp.connect(self.settings.amqp_url)
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        await self.consumer.start(self.channel)
+        self.depths = asyncio.create_task(self._report_queue_depths())
+        executor_pb2_grpc.add_ExecutorServicer_to_server(
+            ExecutorServicer(self.consumer, self.settings.executor_prefetch), server
+        )
+        return [executor_pb2.DESCRIPTOR.services_by_name["Executor"].full_name]
+
+    async def _report_queue_depths(self) -> None:
+        """Queue depth gauges, from passive declares on a channel of their own."""
+        names = amqp.Names(self.settings.amqp_prefix)
+        queues = [names.execute_queue, names.parking_queue, *map(names.wait_queue, self.settings.retry_backoff_ms)]
+        while True:
+            await asyncio.sleep(DEPTH_INTERVAL_S)
+            try:
+                assert self.connection is not None
+                async with self.connection.channel() as channel:
+                    for name in queues:
+                        queue = await channel.declare_queue(name, passive=True)
+                        metrics.QUEUE_DEPTH.labels(name).set(queue.declaration_result.message_count or 0)
+            except Exception as exc:  # noqa: BLE001 - a gauge must never take the executor down
+                log.debug("queue depth unavailable: %s", exc)
+
+    async def healthy(self) -> bool:
+        return (
+            self.connection is not None
+            and not self.connection.is_closed
+            and self.channel is not None
+            and not self.channel.is_closed
+            and self.pool is not None
+            and await db.ping(self.pool)
+        )
+
+    async def stop_intake(self) -> None:
+        if self.depths is not None:
+            self.depths.cancel()
+        if self.consumer is not None:
+            await self.consumer.stop(self.settings.shutdown_grace_s)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        for channel in (self.orders_channel, self.router_channel):
+            if channel is not None:
+                await channel.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+if __name__ == "__main__":
+    grpc_server.main(ExecutorComponent, lambda s: s.executor_port)

@@ -1,0 +1,68 @@
+"""How an execution step can fail, and what happens next.
+
+- RetryableError: this attempt failed but a later one may succeed (quote
+  timeout, venue unavailable, slippage exceeded, transaction expired): a new
+  attempt after the backoff, with a fresh quote, until MAX_ATTEMPTS.
+- FinalError: retrying cannot help (no route, insufficient liquidity): the
+  order fails now.
+- InfraError: a service of ours is unreachable (orders UNAVAILABLE): the job
+  waits and runs again without spending an attempt.
+- Superseded: the order moved under this job (a compare-and-set lost, e.g.
+  another delivery of the same job, or a holder that died right after its
+  commit): the job reloads the order from PostgreSQL and carries on.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from services.common.errors import parse_rpc_error
+
+
+class StepError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class RetryableError(StepError):
+    pass
+
+
+class FinalError(StepError):
+    pass
+
+
+class InfraError(StepError):
+    pass
+
+
+class Superseded(Exception):
+    pass
+
+
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def from_router_error(err: grpc.aio.AioRpcError) -> StepError:
+    info = parse_rpc_error(err)
+    if info.code == grpc.StatusCode.NOT_FOUND:
+        return FinalError(info.reason or "NO_ROUTE", info.message)
+    if info.code == grpc.StatusCode.FAILED_PRECONDITION:
+        if info.reason == "INSUFFICIENT_LIQUIDITY":
+            return FinalError(info.reason, info.message)
+        return RetryableError(info.reason or "SWAP_REJECTED", info.message)
+    if info.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RetryableError("QUOTE_TIMEOUT", info.message or "router deadline exceeded")
+    if info.code == grpc.StatusCode.UNAVAILABLE:
+        return RetryableError(info.reason or "VENUE_UNAVAILABLE", info.message)
+    return FinalError(info.reason or info.code.name, info.message)
+
+
+def from_orders_error(err: grpc.aio.AioRpcError) -> Exception:
+    info = parse_rpc_error(err)
+    if info.code == grpc.StatusCode.FAILED_PRECONDITION:
+        return Superseded(info.message)
+    if info.code in RETRYABLE_CODES:
+        return InfraError("ORDERS_UNAVAILABLE", info.message)
+    return FinalError(info.reason or info.code.name, info.message)

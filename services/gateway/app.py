@@ -1,0 +1,272 @@
+"""The public HTTP + WebSocket API (aiohttp), bridged to the gRPC services.
+
+Holds no state: orders are created and read through orders, status streams
+come from notifier.Watch. Every bad input is a 4xx with the error body of
+DESIGN.md naming the field; never a 500 with a driver message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+import grpc
+import orjson
+from aiohttp import WSCloseCode, web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
+from services.common import codec, grpc_client, metrics, states
+from services.common.config import Settings
+from services.common.errors import FieldViolation, ValidationFailed, parse_rpc_error
+from services.common.logs import order_id_var
+from services.common.validation import ORDER_FIELDS, validate_idempotency_key, validate_order, validate_order_id
+from services.gateway.http_errors import HTTP_FIELD_NAMES, error_response, from_rpc
+from services.gateway.openapi import DOCUMENT
+
+log = logging.getLogger(__name__)
+RPC_TIMEOUT_S = 5.0
+BODY_FIELDS = {HTTP_FIELD_NAMES[name]: name for name in ORDER_FIELDS}
+_JSON = "application/json"
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON, headers=headers)
+
+
+def _invalid(exc: ValidationFailed) -> web.Response:
+    return error_response(400, exc.reason, "request validation failed", exc.violations)
+
+
+def parse_order_body(raw: bytes) -> dict[str, object]:
+    """JSON body -> canonical field values; numbers become Decimal (never float)."""
+    try:
+        body = json.loads(raw, parse_float=Decimal, parse_constant=lambda c: c) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed([FieldViolation("body", "must be valid JSON")], reason="MALFORMED_JSON") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed([FieldViolation("body", "must be a JSON object")])
+    unknown = [FieldViolation(key, "is not a known field") for key in body if key not in BODY_FIELDS]
+    if unknown:
+        raise ValidationFailed(unknown)
+    values = {BODY_FIELDS[key]: value for key, value in body.items()}
+    # A JSON number arrives as int or Decimal; pass it on as a decimal string.
+    for key in ("amount_in", "slippage"):
+        value = values.get(key)
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            values[key] = str(value)
+    return values
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.orders_channel = grpc_client.channel(settings.orders_target)
+        self.notifier_channel = grpc_client.channel(settings.notifier_target)
+        self.orders = orders_pb2_grpc.OrdersStub(self.orders_channel)
+        self.notifier = notifier_pb2_grpc.NotifierStub(self.notifier_channel)
+        self.health = {
+            "orders": health_pb2_grpc.HealthStub(self.orders_channel),
+            "notifier": health_pb2_grpc.HealthStub(self.notifier_channel),
+        }
+
+    def websocket_url(self, request: web.Request, order_id: str) -> str:
+        if self.settings.public_base_url:
+            base = self.settings.public_base_url
+            base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        else:
+            base = f"ws://{request.host}"
+        return f"{base}/ws/orders/{order_id}"
+
+    async def execute(self, request: web.Request) -> web.Response:
+        try:
+            values = parse_order_body(await request.read())
+            order = validate_order(values)
+            key = request.headers.get("Idempotency-Key", "")
+            if "Idempotency-Key" in request.headers:
+                validate_idempotency_key(key)
+                if not key:
+                    raise ValidationFailed([FieldViolation("idempotency_key", "must not be empty")])
+        except ValidationFailed as exc:
+            return _invalid(exc)
+        try:
+            resp = await self.orders.CreateOrder(
+                orders_pb2.CreateOrderRequest(
+                    token_in=order.token_in,
+                    token_out=order.token_out,
+                    amount_in=str(order.amount_in),
+                    slippage=str(order.slippage),
+                    type=order.type,
+                    idempotency_key=key,
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            return from_rpc(parse_rpc_error(err))
+        order_id_var.set(resp.order.id)
+        body = {
+            "orderId": resp.order.id,
+            "status": states.from_proto(resp.order.status) if not resp.created else "pending",
+            "websocketUrl": self.websocket_url(request, resp.order.id),
+        }
+        headers = {"Location": f"/api/orders/{resp.order.id}"}
+        if not resp.created:
+            headers["Idempotent-Replayed"] = "true"
+        return _json(body, 201, headers)
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        try:
+            order_id = str(validate_order_id(request.match_info["order_id"]))
+        except ValidationFailed as exc:
+            return _invalid(exc)
+        try:
+            resp = await self.orders.GetOrder(
+                orders_pb2.GetOrderRequest(order_id=order_id, include_events=True), timeout=RPC_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as err:
+            return from_rpc(parse_rpc_error(err))
+        view = codec.order_to_view(resp.order)
+        view["history"] = [codec.event_to_view(e) for e in resp.events]
+        return _json(view)
+
+    async def list_orders(self, request: web.Request) -> web.Response:
+        violations = []
+        status_name = request.query.get("status", "")
+        if status_name and status_name not in states.ORDERED:
+            violations.append(FieldViolation("status", f"must be one of {', '.join(states.ORDERED)}"))
+        limit_raw = request.query.get("limit", "50")
+        if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 200:
+            violations.append(FieldViolation("limit", "must be an integer between 1 and 200"))
+        if violations:
+            return _invalid(ValidationFailed(violations))
+        try:
+            resp = await self.orders.ListOrders(
+                orders_pb2.ListOrdersRequest(
+                    status=states.to_proto(status_name) if status_name else 0,
+                    limit=int(limit_raw),
+                    cursor=request.query.get("cursor", ""),
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            return from_rpc(parse_rpc_error(err))
+        return _json({"orders": [codec.order_to_view(o) for o in resp.orders], "nextCursor": resp.next_cursor or None})
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        try:
+            order_id = str(validate_order_id(request.match_info["order_id"]))
+        except ValidationFailed as exc:
+            return _invalid(exc)
+        call = self.notifier.Watch(notifier_pb2.WatchRequest(order_id=order_id))
+        try:
+            first = await call.read()
+        except grpc.aio.AioRpcError as err:
+            return from_rpc(parse_rpc_error(err))
+        if first is grpc.aio.EOF:
+            return error_response(503, "NOTIFIER_UNAVAILABLE", "the status stream ended before it began")
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        metrics.WEBSOCKETS.inc()
+        reader = asyncio.create_task(self._drain_client(ws))
+        try:
+            await ws.send_bytes(orjson.dumps(codec.event_to_view(first)))
+            terminal = states.from_proto(first.status) in states.TERMINAL
+            while not terminal and not ws.closed:
+                event = await call.read()
+                if event is grpc.aio.EOF:
+                    break
+                await ws.send_str(orjson.dumps(codec.event_to_view(event)).decode())
+                terminal = states.from_proto(event.status) in states.TERMINAL
+            if terminal:
+                await ws.close(code=WSCloseCode.OK, message=b"terminal status")
+            else:
+                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"status stream interrupted; reconnect")
+        except grpc.aio.AioRpcError as err:
+            log.warning("watch stream failed: %s", err.details(), extra={"orderId": order_id})
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"status stream unavailable; reconnect")
+        except (ConnectionResetError, asyncio.CancelledError):
+            call.cancel()
+            raise
+        finally:
+            reader.cancel()
+            call.cancel()
+            metrics.WEBSOCKETS.dec()
+        return ws
+
+    @staticmethod
+    async def _drain_client(ws: web.WebSocketResponse) -> None:
+        """Read (and ignore) client frames so pings and close frames are handled."""
+        async for _ in ws:
+            pass
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        async def check(stub: health_pb2_grpc.HealthStub) -> str:
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError as err:
+                return err.code().name
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+        results = dict(zip(self.health, await asyncio.gather(*(check(s) for s in self.health.values())), strict=True))
+        ready = all(v == "SERVING" for v in results.values())
+        if ready:
+            return _json({"status": "ready", "dependencies": results})
+        return error_response(
+            503,
+            "NOT_READY",
+            "dependencies not ready: " + ", ".join(f"{k}={v}" for k, v in results.items() if v != "SERVING"),
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(DOCUMENT)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
+    async def close(self) -> None:
+        await self.orders_channel.close()
+        await self.notifier_channel.close()
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Unknown routes and methods get the JSON error body; a bug gets a bare 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(exc.status, exc.reason.upper().replace(" ", "_"), exc.reason)
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        return error_response(500, "INTERNAL", "internal error")
+
+
+def build_app(settings: Settings) -> web.Application:
+    gateway = Gateway(settings)
+    app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
+    app.add_routes(
+        [
+            web.post("/api/orders/execute", gateway.execute),
+            web.get("/api/orders", gateway.list_orders),
+            web.get("/api/orders/{order_id}", gateway.get_order),
+            web.get("/ws/orders/{order_id}", gateway.websocket),
+            web.get("/healthz", gateway.healthz),
+            web.get("/readyz", gateway.readyz),
+            web.get("/metrics", gateway.metrics),
+            web.get("/openapi.json", gateway.openapi),
+        ]
+    )
+
+    async def on_cleanup(_: web.Application) -> None:
+        await gateway.close()
+
+    app.on_cleanup.append(on_cleanup)
+    app["gateway"] = gateway
+    return app

@@ -1,0 +1,58 @@
+"""The one JSON error body of the HTTP API, and gRPC status -> HTTP status."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+from aiohttp import web
+
+from services.common.errors import FieldViolation, RpcErrorInfo
+
+# Canonical (snake_case) field names -> the HTTP API's names.
+HTTP_FIELD_NAMES = {
+    "token_in": "tokenIn",
+    "token_out": "tokenOut",
+    "amount_in": "amountIn",
+    "slippage": "slippage",
+    "type": "type",
+    "idempotency_key": "Idempotency-Key",
+    "order_id": "orderId",
+    "status": "status",
+    "limit": "limit",
+    "cursor": "cursor",
+}
+
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    violations: list[FieldViolation] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    details = [{"field": HTTP_FIELD_NAMES.get(v.field, v.field), "issue": v.issue} for v in violations or []]
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def from_rpc(info: RpcErrorInfo) -> web.Response:
+    if info.reason == "IDEMPOTENCY_KEY_REUSED":
+        return error_response(422, info.reason, info.message, info.violations)
+    status = _HTTP_STATUS.get(info.code, 500)
+    if status == 500:
+        return error_response(500, "INTERNAL", "internal error")
+    code = info.reason or info.code.name
+    message = info.message if status != 503 else f"a dependency is unavailable: {info.message}"
+    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    return error_response(status, code, message, info.violations, headers)

@@ -1,0 +1,88 @@
+"""Notifier service: ``python -m services.notifier``.
+
+Each replica binds its own exclusive queue to the events exchange, so every
+replica receives every event and serves any watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aio_pika
+import grpc
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from opentelemetry.trace import SpanKind
+
+from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2_grpc
+from services.common import amqp, grpc_client, grpc_server, metrics, telemetry
+from services.common.config import Settings
+from services.notifier.hub import Hub
+from services.notifier.servicer import NotifierServicer
+
+log = logging.getLogger(__name__)
+
+
+class NotifierComponent:
+    name = "notifier"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub = Hub()
+        self.connection: AbstractRobustConnection | None = None
+        self.queue: AbstractQueue | None = None
+        self.tag: str | None = None
+        self.orders_channel: grpc.aio.Channel | None = None
+
+    async def start(self, server: grpc.aio.Server) -> list[str]:
+        self.orders_channel = grpc_client.channel(self.settings.orders_target)  # inside the running loop
+        names = amqp.Names(self.settings.amqp_prefix)
+        self.connection = await amqp.connect(self.settings.amqp_url)
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=1000)
+        exchange = await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        self.queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        await self.queue.bind(exchange)
+        self.tag = await self.queue.consume(self.on_event, no_ack=True)
+        servicer = NotifierServicer(self.hub, orders_pb2_grpc.OrdersStub(self.orders_channel))
+        notifier_pb2_grpc.add_NotifierServicer_to_server(servicer, server)
+        return [notifier_pb2.DESCRIPTOR.services_by_name["Notifier"].full_name]
+
+    async def on_event(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = orjson.loads(message.body)
+        except orjson.JSONDecodeError:
+            log.error("undecodable event dropped", extra={"messageId": message.message_id})
+            return
+        with telemetry.tracer(__name__).start_as_current_span(
+            "notifier fan-out",
+            context=telemetry.extract(message.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "order.id": str(event.get("orderId", "")),
+                "order.status": str(event.get("status", "")),
+                "order.seq": int(event.get("seq", 0)),
+            },
+        ) as span:
+            delivered = self.hub.publish(event)
+            span.set_attribute("notifier.watchers", delivered)
+            metrics.EVENTS_FANNED_OUT.inc(delivered)
+
+    async def healthy(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def stop_intake(self) -> None:
+        if self.queue is not None and self.tag is not None:
+            await self.queue.cancel(self.tag)
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+        if self.orders_channel is not None:
+            await self.orders_channel.close()
+
+
+if __name__ == "__main__":
+    grpc_server.main(NotifierComponent, lambda s: s.notifier_port)

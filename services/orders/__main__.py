@@ -1,0 +1,59 @@
+"""Orders service: ``python -m services.orders``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import grpc
+
+from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common import db, grpc_server
+from services.common.config import Settings
+from services.common.migrate import migrate
+from services.orders.cache import OrderCache
+from services.orders.relay import OutboxRelay
+from services.orders.servicer import OrdersServicer
+from services.orders.store import OrderStore
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class OrdersComponent:
+    name = "orders"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool: asyncpg.Pool | None = None
+        self.cache: OrderCache | None = None
+        self.relay: OutboxRelay | None = None
+
+    async def start(self, server: grpc.aio.Server) -> list[str]:
+        self.cache = OrderCache(self.settings.redis_url)
+        self.pool = await db.create_pool(self.settings.database_url, self.settings.db_pool_size)
+        async with self.pool.acquire() as conn:
+            await migrate(conn, MIGRATIONS)
+        self.relay = OutboxRelay(self.settings, self.pool)
+        self.relay.start()
+        orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(OrderStore(self.pool), self.cache), server)
+        return [orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name]
+
+    async def healthy(self) -> bool:
+        # Only PostgreSQL counts: without Redis reads come from PostgreSQL, and
+        # without RabbitMQ the outbox keeps accepted orders until it returns.
+        return self.pool is not None and await db.ping(self.pool)
+
+    async def stop_intake(self) -> None:
+        """Nothing to stop before the server: requests in their grace period still commit."""
+
+    async def close(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.cache is not None:
+            await self.cache.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+if __name__ == "__main__":
+    grpc_server.main(OrdersComponent, lambda s: s.orders_port)

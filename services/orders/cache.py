@@ -1,0 +1,150 @@
+"""Redis cache of live orders: the latest state and its event history.
+
+Keys: ``order:{id}:status`` (the order view, JSON), ``order:{id}:events`` (a
+list of event views, index = seq - 1) and ``order:{id}:active`` (present while
+the order is not terminal). Writes are Lua scripts that only ever move the
+cache forward by seq, so racing writers cannot put an older state back; a
+write that would leave a gap drops the entry instead (the next read refills
+it from PostgreSQL). Redis being down never fails a request: reads fall back
+to PostgreSQL, failed writes are remembered and the entry dropped once Redis
+answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+LIVE_TTL_S = 24 * 3600
+DONE_TTL_S = 3600
+TIMEOUT_S = 0.25
+
+# KEYS: status, events, active. ARGV: order json, seq, event json, ttl, terminal(0/1)
+_APPEND = """
+local n = redis.call('LLEN', KEYS[2])
+local seq = tonumber(ARGV[2])
+if n >= seq then return 0 end
+if n ~= seq - 1 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return -1
+end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[5] == '1' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], '1', 'EX', ARGV[4]) end
+return 1
+"""
+
+# KEYS: status, events, active. ARGV: order json, seq, ttl, terminal, event json...
+_FILL = """
+local n = redis.call('LLEN', KEYS[2])
+local seq = tonumber(ARGV[2])
+if n >= seq then return 0 end
+redis.call('DEL', KEYS[2])
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], '1', 'EX', ARGV[3]) end
+return 1
+"""
+
+
+def keys(order_id: str) -> list[str]:
+    return [f"order:{order_id}:status", f"order:{order_id}:events", f"order:{order_id}:active"]
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class OrderCache:
+    def __init__(self, url: str) -> None:
+        self.redis = aioredis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+        self._append = self.redis.register_script(_APPEND)
+        self._fill = self.redis.register_script(_FILL)
+        self._dirty: set[str] = set()
+        self._healer: asyncio.Task[None] | None = None
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def get(self, order_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        if order_id in self._dirty:
+            return None
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(keys(order_id)[0])
+                pipe.lrange(keys(order_id)[1], 0, -1)
+                raw_order, raw_events = await pipe.execute()
+        except (RedisError, OSError):
+            return None
+        if raw_order is None:
+            return None
+        order = orjson.loads(raw_order)
+        events = [orjson.loads(item) for item in raw_events]
+        if len(events) != order["seq"]:
+            return None
+        return order, events
+
+    async def append(self, order: dict[str, Any], event: dict[str, Any], terminal: bool) -> None:
+        ttl = DONE_TTL_S if terminal else LIVE_TTL_S
+        try:
+            await self._append(
+                keys=keys(order["orderId"]),
+                args=[_dumps(order), order["seq"], _dumps(event), ttl, "1" if terminal else "0"],
+            )
+        except (RedisError, OSError) as exc:
+            self._mark_dirty(order["orderId"], exc)
+
+    async def fill(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
+        if order["orderId"] in self._dirty:
+            return
+        ttl = DONE_TTL_S if terminal else LIVE_TTL_S
+        try:
+            await self._fill(
+                keys=keys(order["orderId"]),
+                args=[_dumps(order), order["seq"], ttl, "1" if terminal else "0", *(_dumps(e) for e in events)],
+            )
+        except (RedisError, OSError) as exc:
+            self._mark_dirty(order["orderId"], exc)
+
+    async def drop(self, order_id: str) -> None:
+        """Forget an entry (the next read refills it from PostgreSQL)."""
+        try:
+            await self.redis.delete(*keys(order_id))
+        except (RedisError, OSError) as exc:
+            self._mark_dirty(order_id, exc)
+
+    def _mark_dirty(self, order_id: str, exc: Exception) -> None:
+        log.warning(
+            "cache write failed, entry will be dropped when redis answers: %s", exc, extra={"orderId": order_id}
+        )
+        self._dirty.add(order_id)
+        if self._healer is None or self._healer.done():
+            self._healer = asyncio.create_task(self._heal())
+
+    async def _heal(self) -> None:
+        """Drop entries whose writes failed, once Redis answers; reads bypass them until then."""
+        while self._dirty:
+            batch = list(self._dirty)
+            try:
+                await self.redis.delete(*(key for order_id in batch for key in keys(order_id)))
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+                continue
+            self._dirty.difference_update(batch)
+            log.info("cache healed: dropped %d stale entries", len(batch))
+
+    async def close(self) -> None:
+        if self._healer is not None:
+            self._healer.cancel()
+        await self.redis.aclose()

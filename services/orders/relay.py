@@ -1,0 +1,164 @@
+"""Outbox relay: publishes outbox rows to RabbitMQ, then deletes them.
+
+Rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several orders replicas
+share the work), published with publisher confirms in one pipelined batch,
+and deleted in the same transaction. A crash or a failed publish rolls back,
+so the rows are published again later: delivery is at-least-once and every
+consumer is idempotent. LISTEN/NOTIFY wakes the relay at commit; polling
+every ``OUTBOX_POLL_MS`` covers missed notifications.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from opentelemetry.trace import SpanKind
+
+from services.common import amqp, faults, metrics, telemetry
+from services.common.config import Settings
+
+log = logging.getLogger(__name__)
+
+CLAIM_SQL = """
+SELECT id, order_id, kind, payload, headers, created_at FROM outbox
+ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+
+
+class OutboxRelay:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.names = amqp.Names(settings.amqp_prefix)
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.exchanges: dict[str, AbstractExchange] = {}
+        self._wake = asyncio.Event()
+        self.ready = asyncio.Event()  # set once connected and the topology is declared
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.published = 0
+
+    def start(self) -> None:
+        """Run in the background; orders are accepted even while RabbitMQ is down."""
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def _connect(self) -> None:
+        while True:
+            try:
+                self.connection = await amqp.connect(self.settings.amqp_url)
+                self.channel = await amqp.confirm_channel(self.connection)
+                await amqp.declare_topology(self.channel, self.names, self.settings)
+                self.exchanges = {
+                    "job": await self.channel.get_exchange(self.names.execute_exchange),
+                    "event": await self.channel.get_exchange(self.names.events_exchange),
+                }
+                self.ready.set()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - broker not reachable yet: keep trying
+                log.warning("rabbitmq not reachable, outbox holds the rows: %s", exc)
+                await asyncio.sleep(1)
+
+    def connected(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    def wake(self, *_: Any) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            self._listener = await asyncpg.connect(self.settings.database_url)
+            await self._listener.add_listener("outbox", self.wake)
+        except (OSError, asyncpg.PostgresError) as exc:
+            self._listener = None
+            log.warning("outbox listen failed (polling only): %s", exc)
+
+    async def _run(self) -> None:
+        poll = self.settings.outbox_poll_ms / 1000
+        await self._connect()
+        while True:
+            await self._listen()
+            try:
+                sent = await self.publish_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: rows stay, try again
+                log.warning("outbox publish failed, will retry: %s", exc)
+                await asyncio.sleep(poll)
+                continue
+            if sent >= self.settings.outbox_batch:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+
+    async def publish_batch(self) -> int:
+        """Publish one batch; return how many rows were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(CLAIM_SQL, self.settings.outbox_batch)
+            if not rows:
+                return 0
+            faults.crash_point("before_publish")
+            await asyncio.gather(*(self._publish(row) for row in rows))
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
+        self.published += len(rows)
+        now = datetime.now(UTC)
+        for row in rows:
+            metrics.OUTBOX_PUBLISHED.labels(row["kind"]).inc()
+            metrics.OUTBOX_LAG.observe((now - row["created_at"]).total_seconds())
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        kind = row["kind"]
+        stored = orjson.loads(row["headers"]) if row["headers"] else {}
+        exchange = self.exchanges[kind]
+        with telemetry.tracer(__name__).start_as_current_span(
+            f"publish {exchange.name}",
+            context=telemetry.extract(stored),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": exchange.name,
+                "order.id": str(row["order_id"]),
+                "outbox.kind": kind,
+            },
+        ):
+            await self._send(row, kind, telemetry.inject_headers())
+
+    async def _send(self, row: asyncpg.Record, kind: str, headers: dict[str, str]) -> None:
+        payload = row["payload"]
+        body = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+        if kind == "job":
+            await amqp.publish(
+                self.exchanges["job"],
+                amqp.JOB_KEY,
+                body,
+                headers={**headers, "x-attempt": 1, "x-order-id": str(row["order_id"])},
+                message_id=f"outbox-{row['id']}",
+            )
+        else:
+            await amqp.publish(
+                self.exchanges["event"], "", body, headers=headers, message_id=f"outbox-{row['id']}", mandatory=False
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        if self.connection is not None:
+            await self.connection.close()

@@ -1,0 +1,219 @@
+"""Order persistence: every write is one SQL statement, so one transaction.
+
+CreateOrder inserts the order, its first event and two outbox rows (the
+execution job and the ``pending`` event). Transition is a compare-and-set on
+the current status that also appends the event and its outbox row. Both are
+single data-modifying CTEs: atomic, and one round trip each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.common import states
+from services.common.validation import OrderInput
+
+ORDER_COLUMNS = (
+    "id, type, status, token_in, token_out, amount_in, amount_out, expected_price, executed_price, "
+    "slippage, dex_provider, tx_hash, error_message, retry_count, seq, routing, execution, "
+    "created_at, updated_at, completed_at"
+)
+_TS = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+_EVENT_JSON = f"""jsonb_build_object('orderId', e.order_id::text, 'status', e.status, 'seq', e.seq,
+    'timestamp', {_TS.format(col="e.created_at")}, 'data', e.data)"""
+
+CREATE_SQL = f"""
+WITH ins AS (
+    INSERT INTO orders (id, type, status, token_in, token_out, amount_in, slippage, idempotency_key, request_hash)
+    VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {ORDER_COLUMNS}
+), ev AS (
+    INSERT INTO order_events (order_id, seq, status, data, created_at)
+    SELECT id, 1, 'pending', $9::jsonb, created_at FROM ins
+    RETURNING order_id, seq, status, data, created_at
+), ob AS (
+    INSERT INTO outbox (order_id, kind, payload, headers)
+    SELECT ins.id, 'job', jsonb_build_object('orderId', ins.id::text, 'attempt', 1), $10::jsonb FROM ins
+    UNION ALL
+    SELECT e.order_id, 'event', {_EVENT_JSON}, $10::jsonb FROM ev e
+)
+SELECT * FROM ins
+"""
+
+TRANSITION_SQL = f"""
+WITH upd AS (
+    UPDATE orders o SET
+        status = $3,
+        seq = o.seq + 1,
+        retry_count = o.retry_count + $4,
+        amount_out = COALESCE($5::numeric, o.amount_out),
+        expected_price = COALESCE($6::numeric, o.expected_price),
+        executed_price = COALESCE($7::numeric, o.executed_price),
+        dex_provider = COALESCE($8::text, o.dex_provider),
+        tx_hash = COALESCE($9::text, o.tx_hash),
+        error_message = COALESCE($10::text, o.error_message),
+        routing = COALESCE($11::jsonb, o.routing),
+        execution = COALESCE(o.execution, '{{}}'::jsonb) || COALESCE($12::jsonb, '{{}}'::jsonb),
+        updated_at = clock_timestamp(),
+        completed_at = CASE WHEN $3 IN ('confirmed', 'failed') THEN clock_timestamp() END
+    WHERE o.id = $1 AND o.status = $2
+    RETURNING {ORDER_COLUMNS}
+), ev AS (
+    INSERT INTO order_events (order_id, seq, status, data, created_at)
+    SELECT id, seq, status, $13::jsonb, updated_at FROM upd
+    RETURNING order_id, seq, status, data, created_at
+), ob AS (
+    INSERT INTO outbox (order_id, kind, payload, headers)
+    SELECT e.order_id, 'event', {_EVENT_JSON}, $14::jsonb FROM ev e
+)
+SELECT * FROM upd
+"""
+
+NUMERIC_FIELDS = ("amount_out", "expected_price", "executed_price")
+TEXT_FIELDS = ("dex_provider", "tx_hash", "error_message")
+JSON_FIELDS = ("routing", "execution")
+SETTABLE = frozenset(NUMERIC_FIELDS + TEXT_FIELDS + JSON_FIELDS)
+
+
+class NotFound(Exception):
+    pass
+
+
+class StaleTransition(Exception):
+    """The order is no longer in the expected status (someone else moved it)."""
+
+    def __init__(self, current: str) -> None:
+        self.current = current
+        super().__init__(f"order is {current}")
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key was used with a different request body."""
+
+
+@dataclass(frozen=True)
+class Created:
+    row: asyncpg.Record
+    created: bool
+
+
+def request_hash(order: OrderInput) -> str:
+    canonical = orjson.dumps(
+        [order.token_in, order.token_out, str(order.amount_in.normalize()), str(order.slippage.normalize()), order.type]
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+class OrderStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def create(self, order: OrderInput, idempotency_key: str | None, trace_headers: dict[str, str]) -> Created:
+        digest = request_hash(order)
+        row = await self.pool.fetchrow(
+            CREATE_SQL,
+            uuid.uuid4(),
+            order.type,
+            order.token_in,
+            order.token_out,
+            order.amount_in,
+            order.slippage,
+            idempotency_key,
+            digest,
+            _dumps({"tokenIn": order.token_in, "tokenOut": order.token_out, "amountIn": str(order.amount_in)}),
+            _dumps(trace_headers),
+        )
+        if row is not None:
+            return Created(row, True)
+        existing = await self.pool.fetchrow(
+            f"SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE idempotency_key = $1", idempotency_key
+        )
+        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise NotFound(idempotency_key)
+        if existing["request_hash"] != digest:
+            raise IdempotencyConflict(idempotency_key)
+        return Created(existing, False)
+
+    async def get(self, order_id: uuid.UUID) -> asyncpg.Record:
+        row = await self.pool.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
+        if row is None:
+            raise NotFound(str(order_id))
+        return row
+
+    async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
+            if row is None:
+                raise NotFound(str(order_id))
+            events = await conn.fetch(
+                "SELECT order_id, seq, status, data, created_at FROM order_events WHERE order_id = $1 ORDER BY seq",
+                order_id,
+            )
+        return row, list(events)
+
+    async def list(self, status: str, limit: int, before: tuple[Any, uuid.UUID] | None) -> list[asyncpg.Record]:
+        clauses, args = [], []
+        if status:
+            args.append(status)
+            clauses.append(f"status = ${len(args)}")
+        if before is not None:
+            args.extend(before)
+            clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        args.append(limit)
+        return list(
+            await self.pool.fetch(
+                f"SELECT {ORDER_COLUMNS} FROM orders {where} ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+                *args,
+            )
+        )
+
+    async def transition(
+        self,
+        order_id: uuid.UUID,
+        expected: str,
+        new: str,
+        fields: dict[str, Any],
+        event_data: dict[str, Any],
+        trace_headers: dict[str, str],
+    ) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            TRANSITION_SQL,
+            order_id,
+            expected,
+            new,
+            1 if states.is_retry(expected, new) else 0,
+            *(fields.get(name) for name in NUMERIC_FIELDS),
+            *(fields.get(name) for name in TEXT_FIELDS),
+            *(_dumps(fields[name]) if fields.get(name) is not None else None for name in JSON_FIELDS),
+            _dumps(event_data),
+            _dumps(trace_headers),
+        )
+        if row is not None:
+            return row
+        current = await self.pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
+        if current is None:
+            raise NotFound(str(order_id))
+        raise StaleTransition(current)
+
+    async def event(self, order_id: uuid.UUID, seq: int) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            "SELECT order_id, seq, status, data, created_at FROM order_events WHERE order_id = $1 AND seq = $2",
+            order_id,
+            seq,
+        )
+        if row is None:
+            raise NotFound(f"{order_id}#{seq}")
+        return row

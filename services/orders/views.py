@@ -1,0 +1,57 @@
+"""Database rows to the public view (see services.common.codec)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.common.codec import iso
+from services.common.decimals import fmt
+
+
+def _num(value: Decimal | None) -> str | None:
+    return fmt(value) if value is not None else None
+
+
+def _json(value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    return orjson.loads(value)
+
+
+def order_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "orderId": str(row["id"]),
+        "type": row["type"],
+        "status": row["status"],
+        "tokenIn": row["token_in"],
+        "tokenOut": row["token_out"],
+        "amountIn": _num(row["amount_in"]),
+        "slippage": _num(row["slippage"]),
+        "amountOut": _num(row["amount_out"]),
+        "expectedPrice": _num(row["expected_price"]),
+        "executedPrice": _num(row["executed_price"]),
+        "dexProvider": row["dex_provider"],
+        "txHash": row["tx_hash"],
+        "errorMessage": row["error_message"],
+        "retryCount": row["retry_count"],
+        "seq": row["seq"],
+        "routing": _json(row["routing"]),
+        "execution": _json(row["execution"]) or None,
+        "createdAt": iso(row["created_at"]),
+        "updatedAt": iso(row["updated_at"]),
+        "completedAt": iso(row["completed_at"]) if row["completed_at"] else None,
+    }
+
+
+def event_view(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "orderId": str(row["order_id"]),
+        "status": row["status"],
+        "seq": row["seq"],
+        "timestamp": iso(row["created_at"]),
+        "data": _json(row["data"]) or {},
+    }

@@ -1,0 +1,248 @@
+"""gRPC Router: parallel venue quotes with a deadline, a decision, and swaps.
+
+Venues are simulated (services.router.amm) with the pools' own integer math.
+Each quote waits a seeded, configurable latency; a venue that misses the
+deadline or fails is left out of the decision and named in ``excluded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from decimal import Decimal
+
+import grpc
+from opentelemetry import trace
+
+from dexengine.v1 import router_pb2, router_pb2_grpc
+from services.common import metrics, telemetry
+from services.common.config import Settings
+from services.common.decimals import fmt, parse_decimal
+from services.common.errors import FieldViolation, ValidationFailed, abort
+from services.router.amm import (
+    AmmError,
+    Decision,
+    InsufficientLiquidityError,
+    Market,
+    NoPoolError,
+    Token,
+    VenueQuote,
+    VenueUnavailableError,
+    decide,
+    from_base_units,
+    min_amount_out,
+    to_base_units,
+    token_by_mint,
+)
+
+log = logging.getLogger(__name__)
+QUOTE_TTL_MS = 8_000  # ~20 slots of 400 ms
+
+
+class QuoteTimeout(Exception):
+    pass
+
+
+def _price(amount_in: int, amount_out: int, token_in: Token, token_out: Token) -> Decimal:
+    if amount_in == 0:
+        return Decimal(0)
+    return from_base_units(amount_out, token_out.decimals) / from_base_units(amount_in, token_in.decimals)
+
+
+class RouterServicer(router_pb2_grpc.RouterServicer):
+    def __init__(self, settings: Settings, market: Market) -> None:
+        self.settings = settings
+        self.market = market
+        self.rng = random.Random(settings.market_seed)
+
+    def _latency_s(self) -> float:
+        lo, hi = self.settings.quote_latency_ms
+        return self.rng.uniform(lo, hi) / 1000
+
+    def _tokens(self, token_in: str, token_out: str, amount: str, field: str = "amount_in") -> tuple[Token, Token, int]:
+        violations = []
+        tin, tout = token_by_mint(token_in), token_by_mint(token_out)
+        value = parse_decimal(amount)
+        if value is None or value <= 0:
+            violations.append(FieldViolation(field, "must be a positive decimal string"))
+        if violations:
+            raise ValidationFailed(violations)
+        if tin is None or tout is None or not self.market.has_pair(token_in, token_out):
+            raise NoPoolError(f"no route: no pool trades {token_in} -> {token_out}")
+        assert value is not None
+        raw = to_base_units(value, tin.decimals)
+        if raw <= 0:
+            raise ValidationFailed([FieldViolation(field, f"is below one base unit of {tin.symbol}")])
+        return tin, tout, raw
+
+    async def _quote_venue(self, venue: str, tin: Token, tout: Token, raw: int) -> tuple[VenueQuote, int]:
+        with telemetry.tracer(__name__).start_as_current_span(
+            f"quote {venue}", attributes={"dex.venue": venue, "dex.token_in": tin.symbol, "dex.token_out": tout.symbol}
+        ) as span:
+            try:
+                quote, latency_ms = await self._simulated_quote(venue, tin, tout, raw)
+            except (AmmError, QuoteTimeout) as exc:
+                telemetry.record_error(span, exc)
+                metrics.QUOTES.labels(venue, getattr(exc, "code", "QUOTE_TIMEOUT")).inc()
+                raise
+            except asyncio.CancelledError:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "deadline exceeded"))
+                metrics.QUOTES.labels(venue, "DEADLINE_EXCEEDED").inc()
+                raise
+            metrics.QUOTES.labels(venue, "ok").inc()
+            span.set_attribute("dex.amount_out", str(quote.amount_out))
+            span.set_attribute("dex.latency_ms", latency_ms)
+            return quote, latency_ms
+
+    async def _simulated_quote(self, venue: str, tin: Token, tout: Token, raw: int) -> tuple[VenueQuote, int]:
+        latency = self._latency_s()
+        roll = Decimal(str(self.rng.random()))
+        started = time.monotonic()
+        if roll < self.settings.quote_timeout_rate:
+            await asyncio.sleep(self.settings.quote_deadline_ms / 1000 * 2)
+            raise QuoteTimeout(venue)
+        await asyncio.sleep(latency)
+        if roll < self.settings.quote_timeout_rate + self.settings.venue_failure_rate:
+            raise VenueUnavailableError(f"{venue} unavailable (simulated)")
+        quote = self.market.quote(venue, tin.mint, tout.mint, raw)
+        return quote, int((time.monotonic() - started) * 1000)
+
+    async def GetQuotes(
+        self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.GetQuotesResponse:
+        try:
+            tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
+            slippage = parse_decimal(request.slippage) if request.slippage else Decimal(0)
+            if slippage is None or not 0 <= slippage < 1:
+                raise ValidationFailed([FieldViolation("slippage", "must be a fraction between 0 and 1")])
+        except ValidationFailed as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
+            raise
+        except NoPoolError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), reason=exc.code)
+            raise
+        deadline = self.settings.quote_deadline_ms / 1000
+        remaining = context.time_remaining()
+        if remaining is not None:
+            deadline = min(deadline, max(remaining - 0.05, 0.0))
+        self.market.advance()
+        venues = self.market.venues()
+        started = time.monotonic()
+        tasks = [asyncio.create_task(self._quote_venue(v, tin, tout, raw)) for v in venues]
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        simulated_ms = int((time.monotonic() - started) * 1000)
+        quotes: dict[str, tuple[VenueQuote, int]] = {}
+        excluded: dict[str, str] = {}
+        final_errors: list[AmmError] = []
+        for venue, task in zip(venues, tasks, strict=True):
+            if task in pending:
+                excluded[venue] = f"timed out after {int(deadline * 1000)} ms"
+            elif isinstance(task.exception(), InsufficientLiquidityError | NoPoolError):
+                err = task.exception()
+                assert isinstance(err, AmmError)
+                excluded[venue] = str(err)
+                final_errors.append(err)
+            elif task.exception() is not None:
+                excluded[venue] = str(task.exception()) or type(task.exception()).__name__
+            else:
+                quotes[venue] = task.result()
+        if not quotes:
+            if final_errors and len(final_errors) == len(venues):
+                err = final_errors[0]
+                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err), reason=err.code)
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "no venue answered: " + "; ".join(f"{v}: {why}" for v, why in excluded.items()),
+                reason="NO_VENUE_AVAILABLE",
+            )
+        decision = decide(
+            lambda venue, amount: self.market.quote(venue, tin.mint, tout.mint, amount),
+            list(quotes),
+            raw,
+            tin,
+            tout,
+            excluded,
+        )
+        metrics.DECISIONS.labels(decision.legs[0].venue if decision.kind == "single" else "split").inc()
+        response = router_pb2.GetQuotesResponse(
+            decision=self._decision(decision, tin, tout, raw, slippage), simulated_ms=simulated_ms
+        )
+        response.excluded.update(excluded)
+        now_ms = int(time.time() * 1000)
+        for quote, latency_ms in quotes.values():
+            response.quotes.append(self._quote(quote, tin, tout, slippage, now_ms, latency_ms))
+        return response
+
+    def _quote(
+        self, quote: VenueQuote, tin: Token, tout: Token, slippage: Decimal, now_ms: int, latency_ms: int
+    ) -> router_pb2.Quote:
+        quote_id = hashlib.sha256(f"{quote.venue}:{quote.pool_id}:{quote.amount_in}:{now_ms}".encode()).hexdigest()[:24]
+        return router_pb2.Quote(
+            venue=quote.venue,
+            amount_in=fmt(from_base_units(quote.amount_in, tin.decimals)),
+            amount_out=fmt(from_base_units(quote.amount_out, tout.decimals)),
+            price=fmt(_price(quote.amount_in, quote.amount_out, tin, tout)),
+            fee=fmt(from_base_units(quote.fee, tin.decimals)),
+            price_impact=fmt(quote.price_impact),
+            min_amount_out=fmt(from_base_units(min_amount_out(quote.amount_out, slippage), tout.decimals)),
+            quote_id=quote_id,
+            expires_at_ms=now_ms + QUOTE_TTL_MS,
+            spot_price=fmt(quote.spot_price),
+            latency_ms=latency_ms,
+        )
+
+    def _decision(
+        self, decision: Decision, tin: Token, tout: Token, raw: int, slippage: Decimal
+    ) -> router_pb2.Decision:
+        legs = [
+            router_pb2.RouteLeg(
+                venue=leg.venue,
+                amount_in=fmt(from_base_units(leg.amount_in, tin.decimals)),
+                amount_out=fmt(from_base_units(leg.amount_out, tout.decimals)),
+                min_amount_out=fmt(from_base_units(min_amount_out(leg.amount_out, slippage), tout.decimals)),
+            )
+            for leg in decision.legs
+        ]
+        return router_pb2.Decision(
+            venue=decision.legs[0].venue if decision.kind == "single" else "split",
+            legs=legs,
+            amount_out=fmt(from_base_units(decision.amount_out, tout.decimals)),
+            min_amount_out=fmt(
+                from_base_units(sum(min_amount_out(leg.amount_out, slippage) for leg in decision.legs), tout.decimals)
+            ),
+            expected_price=fmt(_price(raw, decision.amount_out, tin, tout)),
+            reason=decision.reason,
+        )
+
+    async def ExecuteSwap(
+        self, request: router_pb2.ExecuteSwapRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.ExecuteSwapResponse:
+        try:
+            tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
+            min_out = parse_decimal(request.min_amount_out or "0")
+            if min_out is None or min_out < 0:
+                raise ValidationFailed([FieldViolation("min_amount_out", "must be a non-negative decimal string")])
+            if request.venue not in self.market.venues():
+                raise ValidationFailed([FieldViolation("venue", f"must be one of {', '.join(self.market.venues())}")])
+            self.market.advance()
+            result = self.market.swap(request.venue, tin.mint, tout.mint, raw, to_base_units(min_out, tout.decimals))
+        except ValidationFailed as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
+            raise
+        except NoPoolError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), reason=exc.code)
+            raise
+        except AmmError as exc:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), reason=exc.code)
+            raise
+        return router_pb2.ExecuteSwapResponse(
+            amount_out=fmt(from_base_units(result.amount_out, tout.decimals)),
+            price=fmt(_price(result.amount_in, result.amount_out, tin, tout)),
+            fee=fmt(from_base_units(result.fee, tin.decimals)),
+        )

@@ -1,0 +1,215 @@
+"""Load, drain and invariant checks shared by the chaos scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+
+from services.common import amqp, config, states
+from tests.support.client import SOL, USDC, USDT
+from tests.support.mesh import Mesh
+from tests.support.servers import PrivatePostgres, PrivateRabbit, PrivateRedis
+
+PAIRS = [(SOL, USDC, "0.5"), (USDC, SOL, "100"), (SOL, USDT, "1"), (USDC, USDT, "250")]
+RECONNECT_CODES = {1006, 1011, 1012, 1013}
+
+
+@dataclass
+class Stack:
+    pg: PrivatePostgres
+    redis: PrivateRedis
+    rabbit: PrivateRabbit
+    mesh: Mesh
+    settings: config.Settings
+
+
+@dataclass
+class Load:
+    accepted: list[str] = field(default_factory=list)
+    rejected: Counter[int] = field(default_factory=Counter)
+    watched: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def watch_through_faults(session: aiohttp.ClientSession, url: str, into: list[dict[str, Any]]) -> None:
+    """Follow an order's socket like a robust client: reconnect on 1011/1013/drops until terminal."""
+    last = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            async with session.ws_connect(url) as ws:
+                async for msg in ws:
+                    event = orjson.loads(msg.data)
+                    if event["seq"] > last:
+                        into.append(event)
+                        last = event["seq"]
+                if into and into[-1]["status"] in states.TERMINAL:
+                    return
+        except (aiohttp.ClientError, OSError):
+            pass
+        await asyncio.sleep(0.5)
+
+
+async def submit(
+    stack: Stack, session: aiohttp.ClientSession, load: Load, count: int, rate: float, watch_every: int = 10
+) -> None:
+    """POST ``count`` orders at ``rate``/s; follow every ``watch_every``-th over its WebSocket."""
+    pairs = itertools.cycle(PAIRS)
+    started = time.monotonic()
+    for i in range(count):
+        token_in, token_out, amount = next(pairs)
+        body = {"tokenIn": token_in, "tokenOut": token_out, "amountIn": amount, "slippage": "0.05"}
+        try:
+            async with session.post(f"{stack.mesh.http}/api/orders/execute", json=body) as resp:
+                answer = await resp.json(content_type=None)
+                if resp.status == 201:
+                    load.accepted.append(answer["orderId"])
+                    if i % watch_every == 0:
+                        events: list[dict[str, Any]] = []
+                        load.watched[answer["orderId"]] = events
+                        load.watchers.append(
+                            asyncio.create_task(watch_through_faults(session, answer["websocketUrl"], events))
+                        )
+                else:
+                    load.rejected[resp.status] += 1
+        except aiohttp.ClientError:
+            load.rejected[0] += 1
+        await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
+
+
+async def drain(stack: Stack, order_ids: list[str], timeout: float = 60) -> float:
+    """Wait until every order is terminal; return how long it took."""
+    started = time.monotonic()
+    ids = [*order_ids]
+    while True:
+        try:
+            conn = await asyncpg.connect(stack.pg.url)
+            try:
+                live = await conn.fetchval(
+                    "SELECT count(*) FROM orders WHERE id = ANY($1::uuid[]) AND status NOT IN ('confirmed', 'failed')",
+                    ids,
+                )
+            finally:
+                await conn.close()
+            if live == 0:
+                return time.monotonic() - started
+        except (OSError, asyncpg.PostgresError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{live} orders still not terminal after {timeout}s")
+        await asyncio.sleep(0.25)
+
+
+@dataclass
+class Report:
+    orders: int
+    lost: int
+    duplicated: int
+    stuck: int
+    failed: int
+    retried: int
+    seconds: float
+
+    def line(self, name: str) -> str:
+        return (
+            f"{name}: orders={self.orders} lost={self.lost} duplicated={self.duplicated} stuck={self.stuck} "
+            f"failed={self.failed} retried={self.retried} time={self.seconds:.1f}s"
+        )
+
+
+async def queue_depth(stack: Stack, name: str) -> int:
+    connection = await aio_pika.connect(stack.rabbit.url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        assert queue.declaration_result.message_count is not None
+        return queue.declaration_result.message_count
+    finally:
+        await connection.close()
+
+
+async def wait_queues_empty(stack: Stack, timeout: float = 30) -> None:
+    names = amqp.Names(stack.settings.amqp_prefix)
+    queues = [names.execute_queue, *(names.wait_queue(d) for d in stack.settings.retry_backoff_ms)]
+    deadline = time.monotonic() + timeout
+    while True:
+        depths = {q: await queue_depth(stack, q) for q in queues}
+        if not any(depths.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queues not drained: {depths}")
+        await asyncio.sleep(0.5)
+
+
+async def check_invariants(stack: Stack, load: Load, drained_s: float, parked_expected: int | None = 0) -> Report:
+    """Every invariant the chaos suite promises, checked on the real stores."""
+    conn = await asyncpg.connect(stack.pg.url)
+    try:
+        rows = await conn.fetch(
+            "SELECT id::text, status, retry_count, tx_hash, seq FROM orders WHERE id = ANY($1::uuid[])", load.accepted
+        )
+        by_id = {r["id"]: r for r in rows}
+        lost = len(set(load.accepted) - set(by_id))
+        stuck = sum(1 for r in rows if r["status"] not in states.TERMINAL)
+        # At most one landed transaction per order, and a confirmed order names the one that landed.
+        landed = await conn.fetch(
+            "SELECT order_id::text, array_agg(signature) AS sigs FROM chain.transactions "
+            "WHERE status = 'landed' AND order_id = ANY($1::uuid[]) GROUP BY order_id",
+            load.accepted,
+        )
+        duplicated = sum(1 for r in landed if len(r["sigs"]) > 1)
+        for r in landed:
+            order = by_id[r["order_id"]]
+            assert order["status"] == "confirmed", (r["order_id"], order["status"])
+            assert order["tx_hash"] in r["sigs"]
+        confirmed = {i for i, r in by_id.items() if r["status"] == "confirmed"}
+        assert confirmed <= {r["order_id"] for r in landed}, "a confirmed order without a landed transaction"
+        # Retry budget and legal transitions, seq contiguous from 1.
+        assert all(r["retry_count"] <= stack.settings.max_attempts - 1 for r in rows)
+        events = await conn.fetch(
+            "SELECT order_id::text, array_agg(status ORDER BY seq) AS statuses, array_agg(seq ORDER BY seq) AS seqs "
+            "FROM order_events WHERE order_id = ANY($1::uuid[]) GROUP BY order_id",
+            load.accepted,
+        )
+        for e in events:
+            assert list(e["seqs"]) == list(range(1, len(e["seqs"]) + 1)), e
+            assert e["statuses"][0] == "pending"
+            for current, new in itertools.pairwise(e["statuses"]):
+                assert states.is_legal(current, new), (e["order_id"], current, new)
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0, "outbox drained"
+        retried = sum(1 for r in rows if r["retry_count"] > 0)
+        failed = sum(1 for r in rows if r["status"] == "failed")
+    finally:
+        await conn.close()
+    await wait_queues_empty(stack)
+    names = amqp.Names(stack.settings.amqp_prefix)
+    if parked_expected is not None:
+        assert await queue_depth(stack, names.parking_queue) == parked_expected
+    # The cache never contradicts PostgreSQL.
+    client = aioredis.from_url(stack.redis.url)
+    try:
+        for order_id, row in by_id.items():
+            raw = await client.get(f"order:{order_id}:status")
+            if raw is not None:
+                cached = orjson.loads(raw)
+                assert (cached["status"], cached["seq"]) == (row["status"], row["seq"]), order_id
+    finally:
+        await client.aclose()
+    # WebSocket clients that lived through the fault saw the end, seq strictly increasing.
+    await asyncio.wait_for(asyncio.gather(*load.watchers), 60)
+    for order_id, seen in load.watched.items():
+        assert seen, order_id
+        assert seen[-1]["status"] == by_id[order_id]["status"], (order_id, seen)
+        seqs = [e["seq"] for e in seen]
+        assert seqs == sorted(set(seqs)), seqs
+    return Report(len(load.accepted), lost, duplicated, stuck, failed, retried, drained_s)

@@ -1,0 +1,60 @@
+"""In-process gRPC servers (real grpc.aio on free ports) over the real servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import asyncpg
+import grpc
+import pytest
+
+from dexengine.v1 import orders_pb2_grpc
+from services.common import config
+from services.common.grpc_server import SERVER_OPTIONS
+from services.orders.__main__ import OrdersComponent
+from tests.support.infra import TestInfra
+from tests.support.mesh import free_port
+
+
+@pytest.fixture(scope="session")
+def settings(infra: TestInfra, database: str) -> config.Settings:
+    return replace(
+        config.Settings(),
+        database_url=database,
+        redis_url=infra.redis_url,
+        amqp_url=infra.amqp_url,
+        amqp_prefix=infra.amqp_prefix,
+        retry_backoff_ms=(200, 400, 800),
+        outbox_poll_ms=100,
+        rate_limit_per_min=0,
+    )
+
+
+@pytest.fixture(scope="session")
+async def orders_server(settings: config.Settings, amqp_cleanup: None) -> AsyncIterator[str]:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    component = OrdersComponent(settings)
+    await component.start(server)
+    assert component.relay is not None
+    await asyncio.wait_for(component.relay.ready.wait(), 10)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(1)
+    await component.close()
+
+
+@pytest.fixture
+async def orders(orders_server: str) -> AsyncIterator[orders_pb2_grpc.OrdersStub]:
+    async with grpc.aio.insecure_channel(orders_server) as channel:
+        yield orders_pb2_grpc.OrdersStub(channel)
+
+
+@pytest.fixture
+async def pg(database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database)
+    yield conn
+    await conn.close()

@@ -1,0 +1,234 @@
+"""orders against real PostgreSQL, Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aio_pika
+import asyncpg
+import grpc
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common import amqp, codec, config, states
+from services.common.errors import parse_rpc_error
+from tests.support.client import SOL, USDC
+
+PENDING, ROUTING, BUILDING = (states.to_proto(s) for s in ("pending", "routing", "building"))
+
+
+def create_request(**over: str) -> orders_pb2.CreateOrderRequest:
+    fields = {"token_in": SOL, "token_out": USDC, "amount_in": "1.25", "slippage": "0.01", **over}
+    return orders_pb2.CreateOrderRequest(**fields)
+
+
+async def test_create_writes_order_event_and_outbox_rows_in_one_transaction(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    # Hold the outbox table lock so the relay cannot publish (and delete) the rows before we look.
+    async with pg.transaction():
+        await pg.execute("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE NOWAIT")
+        task = asyncio.ensure_future(orders.CreateOrder(create_request(), timeout=5))
+        await asyncio.sleep(0.3)
+        assert not task.done(), "the create must wait for the outbox insert: same transaction"
+        count = await pg.fetchval("SELECT count(*) FROM orders")
+    resp = await task
+    order_id = uuid.UUID(resp.order.id)
+    row = await pg.fetchrow("SELECT status, amount_in, slippage, seq FROM orders WHERE id = $1", order_id)
+    assert row["status"] == "pending" and str(row["amount_in"]) == "1.25" and row["seq"] == 1
+    events = await pg.fetch("SELECT seq, status FROM order_events WHERE order_id = $1", order_id)
+    assert [(e["seq"], e["status"]) for e in events] == [(1, "pending")]
+    assert count == await pg.fetchval("SELECT count(*) FROM orders") - 1
+
+
+async def test_failed_insert_leaves_nothing_behind(pg: asyncpg.Connection) -> None:
+    """The CTE is one statement: an error in any part writes no part."""
+    before = await pg.fetchval("SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM outbox)")
+    from services.orders.store import CREATE_SQL
+
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pg.fetchrow(CREATE_SQL, uuid.uuid4(), "market", SOL, USDC, -1, 0.01, None, "h", "{}", "{}")
+    after = await pg.fetchval("SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM outbox)")
+    assert before == after
+
+
+async def test_invalid_create_is_invalid_argument_naming_fields(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    before = await pg.fetchval("SELECT count(*) FROM orders")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await orders.CreateOrder(create_request(token_in="bad", amount_in="0", slippage="2"), timeout=5)
+    details = parse_rpc_error(info.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in details.violations} == {"token_in", "amount_in", "slippage"}
+    assert await pg.fetchval("SELECT count(*) FROM orders") == before
+
+
+async def test_stale_transition_is_failed_precondition(orders: orders_pb2_grpc.OrdersStub) -> None:
+    order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await orders.Transition(
+        orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await orders.Transition(
+            orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as illegal:
+        await orders.Transition(
+            orders_pb2.TransitionRequest(order_id=order.id, expected_status=ROUTING, new_status=PENDING), timeout=5
+        )
+    assert illegal.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await orders.Transition(
+            orders_pb2.TransitionRequest(order_id=str(uuid.uuid4()), expected_status=ROUTING, new_status=BUILDING),
+            timeout=5,
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_concurrent_transitions_exactly_one_wins(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    results = await asyncio.gather(
+        *(
+            orders.Transition(
+                orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+            )
+            for _ in range(20)
+        ),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    losses = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(wins) == 1
+    assert len(losses) == 19
+    assert all(r.code() == grpc.StatusCode.FAILED_PRECONDITION for r in losses)
+    seqs = await pg.fetch("SELECT seq FROM order_events WHERE order_id = $1 ORDER BY seq", uuid.UUID(order.id))
+    assert [r["seq"] for r in seqs] == [1, 2]
+
+
+async def test_transition_fields_are_stored_and_events_carry_data(orders: orders_pb2_grpc.OrdersStub) -> None:
+    order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await orders.Transition(
+        orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+    )
+    req = orders_pb2.TransitionRequest(order_id=order.id, expected_status=ROUTING, new_status=BUILDING)
+    req.fields.update({"dex_provider": "meteora", "expected_price": "149.86", "routing": {"venue": "meteora"}})
+    req.event_data.update({"venue": "meteora"})
+    resp = await orders.Transition(req, timeout=5)
+    assert resp.order.dex_provider == "meteora"
+    assert resp.order.expected_price == "149.86"
+    assert resp.event.seq == 3
+    assert codec.struct_to_dict(resp.event.data) == {"venue": "meteora"}
+    bad = orders_pb2.TransitionRequest(
+        order_id=order.id, expected_status=BUILDING, new_status=states.to_proto("failed")
+    )
+    bad.fields.update({"status": "confirmed", "amount_out": "-1"})
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await orders.Transition(bad, timeout=5)
+    assert {v.field for v in parse_rpc_error(info.value).violations} == {"fields.status", "fields.amount_out"}
+
+
+async def test_idempotency_key_same_body_same_order_other_body_rejected(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    key = f"key-{uuid.uuid4()}"
+    answers = await asyncio.gather(
+        *(orders.CreateOrder(create_request(idempotency_key=key), timeout=5) for _ in range(20))
+    )
+    assert len({a.order.id for a in answers}) == 1
+    assert sum(a.created for a in answers) == 1
+    assert await pg.fetchval("SELECT count(*) FROM orders WHERE idempotency_key = $1", key) == 1
+    jobs = await pg.fetchval(
+        "SELECT count(*) FROM outbox WHERE kind = 'job' AND order_id = $1", uuid.UUID(answers[0].order.id)
+    )
+    assert jobs in (0, 1), "at most one job, never one per request"
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await orders.CreateOrder(create_request(idempotency_key=key, amount_in="2"), timeout=5)
+    details = parse_rpc_error(info.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_relay_publishes_jobs_and_events_to_rabbitmq(
+    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings, pg: asyncpg.Connection
+) -> None:
+    names = amqp.Names(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        events_q = await channel.declare_queue("", exclusive=True)
+        await events_q.bind(names.events_exchange)
+        order = (await orders.CreateOrder(create_request(), timeout=5)).order
+        work = await channel.get_queue(names.execute_queue)
+        job = None
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:  # earlier tests' jobs are queued too
+            message = await work.get(fail=False)
+            if message is not None:
+                body = orjson.loads(message.body)
+                await message.ack()
+                if body["orderId"] == order.id:
+                    job = (body, message)
+                    break
+            else:
+                await asyncio.sleep(0.1)
+        assert job is not None, "the job reached the execution queue"
+        assert job[1].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert job[1].headers["x-attempt"] == 1
+        event = None
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            message = await events_q.get(fail=False)
+            if message is not None:
+                body = orjson.loads(message.body)
+                if body["orderId"] == order.id:
+                    event = body
+                    break
+            else:
+                await asyncio.sleep(0.1)
+        assert event is not None
+        assert event["status"] == "pending" and event["seq"] == 1
+        remaining = await pg.fetchval("SELECT count(*) FROM outbox WHERE order_id = $1", uuid.UUID(order.id))
+        assert remaining == 0, "published rows leave the outbox"
+    finally:
+        await connection.close()
+
+
+async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub, settings: config.Settings) -> None:
+    order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await orders.Transition(
+        orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+    )
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        cached = orjson.loads(await client.get(f"order:{order.id}:status"))
+        assert cached["status"] == "routing" and cached["seq"] == 2
+        assert await client.llen(f"order:{order.id}:events") == 2
+        assert await client.exists(f"order:{order.id}:active") == 1
+        await client.delete(f"order:{order.id}:status", f"order:{order.id}:events")
+        got = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, include_events=True), timeout=5)
+        assert [e.seq for e in got.events] == [1, 2]
+        assert await client.exists(f"order:{order.id}:status") == 1, "a miss refills the cache"
+    finally:
+        await client.aclose()
+
+
+async def test_list_orders_filters_and_pages(orders: orders_pb2_grpc.OrdersStub) -> None:
+    created = [(await orders.CreateOrder(create_request(), timeout=5)).order.id for _ in range(3)]
+    page1 = await orders.ListOrders(orders_pb2.ListOrdersRequest(limit=2), timeout=5)
+    assert len(page1.orders) == 2 and page1.next_cursor
+    page2 = await orders.ListOrders(orders_pb2.ListOrdersRequest(limit=2, cursor=page1.next_cursor), timeout=5)
+    ids = [o.id for o in page1.orders] + [o.id for o in page2.orders]
+    assert ids[:3] == list(reversed(created))
+    assert len(set(ids)) == len(ids)
+    routing = await orders.ListOrders(orders_pb2.ListOrdersRequest(status=ROUTING, limit=200), timeout=5)
+    assert all(o.status == ROUTING for o in routing.orders)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await orders.ListOrders(orders_pb2.ListOrdersRequest(cursor="garbage"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

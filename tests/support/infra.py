@@ -1,0 +1,68 @@
+"""The real servers the tests use, and isolation between test runs.
+
+Tests talk to real PostgreSQL, Redis and RabbitMQ. Each run gets its own
+database (created and dropped here), its own Redis database index and its own
+AMQP name prefix, so a test run never touches a running ``make run`` mesh.
+A missing server fails the run loudly; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+class InfrastructureMissing(RuntimeError):
+    pass
+
+
+def require_servers() -> None:
+    """Raise naming every server that does not answer (never skip)."""
+    missing = []
+    for name, url, port in (
+        ("PostgreSQL", PG_ADMIN_URL, 5432),
+        ("Redis", REDIS_URL, 6379),
+        ("RabbitMQ", AMQP_URL, 5672),
+    ):
+        parts = urlsplit(url)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or port), timeout=3):
+                pass
+        except OSError as exc:
+            missing.append(f"{name} at {parts.hostname}:{parts.port or port} ({exc})")
+    if missing:
+        raise InfrastructureMissing(
+            "tests need real servers, not reachable: " + "; ".join(missing) + " — .ci/run starts them"
+        )
+
+
+@dataclass(frozen=True)
+class TestInfra:
+    database_url: str
+    database_name: str
+    redis_url: str
+    amqp_url: str
+    amqp_prefix: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "AMQP_URL": self.amqp_url,
+            "AMQP_PREFIX": self.amqp_prefix,
+        }
+
+
+def new_infra() -> TestInfra:
+    run_id = uuid.uuid4().hex[:10]
+    name = f"dexengine_test_{run_id}"
+    parts = urlsplit(PG_ADMIN_URL)
+    database_url = urlunsplit(parts._replace(path=f"/{name}"))
+    return TestInfra(database_url, name, REDIS_URL, AMQP_URL, f"t{run_id}.")

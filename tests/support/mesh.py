@@ -1,0 +1,124 @@
+"""Start the five services as real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.launcher import SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Mesh:
+    env: dict[str, str]
+    log_dir: Path
+    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.env['GATEWAY_PORT']}"
+
+    def grpc_target(self, service: str) -> str:
+        return f"127.0.0.1:{self.env[f'{service.upper()}_GRPC_PORT']}"
+
+    async def start(self, *services: str) -> None:
+        for name in services or SERVICES:
+            await self.start_one(name)
+        await self.wait_ready(*(services or SERVICES))
+
+    async def start_one(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self.procs[name] = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            f"services.{name}",
+            env={**self.env, **(extra_env or {})},
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+        )
+
+    async def wait_ready(self, *services: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        for name in services:
+            while True:
+                proc = self.procs[name]
+                if proc.returncode is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}: {self.tail(name)}")
+                if await self._ready(name):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready after {timeout}s: {self.tail(name)}")
+                await asyncio.sleep(0.1)
+
+    async def _ready(self, name: str) -> bool:
+        if name == "gateway":
+            try:
+                async with aiohttp.ClientSession() as session, session.get(f"{self.http}/healthz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+        async with grpc.aio.insecure_channel(self.grpc_target(name)) as channel:
+            try:
+                resp = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+        return resp.status == health_pb2.HealthCheckResponse.SERVING
+
+    def tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    async def stop_one(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        proc = self.procs[name]
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode is not None
+        return proc.returncode
+
+    async def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            await self.stop_one(name)
+
+
+def mesh_env(base: Mapping[str, str]) -> dict[str, str]:
+    ports = {f"{s.upper()}_GRPC_PORT": str(free_port()) for s in SERVICES if s != "gateway"}
+    env = dict(base)
+    env.update(ports)
+    env["GATEWAY_PORT"] = str(free_port())
+    env["GATEWAY_HOST"] = "127.0.0.1"
+    for service in ("orders", "router", "executor", "notifier"):
+        env[f"{service.upper()}_TARGET"] = f"127.0.0.1:{ports[f'{service.upper()}_GRPC_PORT']}"
+    env.setdefault("PYTHONPATH", str(ROOT))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from services.common import codec, config
+from services.common.decimals import fmt, parse_decimal
+
+
+def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("GATEWAY_PORT", "QUOTE_LATENCY_MS", "EXECUTION_LATENCY_MS", "EXECUTOR_PREFETCH", "RATE_LIMIT_PER_MIN"):
+        monkeypatch.delenv(key, raising=False)
+    s = config.load()
+    assert (s.gateway_port, s.orders_port, s.router_port, s.executor_port, s.notifier_port) == (
+        3000,
+        50051,
+        50052,
+        50053,
+        50054,
+    )
+    assert s.quote_latency_ms == (200, 300)
+    assert s.execution_latency_ms == (2000, 3000)
+    assert s.executor_prefetch == 10
+    assert s.rate_limit_per_min == 100
+    assert s.max_attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("var", "value"), [("GATEWAY_PORT", "x"), ("QUOTE_LATENCY_MS", "9-1"), ("RETRY_BACKOFF_MS", "")]
+)
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(config.ConfigError, match=var):
+        config.load()
+
+
+def test_decimals_are_exact_strings() -> None:
+    assert fmt(Decimal("1.500")) == "1.5"
+    assert fmt(Decimal("1E+3")) == "1000"
+    assert fmt(Decimal("0.000000001")) == "0.000000001"
+    assert parse_decimal(0.1) is None
+    assert parse_decimal("0.1") == Decimal("0.1")
+
+
+def test_order_view_round_trips_through_protobuf() -> None:
+    view = {
+        "orderId": "946d8f7c-2c63-4a29-81d1-792b67b2ed1b",
+        "type": "market",
+        "status": "confirmed",
+        "tokenIn": "a",
+        "tokenOut": "b",
+        "amountIn": "1.5",
+        "slippage": "0.01",
+        "amountOut": "224.1",
+        "expectedPrice": "149.5",
+        "executedPrice": "149.4",
+        "dexProvider": "meteora",
+        "txHash": "sig",
+        "errorMessage": None,
+        "retryCount": 1,
+        "seq": 5,
+        "routing": {"venue": "meteora", "legs": [{"x": "1"}]},
+        "execution": {"attempt": 2},
+        "createdAt": "2026-01-01T00:00:00.000001Z",
+        "updatedAt": "2026-01-01T00:00:01.000000Z",
+        "completedAt": "2026-01-01T00:00:01.000000Z",
+    }
+    assert codec.order_to_view(codec.order_from_view(view)) == view
