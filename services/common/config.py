@@ -96,6 +96,7 @@ class Settings:
     execution_latency_ms: tuple[int, int] = (2000, 3000)
     market_seed: int = 42
     market_drift: bool = True
+    market_trend_bps_per_s: Decimal = Decimal(0)
     venue_failure_rate: Decimal = Decimal(0)
     quote_timeout_rate: Decimal = Decimal(0)
     # Execution.
@@ -143,6 +144,7 @@ def load() -> Settings:
         execution_latency_ms=_range_ms("EXECUTION_LATENCY_MS", "2000-3000"),
         market_seed=_int("MARKET_SEED", 42),
         market_drift=_env("MARKET_DRIFT", "true").lower() in ("1", "true", "yes", "on"),
+        market_trend_bps_per_s=_decimal("MARKET_TREND_BPS_PER_S", "0"),
         venue_failure_rate=_decimal("VENUE_FAILURE_RATE", "0"),
         quote_timeout_rate=_decimal("QUOTE_TIMEOUT_RATE", "0"),
         executor_prefetch=_int("EXECUTOR_PREFETCH", 10, minimum=1),

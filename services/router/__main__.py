@@ -18,7 +18,11 @@ class RouterComponent:
         self.settings = settings
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
-        market = Market(seed=self.settings.market_seed, drift=self.settings.market_drift)
+        market = Market(
+            seed=self.settings.market_seed,
+            drift=self.settings.market_drift,
+            trend_bps_per_s=self.settings.market_trend_bps_per_s,
+        )
         router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.settings, market), server)
         return [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name]
 

@@ -161,14 +161,18 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 "no venue answered: " + "; ".join(f"{v}: {why}" for v, why in excluded.items()),
                 reason="NO_VENUE_AVAILABLE",
             )
-        decision = decide(
-            lambda venue, amount: self.market.quote(venue, tin.mint, tout.mint, amount),
-            list(quotes),
-            raw,
-            tin,
-            tout,
-            excluded,
-        )
+        try:
+            decision = decide(
+                lambda venue, amount: self.market.quote(venue, tin.mint, tout.mint, amount),
+                list(quotes),
+                raw,
+                tin,
+                tout,
+                excluded,
+            )
+        except AmmError as err:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err), reason=err.code)
+            raise
         metrics.DECISIONS.labels(decision.legs[0].venue if decision.kind == "single" else "split").inc()
         response = router_pb2.GetQuotesResponse(
             decision=self._decision(decision, tin, tout, raw, slippage), simulated_ms=simulated_ms
