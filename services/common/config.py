@@ -8,7 +8,7 @@ Tracing is configured by the standard ``OTEL_*`` variables, not here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 
@@ -32,8 +32,11 @@ def _int(name: str, default: int, *, minimum: int = 0) -> int:
 
 
 def _range_ms(name: str, default: str) -> tuple[int, int]:
+    return _parse_range(name, _env(name, default))
+
+
+def _parse_range(name: str, raw: str) -> tuple[int, int]:
     """Parse ``"200-300"`` (or a single ``"250"``) into an inclusive ms range."""
-    raw = _env(name, default)
     lo_raw, _, hi_raw = raw.partition("-")
     try:
         lo = int(lo_raw)
@@ -43,6 +46,18 @@ def _range_ms(name: str, default: str) -> tuple[int, int]:
     if lo < 0 or hi < lo:
         raise ConfigError(f"{name} must be a non-negative range low-high, got {raw!r}")
     return lo, hi
+
+
+def _venue_ranges(name: str, default: str) -> dict[str, tuple[int, int]]:
+    """Parse ``"meteora=1800-2000,raydium=50"`` into per-venue ms ranges."""
+    raw = _env(name, default)
+    ranges: dict[str, tuple[int, int]] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        venue, sep, span = part.partition("=")
+        if not sep or not venue.strip():
+            raise ConfigError(f"{name} must look like 'meteora=1800-2000,raydium=50', got {raw!r}")
+        ranges[venue.strip().lower()] = _parse_range(name, span.strip())
+    return ranges
 
 
 def _ms_list(name: str, default: str) -> tuple[int, ...]:
@@ -92,6 +107,7 @@ class Settings:
     db_pool_size: int = 10
     # Simulation.
     quote_latency_ms: tuple[int, int] = (200, 300)
+    venue_latency_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     quote_deadline_ms: int = 1500
     execution_latency_ms: tuple[int, int] = (2000, 3000)
     market_seed: int = 42
@@ -140,6 +156,7 @@ def load() -> Settings:
         amqp_prefix=_env("AMQP_PREFIX", ""),
         db_pool_size=_int("DB_POOL_SIZE", 10, minimum=1),
         quote_latency_ms=_range_ms("QUOTE_LATENCY_MS", "200-300"),
+        venue_latency_ms=_venue_ranges("VENUE_LATENCY_MS", ""),
         quote_deadline_ms=_int("QUOTE_DEADLINE_MS", 1500, minimum=1),
         execution_latency_ms=_range_ms("EXECUTION_LATENCY_MS", "2000-3000"),
         market_seed=_int("MARKET_SEED", 42),

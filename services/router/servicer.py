@@ -58,8 +58,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.market = market
         self.rng = random.Random(settings.market_seed)
 
-    def _latency_s(self) -> float:
-        lo, hi = self.settings.quote_latency_ms
+    def _latency_s(self, venue: str) -> float:
+        lo, hi = self.settings.venue_latency_ms.get(venue, self.settings.quote_latency_ms)
         return self.rng.uniform(lo, hi) / 1000
 
     def _tokens(self, token_in: str, token_out: str, amount: str, field: str = "amount_in") -> tuple[Token, Token, int]:
@@ -98,7 +98,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             return quote, latency_ms
 
     async def _simulated_quote(self, venue: str, tin: Token, tout: Token, raw: int) -> tuple[VenueQuote, int]:
-        latency = self._latency_s()
+        latency = self._latency_s(venue)
         roll = Decimal(str(self.rng.random()))
         started = time.monotonic()
         if roll < self.settings.quote_timeout_rate:

@@ -64,9 +64,14 @@ class Market:
         self.started = clock()
         self.now = 0.0
         self.pools: dict[tuple[str, frozenset[str]], Pool] = seed_pools()
+        # Per pair: the base token (the first of its seeded pools) and the mid
+        # price in raw quote units per raw base unit. A negative trend makes
+        # the base cheaper.
+        self.bases: dict[frozenset[str], str] = {}
         self.mids: dict[frozenset[str], Decimal] = {}
         for (_, pair), pool in sorted(self.pools.items(), key=lambda kv: kv[1].pool_id):
-            self.mids.setdefault(pair, pool.spot_price(min(pair)))
+            base = self.bases.setdefault(pair, pool.mints[0])
+            self.mids.setdefault(pair, pool.spot_price(base))
 
     def venues(self) -> list[str]:
         return list(VENUES)
@@ -157,7 +162,7 @@ class Market:
             if mint in pair:
                 other = next(iter(pair - {mint}))
                 if TOKENS[other].symbol in STABLES:
-                    per_raw = mid if mint == min(pair) else 1 / mid  # raw stable per raw token
+                    per_raw = mid if mint == self.bases[pair] else 1 / mid  # raw stable per raw token
                     return int(Decimal(usd * 10 ** TOKENS[other].decimals) / per_raw)
         return int(usd / 150 * 10**token.decimals)  # priced via SOL
 
@@ -173,7 +178,7 @@ class Market:
 
     def _arbitrage(self, key: tuple[str, frozenset[str]]) -> None:
         pool = self.pools[key]
-        base = min(key[1])
+        base = self.bases[key[1]]
         quote_mint = next(iter(key[1] - {base}))
         mid = self.mids[key[1]]
         spot = pool.spot_price(base)

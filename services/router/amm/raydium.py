@@ -72,16 +72,20 @@ class ConstantProductPool:
         r_in, r_out, _ = self._sides(mint_in)
         return Decimal(r_out) / Decimal(r_in)
 
+    def fee_for(self, amount_in: int) -> int:
+        """The trade fee, rounded up: even one base unit pays."""
+        return ceil_div(amount_in * self.fee_numerator, self.fee_denominator)
+
     def swap(self, mint_in: str, amount_in: int, now: float = 0.0) -> Fill:
         del now  # constant-product pools have no time-dependent fee
         if amount_in <= 0:
             raise ValueError("amount_in must be positive")
         r_in, r_out, a_to_b = self._sides(mint_in)
-        fee = ceil_div(amount_in * self.fee_numerator, self.fee_denominator)
+        fee = self.fee_for(amount_in)
         x = amount_in - fee
         out = r_out * x // (r_in + x)
-        if out <= 0 or out >= r_out:
-            raise InsufficientLiquidityError(f"pool {self.pool_id} cannot fill {amount_in} base units")
+        if out <= 0:
+            raise InsufficientLiquidityError(f"{self.pool_id}: {amount_in} base units buy nothing after fees")
         withheld = fee * self.withheld_share_ppm // 1_000_000
         new_in, new_out = r_in + amount_in - withheld, r_out - out
         state = replace(
