@@ -153,7 +153,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 quotes[venue] = task.result()
         if not quotes:
             if final_errors and len(final_errors) == len(venues):
-                err = final_errors[0]
+                # A venue without a pool for the pair is not the story when another ran dry.
+                err = next((e for e in final_errors if isinstance(e, InsufficientLiquidityError)), final_errors[0])
                 await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err), reason=err.code)
             await abort(
                 context,

@@ -82,8 +82,10 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
     def complete(spans: list[Span]) -> bool:
         services = {s.service for s in spans if s.attributes.get("order.id") == order_id}
         exporting = {s.service for s in spans}  # each process exports in its own batches
-        return {"orders", "executor", "notifier"} <= services and exporting >= ALL_SERVICES and any(
-            s.name == "notifier fan-out" and s.attributes.get("order.status") == "confirmed" for s in spans
+        return (
+            {"orders", "executor", "notifier"} <= services
+            and exporting >= ALL_SERVICES
+            and any(s.name == "notifier fan-out" and s.attributes.get("order.status") == "confirmed" for s in spans)
         )
 
     spans = await receiver.wait_for(complete)

@@ -97,7 +97,7 @@ def test_excluded_venues_are_named_in_the_reason() -> None:
 def test_a_size_no_single_venue_can_fill_is_split_or_refused() -> None:
     market = still_market()
     big = route(market, sol("2000"))  # beyond the DLMM bins, within Raydium's reserves
-    assert big.kind == "single" and big.legs[0].venue == "raydium" or big.kind == "split"
+    assert (big.kind == "single" and big.legs[0].venue == "raydium") or big.kind == "split"
     with pytest.raises(InsufficientLiquidityError):
         route(market, sol("5000"), venues=["meteora"])
 

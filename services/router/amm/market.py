@@ -124,9 +124,10 @@ class Market:
             return
         if target - self.now > MAX_CATCH_UP_S:
             self.now = target - MAX_CATCH_UP_S
-        while self.now + TICK_S <= target:
-            self.now += TICK_S
-            self._tick(TICK_S)
+        while self.now < target:  # whole ticks, then the remainder: any elapsed time moves the market
+            dt = min(TICK_S, target - self.now)
+            self.now += dt
+            self._tick(dt)
 
     def _tick(self, dt: float) -> None:
         for pair in sorted(self.mids, key=sorted):
