@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 
-import aio_pika
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.infra import PG_ADMIN_URL, TestInfra, new_infra, require_servers
+from tests.support.infra import TestInfra, create_database, delete_topology, drop_database, new_infra, require_servers
 
 
 @pytest.fixture(scope="session")
@@ -22,37 +20,16 @@ def infra() -> Iterator[TestInfra]:
 
 @pytest.fixture(scope="session")
 async def database(infra: TestInfra) -> AsyncIterator[str]:
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'CREATE DATABASE "{infra.database_name}"')
-    finally:
-        await admin.close()
+    await create_database(infra)
     yield infra.database_url
-    admin = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{infra.database_name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await drop_database(infra)
 
 
 @pytest.fixture(scope="session")
 async def amqp_cleanup(infra: TestInfra) -> AsyncIterator[None]:
     """Delete this run's queues and exchanges at the end."""
     yield
-    from services.common import amqp, config
-
-    names = amqp.Names(infra.amqp_prefix)
-    settings = config.Settings()
-    connection = await aio_pika.connect(infra.amqp_url)
-    try:
-        channel = await connection.channel()
-        queues = [names.execute_queue, names.parking_queue, *(names.wait_queue(d) for d in settings.retry_backoff_ms)]
-        for queue in queues:
-            await channel.queue_delete(queue)
-        for exchange in (names.execute_exchange, names.retry_exchange, names.parking_exchange, names.events_exchange):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
+    await delete_topology(infra)
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,7 @@ async def test_s02_kill_executor_three_times(stack: Stack, report: Callable[[str
     async def kill(_: Load) -> None:
         for _ in range(3):
             deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and await in_flight(stack) < 5:
+            while time.monotonic() < deadline and await in_flight(stack) < 5:  # noqa: ASYNC110 - polls PostgreSQL
                 await asyncio.sleep(0.05)
             seen_in_flight.append(await in_flight(stack))
             await restart(stack, "executor", signal.SIGKILL)

@@ -5,17 +5,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.infra import TestInfra, isolated
 from tests.support.mesh import Mesh, mesh_env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def mesh(
-    base_env: dict[str, str], database: str, amqp_cleanup: None, tmp_path_factory: pytest.TempPathFactory
+    base_env: dict[str, str], infra: TestInfra, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Mesh]:
     log_dir: Path = tmp_path_factory.mktemp("mesh-logs")
-    running = Mesh(mesh_env(base_env), log_dir)
-    try:
-        await running.start()
-        yield running
-    finally:
-        await running.stop()
+    async with isolated(infra.derive("e2e")) as own:
+        running = Mesh(mesh_env({**base_env, **own.env()}), log_dir)
+        try:
+            await running.start()
+            yield running
+        finally:
+            await running.stop()

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from tests.support.client import SOL, USDC, follow, post_order
+from tests.support.infra import TestInfra, isolated
 from tests.support.mesh import Mesh, mesh_env
 from tests.support.otlp import Receiver, Span
 
@@ -17,7 +18,15 @@ SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 
 @pytest.fixture(scope="module")
 async def traced(
-    base_env: dict[str, str], database: str, amqp_cleanup: None, tmp_path_factory: pytest.TempPathFactory
+    base_env: dict[str, str], infra: TestInfra, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Mesh, Receiver]]:
+    async with isolated(infra.derive("traced")) as own:
+        async for running in _traced_mesh({**base_env, **own.env()}, tmp_path_factory):
+            yield running
+
+
+async def _traced_mesh(
+    base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Mesh, Receiver]]:
     receiver = Receiver()
     endpoint = await receiver.start()
@@ -28,8 +37,6 @@ async def traced(
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
-            # The second mesh of this run: its own queues, or the first mesh's executors would take its jobs.
-            "AMQP_PREFIX": env["AMQP_PREFIX"] + "traced.",
             "METRICS_PORT": "0",
         }
     )

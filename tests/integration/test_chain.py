@@ -78,7 +78,11 @@ async def test_a_rejected_swap_lands_as_failed(pool: asyncpg.Pool) -> None:
     await ledger.send(sig, str(uuid.uuid4()), 1, {"legs": []}, lvh, 0.0)
     status = await ledger.wait(sig, lvh)
     assert status.status == chain.FAILED
-    assert status.result == {"error": "RAYDIUM_EXCEEDED_SLIPPAGE_0x1e", "message": "output below minimum", "chainMs": 0.0}
+    assert status.result == {
+        "error": "RAYDIUM_EXCEEDED_SLIPPAGE_0x1e",
+        "message": "output below minimum",
+        "chainMs": 0.0,
+    }
 
 
 async def test_an_expired_blockhash_never_lands(pool: asyncpg.Pool) -> None:

@@ -8,11 +8,16 @@ A missing server fails the run loudly; nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import asyncpg
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/1")
@@ -45,6 +50,8 @@ def require_servers() -> None:
 
 @dataclass(frozen=True)
 class TestInfra:
+    __test__ = False  # not a test class, whatever its name
+
     database_url: str
     database_name: str
     redis_url: str
@@ -58,6 +65,60 @@ class TestInfra:
             "AMQP_URL": self.amqp_url,
             "AMQP_PREFIX": self.amqp_prefix,
         }
+
+    def derive(self, suffix: str) -> TestInfra:
+        """Another isolated slot of this run: its own database and AMQP names.
+
+        Two meshes must never share a database: each orders service's relay
+        drains the whole outbox into its own AMQP prefix.
+        """
+        name = f"{self.database_name}_{suffix}"
+        url = urlunsplit(urlsplit(self.database_url)._replace(path=f"/{name}"))
+        return TestInfra(url, name, self.redis_url, self.amqp_url, f"{self.amqp_prefix}{suffix}.")
+
+
+async def create_database(infra: TestInfra) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{infra.database_name}"')
+    finally:
+        await admin.close()
+
+
+async def drop_database(infra: TestInfra) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{infra.database_name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def delete_topology(infra: TestInfra) -> None:
+    """Delete the queues and exchanges a run created under its prefix."""
+    from services.common import amqp, config
+
+    names = amqp.Names(infra.amqp_prefix)
+    connection = await aio_pika.connect(infra.amqp_url)
+    try:
+        channel = await connection.channel()
+        waits = (names.wait_queue(d) for d in config.Settings().retry_backoff_ms)
+        for queue in (names.execute_queue, names.parking_queue, *waits):
+            await channel.queue_delete(queue)
+        for exchange in (names.execute_exchange, names.retry_exchange, names.parking_exchange, names.events_exchange):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def isolated(infra: TestInfra) -> AsyncIterator[TestInfra]:
+    """A database and AMQP names of its own for as long as the block runs."""
+    await create_database(infra)
+    try:
+        yield infra
+    finally:
+        await drop_database(infra)
+        await delete_topology(infra)
 
 
 def new_infra() -> TestInfra:

@@ -1,0 +1,1 @@
+"""Load and latency benchmark of the whole mesh (issue 7): ``make bench``."""

@@ -1,0 +1,295 @@
+"""Run one phase of load and turn what was recorded into a :class:`PhaseResult`.
+
+Measurement window: from the first order sent to the end of the phase's
+duration. Outside it (not timed, not counted against the figures): waiting
+for the backlog to drain, and reading each sampled order back
+(``GET /api/orders/{id}``: its history timestamps and the simulated durations
+it recorded) to split end-to-end time into stages and into engine overhead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from bench import load as loadmod
+from bench.procstat import ProcSampler
+from bench.profiles import Phase
+from bench.results import PhaseResult
+from bench.stats import percentile, slope_per_s, summarize
+
+log = logging.getLogger("bench")
+DETAILS_SAMPLE = 1000
+DETAILS_CONCURRENCY = 16
+MONITOR_INTERVAL_S = 1.0
+
+COUNTS_SQL = """
+SELECT count(*) FILTER (WHERE status NOT IN ('confirmed', 'failed')) AS live,
+       (SELECT count(*) FROM outbox) AS outbox
+FROM orders
+"""
+CONFIRMED_SQL = """
+SELECT count(*) FROM orders
+WHERE status = 'confirmed' AND completed_at >= to_timestamp($1) AND completed_at < to_timestamp($2)
+"""
+
+
+def epoch(ts: str | None) -> float | None:
+    """An API timestamp (ISO 8601, UTC, 'Z') as Unix seconds."""
+    if not ts:
+        return None
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+class DbMonitor:
+    """Backlog (orders not yet terminal) and outbox depth, read from the orders database."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def counts(self) -> tuple[int, int]:
+        assert self.pool is not None
+        row = await self.pool.fetchrow(COUNTS_SQL)
+        assert row is not None
+        return int(row["live"]), int(row["outbox"])
+
+    async def confirmed_between(self, start: float, end: float) -> int:
+        assert self.pool is not None
+        return int(await self.pool.fetchval(CONFIRMED_SQL, start, end))
+
+    async def sample(self, into: list[tuple[float, int, int]], started: float) -> None:
+        while True:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                live, outbox = await self.counts()
+                into.append((time.perf_counter() - started, live, outbox))
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+
+    async def drain(self, timeout_s: float) -> tuple[float, int]:
+        """Wait until no order is live; (seconds waited, orders still live)."""
+        started = time.perf_counter()
+        live, _ = await self.counts()
+        while live and time.perf_counter() - started < timeout_s:
+            await asyncio.sleep(0.25)
+            live, _ = await self.counts()
+        return time.perf_counter() - started, live
+
+
+async def run_phase(
+    phase: Phase,
+    client: loadmod.Client,
+    sampler: ProcSampler | None,
+    db: DbMonitor | None,
+    *,
+    count: int | None = None,
+) -> PhaseResult:
+    log.info("phase %r: %s", phase.name, phase.describe())
+    monitor_samples: list[tuple[float, int, int]] = []
+    if sampler is not None:
+        sampler.begin()
+    wall0 = time.time()
+    mono0 = time.perf_counter()
+    monitor = asyncio.create_task(db.sample(monitor_samples, mono0)) if db is not None else None
+    fan: loadmod.FanoutResult | None = None
+    load: loadmod.LoadResult | None = None
+    try:
+        if phase.mode == "rate":
+            load = await loadmod.open_loop(
+                client, rate=phase.rate, duration_s=phase.duration_s, count=count, watch_fraction=phase.watch
+            )
+        elif phase.mode == "concurrency":
+            load = await loadmod.fixed_concurrency(
+                client,
+                concurrency=phase.concurrency,
+                duration_s=phase.duration_s,
+                count=count,
+                watch_fraction=phase.watch,
+            )
+        else:
+
+            async def progress(text: str) -> None:
+                log.info("%s", text)
+
+            fan = await loadmod.fanout(
+                client,
+                orders=phase.orders,
+                subscribers=phase.subscribers,
+                until_s=phase.duration_s,
+                progress=progress,
+            )
+    finally:
+        procs = sampler.end() if sampler is not None else []
+        if monitor is not None:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
+    if fan is not None:
+        result = analyze_fanout(phase, fan)
+    else:
+        assert load is not None
+        result = await analyze_load(phase, client, load, db, wall0, monitor_samples)
+    result.procs = procs
+    return result
+
+
+async def analyze_load(
+    phase: Phase,
+    client: loadmod.Client,
+    load: loadmod.LoadResult,
+    db: DbMonitor | None,
+    wall0: float,
+    monitor: list[tuple[float, int, int]],
+) -> PhaseResult:
+    duration = load.duration_s
+    records = load.records
+    result = PhaseResult(phase.name, phase.describe(), duration, errors=load.errors, retry_after=load.retry_after)
+    result.sent = len(records)
+    accepted = [r for r in records if r.accepted_mono is not None]
+    result.accepted = len(accepted)
+    in_window = [r for r in accepted if r.accepted_mono is not None and r.accepted_mono <= load.ended_mono]
+    result.accepted_per_s = len(in_window) / duration
+    result.submit = summarize([r.submit_ms for r in records if r.submit_ms is not None])
+    watched = [r for r in accepted if r.watched]
+    confirmed = [r for r in watched if r.terminal == "confirmed"]
+    result.watched, result.confirmed_watched = len(watched), len(confirmed)
+    result.e2e = summarize([e for r in confirmed if (e := r.e2e_ms) is not None])
+    result.generator_lag_p99 = percentile(load.lag_ms, 99)
+    if db is not None:
+        done = await db.confirmed_between(wall0, wall0 + duration)
+        result.confirmed_per_s = done / duration
+        result.confirmed_source = "database (completed_at in the window)"
+    elif phase.watch > 0:
+        done = sum(1 for r in confirmed if r.terminal_wall is not None and r.terminal_wall <= wall0 + duration)
+        result.confirmed_per_s = done / duration / min(phase.watch, 1.0)
+        result.confirmed_source = "watched orders" + ("" if phase.watch >= 1 else " ÷ watched fraction (estimate)")
+    if monitor:
+        result.backlog_max = max(live for _, live, _ in monitor)
+        result.outbox_max = max(outbox for _, _, outbox in monitor)
+        late = [(t, float(live)) for t, live, _ in monitor if t >= duration / 2]
+        result.backlog_slope = slope_per_s(late)
+        threshold = max(1.0, 0.02 * phase.rate) if phase.mode == "rate" else 1.0
+        result.backlog_growing = result.backlog_slope is not None and result.backlog_slope > threshold
+    if db is not None:
+        result.drain_s, result.backlog_end = await db.drain(phase.drain_s) if phase.drain_s else (0.0, None)
+        if result.backlog_end is None:
+            result.backlog_end = (await db.counts())[0]
+    await add_details(result, client, confirmed)
+    return result
+
+
+async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: list[loadmod.OrderRecord]) -> None:
+    """Stages and engine overhead, from a sample of confirmed orders read back."""
+    if not confirmed:
+        return
+    step = max(1, len(confirmed) // DETAILS_SAMPLE)
+    sample = confirmed[::step][:DETAILS_SAMPLE]
+    gate = asyncio.Semaphore(DETAILS_CONCURRENCY)
+
+    async def fetch(record: loadmod.OrderRecord) -> tuple[loadmod.OrderRecord, dict[str, Any] | None]:
+        async with gate:
+            assert record.order_id is not None
+            return record, await client.order_details(record.order_id)
+
+    fetched = await asyncio.gather(*(fetch(r) for r in sample))
+    stages: dict[str, list[float]] = defaultdict(list)
+    floors: list[float] = []
+    overheads: list[float] = []
+    deliveries: list[float] = []
+    for record, order in fetched:
+        if order is None or record.terminal_wall is None:
+            continue
+        result.details_sampled += 1
+        history = order.get("history") or []
+        simulated_quotes = sum(float((e.get("data") or {}).get("simulatedMs") or 0) for e in history
+                               if e["status"] == "building")
+        chain_ms = float(((order.get("execution") or {}).get("chainMs")) or 0)
+        floor = simulated_quotes + chain_ms
+        e2e = record.e2e_ms
+        if e2e is not None:
+            floors.append(floor)
+            overheads.append(e2e - floor)
+        times: dict[str, float] = {}
+        attempts = 0
+        for event in history:
+            status = event["status"]
+            if status == "routing":
+                attempts += 1
+            ts = epoch(event.get("timestamp"))
+            if ts is not None and status not in times:
+                times[status] = ts
+        if attempts > 1:
+            result.retried += 1
+            continue
+        building = next((e for e in history if e["status"] == "building"), None)
+        sim_q = float(((building or {}).get("data") or {}).get("simulatedMs") or 0)
+
+        def span(a: str, b: str, times: dict[str, float] = times) -> float | None:
+            if a in times and b in times:
+                return (times[b] - times[a]) * 1000
+            return None
+
+        if "pending" in times:
+            stages["accept"].append((times["pending"] - record.sent_wall) * 1000)
+        for name, a, b in (("queue", "pending", "routing"), ("route", "routing", "building"),
+                           ("build", "building", "submitted"), ("settle", "submitted", "confirmed")):
+            value = span(a, b)
+            if value is not None:
+                stages[name].append(value)
+                if name == "route":
+                    stages["route, engine"].append(value - sim_q)
+                if name == "settle":
+                    stages["settle, engine"].append(value - chain_ms)
+        if "confirmed" in times:
+            stages["deliver"].append((record.terminal_wall - times["confirmed"]) * 1000)
+        for event in record.events:
+            ts = epoch(event.timestamp)
+            if not event.snapshot and ts is not None:
+                deliveries.append((event.received - ts) * 1000)
+    result.floor = summarize(floors)
+    result.overhead = summarize(overheads)
+    result.stages = {name: summarize(values) for name, values in stages.items()}
+    result.delivery = summarize(deliveries)
+
+
+def analyze_fanout(phase: Phase, fan: loadmod.FanoutResult) -> PhaseResult:
+    duration = max(fan.ended_mono - fan.started_mono, 1e-9)
+    result = PhaseResult(phase.name, phase.describe(), duration, errors=fan.errors)
+    result.sent = len(fan.orders)
+    result.accepted = sum(1 for r in fan.orders if r.order_id is not None)
+    result.submit = summarize([r.submit_ms for r in fan.orders if r.submit_ms is not None])
+    result.fanout_subscribers = fan.subscribers
+    result.fanout_connected = fan.connected
+    result.fanout_peak_open = fan.peak_open
+    result.fanout_connect = summarize(fan.connect_ms)
+    result.fanout_connect_s = fan.all_connected_mono - fan.started_mono
+    latencies: list[float] = []
+    per_event: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for order_id, seq, _status, ts, received in fan.deliveries:
+        t = epoch(ts)
+        if t is not None:
+            latencies.append((received - t) * 1000)
+        per_event[(order_id, seq)].append(received)
+    result.delivery = summarize(latencies)
+    result.fanout_spread = summarize([(max(v) - min(v)) * 1000 for v in per_event.values() if len(v) > 1])
+    statuses = defaultdict(int)
+    for _order, _seq, status, _ts, _received in fan.deliveries:
+        statuses[status] += 1
+    result.notes.append(
+        "live events delivered: " + ", ".join(f"{n:,} {s}" for s, n in sorted(statuses.items()))
+        if statuses
+        else "no live event was delivered while subscribers were connected"
+    )
+    return result

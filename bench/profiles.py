@@ -1,0 +1,199 @@
+"""Benchmark profiles (issue 7): service settings, load phases and targets.
+
+- ``seed``: the default settings (quotes 200–300 ms, execution 2–3 s,
+  10 jobs per executor, 100 orders/min). Load stays under the rate limit
+  (1.5 orders/s = 90/min), so the figure is the engine, not the limiter's queue.
+- ``overhead``: simulated delays zero and the rate limit off, so what is left
+  of submit → confirmed is the engine itself.
+- ``scale``: delays on, rate limit off, 256 jobs in flight per executor, two
+  executor replicas.
+- ``fanout``: many WebSocket subscribers on a few live orders whose events come
+  while every subscriber is connected (long simulated quotes and execution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from bench.results import PhaseResult
+
+Mode = Literal["rate", "concurrency", "fanout"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    mode: Mode
+    rate: float = 0.0
+    concurrency: int = 0
+    duration_s: float = 30.0
+    watch: float = 1.0
+    drain_s: float = 30.0
+    subscribers: int = 0
+    orders: int = 0
+
+    def describe(self) -> str:
+        watched = "" if self.watch >= 1 else (", none watched" if self.watch <= 0 else f", {self.watch:.0%} watched")
+        if self.mode == "rate":
+            return f"open loop {self.rate:g}/s for {self.duration_s:g} s{watched}"
+        if self.mode == "concurrency":
+            return f"{self.concurrency} clients for {self.duration_s:g} s{watched}"
+        return f"{self.subscribers:,} subscribers on {self.orders} live orders"
+
+
+# A target's check: (met?, the measured figure as text). None = not measured.
+Check = Callable[[PhaseResult], tuple[bool | None, str]]
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    phase: str
+    check: Check
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    env: dict[str, str]
+    phases: tuple[Phase, ...]
+    targets: tuple[Target, ...] = ()
+    executors: int = 1
+    warmup: int = 20
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _le(value: float | None, limit: float, unit: str = "ms") -> tuple[bool | None, str]:
+    if value is None:
+        return None, "not measured"
+    return value <= limit, f"{value:.1f} {unit}"
+
+
+def _errors_text(result: PhaseResult) -> str:
+    total = sum(result.errors.values())
+    return "no errors" if total == 0 else f"{total} errors"
+
+
+def _throughput(result: PhaseResult, minimum: float) -> tuple[bool | None, str]:
+    if result.confirmed_per_s is None:
+        return None, "not measured"
+    growing = result.backlog_growing
+    ok = result.confirmed_per_s >= minimum and not result.errors and not growing
+    backlog = "backlog growing" if growing else "backlog flat"
+    if result.backlog_slope is not None:
+        backlog += f" ({result.backlog_slope:+.1f}/s)"
+    return ok, f"{result.confirmed_per_s:.0f} confirmed/s, {_errors_text(result)}, {backlog}"
+
+
+def _accepted(result: PhaseResult, minimum: float) -> tuple[bool | None, str]:
+    fives = sum(n for kind, n in result.errors.items() if kind.startswith("HTTP 5"))
+    ok = result.accepted_per_s >= minimum and fives == 0
+    return ok, f"{result.accepted_per_s:.0f} accepted/s, {fives} × 5xx"
+
+
+def _fanout_held(result: PhaseResult, wanted: int) -> tuple[bool | None, str]:
+    peak = result.fanout_peak_open
+    if peak is None:
+        return None, "not measured"
+    ws_errors = sum(n for kind, n in result.errors.items() if kind.startswith("ws"))
+    return peak >= wanted and ws_errors == 0, f"{peak:,} held at once, {ws_errors} WebSocket errors"
+
+
+def _memory_flat(result: PhaseResult) -> tuple[bool | None, str]:
+    if result.duration_s < 240:
+        return None, f"not judged: a {result.duration_s:.0f} s window (needs --duration 300)"
+    slopes = {p.name: p.late_rss_slope_mb_per_min for p in result.procs if p.peak_rss_mb is not None}
+    worst = max(((s, n) for n, s in slopes.items() if s is not None), default=None)
+    if worst is None:
+        return None, "not measured"
+    return worst[0] <= 1.0, f"worst {worst[1]}: {worst[0]:+.2f} MB/min over the last half"
+
+
+def _memory_target(phase: str) -> Target:
+    return Target("memory: each service's RSS flat over a 5-minute run", phase, _memory_flat)
+
+
+OVERHEAD_ENV = {"QUOTE_LATENCY_MS": "0", "EXECUTION_LATENCY_MS": "0", "RATE_LIMIT_PER_MIN": "0"}
+
+PROFILES: dict[str, Profile] = {
+    "seed": Profile(
+        "seed",
+        "default settings: quotes 200–300 ms, execution 2–3 s, prefetch 10, 100 orders/min",
+        {},
+        (Phase("seed at 1.5/s", "rate", rate=1.5, duration_s=30, drain_s=15),),
+        (
+            Target(
+                "seed: p50 submit → confirmed within 50 ms of the simulated floor",
+                "seed at 1.5/s",
+                lambda r: _le(r.overhead.p50, 50),
+            ),
+            _memory_target("seed at 1.5/s"),
+        ),
+        warmup=4,
+    ),
+    "overhead": Profile(
+        "overhead",
+        "simulated quote and execution delays zero, rate limit off",
+        OVERHEAD_ENV,
+        (
+            Phase("e2e at 50/s", "rate", rate=50, duration_s=30, drain_s=30),
+            Phase("throughput at 500/s", "rate", rate=500, duration_s=30, watch=0.1, drain_s=60),
+            Phase("submit, 64 clients", "concurrency", concurrency=64, duration_s=10, watch=0.0, drain_s=0),
+        ),
+        (
+            Target("overhead: end-to-end p99 ≤ 25 ms at 50 orders/s", "e2e at 50/s", lambda r: _le(r.e2e.p99, 25)),
+            Target(
+                "overhead: ≥ 500 confirmed orders/s for 30 s, no errors, no growing backlog",
+                "throughput at 500/s",
+                lambda r: _throughput(r, 500),
+            ),
+            Target("submit p99 ≤ 15 ms at 64 concurrent clients", "submit, 64 clients", lambda r: _le(r.submit.p99, 15)),
+            Target(
+                "≥ 1,000 accepted orders/s for 10 s, never a 5xx",
+                "submit, 64 clients",
+                lambda r: _accepted(r, 1000),
+            ),
+            _memory_target("e2e at 50/s"),
+        ),
+    ),
+    "scale": Profile(
+        "scale",
+        "delays on, rate limit off, EXECUTOR_PREFETCH=256, 2 executor replicas",
+        {"RATE_LIMIT_PER_MIN": "0", "EXECUTOR_PREFETCH": "256"},
+        (Phase("scale at 100/s", "rate", rate=100, duration_s=30, drain_s=30),),
+        (_memory_target("scale at 100/s"),),
+        executors=2,
+    ),
+    "fanout": Profile(
+        "fanout",
+        "subscribers on live orders: quotes 30–35 s (deadline 40 s), execution 10–15 s, rate limit off",
+        {
+            "QUOTE_LATENCY_MS": "30000-35000",
+            "QUOTE_DEADLINE_MS": "40000",
+            "EXECUTION_LATENCY_MS": "10000-15000",
+            "RATE_LIMIT_PER_MIN": "0",
+        },
+        (Phase("fan-out", "fanout", subscribers=10_000, orders=100, duration_s=120, drain_s=0),),
+        (
+            Target("fanout: 10,000 concurrent WebSocket subscribers held", "fan-out", lambda r: _fanout_held(r, 10_000)),
+            Target("fanout: event to client p99 ≤ 50 ms", "fan-out", lambda r: _le(r.delivery.p99, 50)),
+        ),
+        warmup=4,
+    ),
+}
+
+
+def custom(profile: Profile, *, rate: float | None, concurrency: int | None, watch: float | None) -> Profile:
+    """One phase of the profile's settings with the load given on the command line."""
+    if rate is not None:
+        phase = Phase(f"open loop {rate:g}/s", "rate", rate=rate, watch=1.0 if watch is None else watch)
+    elif concurrency is not None:
+        phase = Phase(
+            f"{concurrency} clients", "concurrency", concurrency=concurrency, watch=1.0 if watch is None else watch
+        )
+    else:
+        return profile
+    return replace(profile, phases=(phase,), targets=())
