@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
+
+SIGNIFICANT = Context(prec=12)
 
 
 def parse_decimal(raw: object) -> Decimal | None:
@@ -38,3 +40,8 @@ def fmt(value: Decimal | int | None) -> str:
     if dec == dec.to_integral_value():
         return format(dec.quantize(Decimal(1)), "f")
     return format(dec.normalize(), "f")
+
+
+def ratio(value: Decimal) -> str:
+    """A price, rate or fraction on the wire: 12 significant digits, plain notation."""
+    return fmt(SIGNIFICANT.plus(value))

@@ -20,7 +20,7 @@ from opentelemetry import trace
 from dexengine.v1 import router_pb2, router_pb2_grpc
 from services.common import metrics, telemetry
 from services.common.config import Settings
-from services.common.decimals import fmt, parse_decimal
+from services.common.decimals import fmt, parse_decimal, ratio
 from services.common.errors import FieldViolation, ValidationFailed, abort
 from services.router.amm import (
     AmmError,
@@ -192,13 +192,13 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             venue=quote.venue,
             amount_in=fmt(from_base_units(quote.amount_in, tin.decimals)),
             amount_out=fmt(from_base_units(quote.amount_out, tout.decimals)),
-            price=fmt(_price(quote.amount_in, quote.amount_out, tin, tout)),
+            price=ratio(_price(quote.amount_in, quote.amount_out, tin, tout)),
             fee=fmt(from_base_units(quote.fee, tin.decimals)),
-            price_impact=fmt(quote.price_impact),
+            price_impact=ratio(quote.price_impact),
             min_amount_out=fmt(from_base_units(min_amount_out(quote.amount_out, slippage), tout.decimals)),
             quote_id=quote_id,
             expires_at_ms=now_ms + QUOTE_TTL_MS,
-            spot_price=fmt(quote.spot_price),
+            spot_price=ratio(quote.spot_price),
             latency_ms=latency_ms,
         )
 
@@ -221,7 +221,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             min_amount_out=fmt(
                 from_base_units(sum(min_amount_out(leg.amount_out, slippage) for leg in decision.legs), tout.decimals)
             ),
-            expected_price=fmt(_price(raw, decision.amount_out, tin, tout)),
+            expected_price=ratio(_price(raw, decision.amount_out, tin, tout)),
             reason=decision.reason,
         )
 
@@ -248,6 +248,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             raise
         return router_pb2.ExecuteSwapResponse(
             amount_out=fmt(from_base_units(result.amount_out, tout.decimals)),
-            price=fmt(_price(result.amount_in, result.amount_out, tin, tout)),
+            price=ratio(_price(result.amount_in, result.amount_out, tin, tout)),
             fee=fmt(from_base_units(result.fee, tin.decimals)),
         )
