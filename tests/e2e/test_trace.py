@@ -120,3 +120,36 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
     rendered = "\n".join(tree(trace_spans, root))
     (tmp_path / "trace.txt").write_text(rendered)  # kept by pytest's tmp_path for a look after a run
     assert "executor: executor job" in rendered
+
+
+async def test_a_retried_order_shows_each_attempt_in_its_trace(
+    traced: tuple[Mesh, Receiver], tmp_path: Path
+) -> None:
+    mesh, receiver = traced
+    await mesh.stop_one("router")
+    await mesh.start_one("router", {"MARKET_DRIFT": "true", "MARKET_TREND_BPS_PER_S": "-2000"})
+    await mesh.wait_ready("router")
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await post_order(
+                session, mesh.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.005"}
+            )
+            assert status == 201
+            events = await follow(session, body["websocketUrl"])
+    finally:
+        await mesh.stop_one("router")
+        await mesh.start_one("router")
+        await mesh.wait_ready("router")
+    assert events[-1]["status"] == "failed"
+    order_id = body["orderId"]
+
+    def jobs(spans: list[Span]) -> list[Span]:
+        return [s for s in spans if s.name == "executor job" and s.attributes.get("order.id") == order_id]
+
+    spans = await receiver.wait_for(lambda spans: len(jobs(spans)) == 3)
+    attempts = jobs(spans)
+    assert sorted(s.attributes["order.attempt"] for s in attempts) == [1, 2, 3]
+    assert len({s.trace_id for s in attempts}) == 1, "every attempt continues the order's trace"
+    assert all(s.status_code == 2 for s in attempts), "each failed attempt is an ERROR span"
+    root = next(s for s in spans if s.trace_id == attempts[0].trace_id and not s.parent_id)
+    (tmp_path / "trace.txt").write_text("\n".join(tree([s for s in spans if s.trace_id == root.trace_id], root)))
