@@ -274,28 +274,29 @@ class Pipeline:
 
 
 async def swap_on_router(router: router_pb2_grpc.RouterStub, tx: dict[str, Any]) -> dict[str, Any]:
-    """The chain's program: execute each leg against the venue at landing time."""
-    total = Decimal(0)
-    fills = []
-    for leg in tx["legs"]:
-        try:
-            resp = await router.ExecuteSwap(
-                router_pb2.ExecuteSwapRequest(
-                    venue=leg["venue"],
-                    token_in=leg["tokenIn"],
-                    token_out=leg["tokenOut"],
-                    amount_in=leg["amountIn"],
-                    min_amount_out=leg["minAmountOut"],
-                ),
-                timeout=5,
-            )
-        except grpc.aio.AioRpcError as err:
-            if err.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-                error = from_router_error(err)
-                raise SwapRejected(error.code, str(error)) from err
-            raise
-        total += Decimal(resp.amount_out)
-        fills.append(
-            {"venue": leg["venue"], "amountIn": leg["amountIn"], "amountOut": resp.amount_out, "fee": resp.fee}
+    """The chain's program: execute every leg against the venues at landing time, atomically."""
+    legs = tx["legs"]
+    try:
+        resp = await router.ExecuteSwap(
+            router_pb2.ExecuteSwapRequest(
+                token_in=legs[0]["tokenIn"],
+                token_out=legs[0]["tokenOut"],
+                legs=[
+                    router_pb2.SwapLeg(
+                        venue=leg["venue"], amount_in=leg["amountIn"], min_amount_out=leg["minAmountOut"]
+                    )
+                    for leg in legs
+                ],
+            ),
+            timeout=5,
         )
-    return {"amountOut": fmt(total), "fills": fills}
+    except grpc.aio.AioRpcError as err:
+        if err.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+            error = from_router_error(err)
+            raise SwapRejected(error.code, str(error)) from err
+        raise
+    fills = [
+        {"venue": f.venue, "amountIn": f.amount_in, "amountOut": f.amount_out, "fee": f.fee, "poolId": f.pool_id}
+        for f in resp.fills
+    ]
+    return {"amountOut": resp.amount_out, "fills": fills}

@@ -229,14 +229,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self, request: router_pb2.ExecuteSwapRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.ExecuteSwapResponse:
         try:
-            tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
-            min_out = parse_decimal(request.min_amount_out or "0")
-            if min_out is None or min_out < 0:
-                raise ValidationFailed([FieldViolation("min_amount_out", "must be a non-negative decimal string")])
-            if request.venue not in self.market.venues():
-                raise ValidationFailed([FieldViolation("venue", f"must be one of {', '.join(self.market.venues())}")])
+            tin, tout, legs = self._legs(request)
             self.market.advance()
-            result = self.market.swap(request.venue, tin.mint, tout.mint, raw, to_base_units(min_out, tout.decimals))
+            fills = self.market.swap_legs(tin.mint, tout.mint, legs)
         except ValidationFailed as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
             raise
@@ -246,8 +241,46 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         except AmmError as exc:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), reason=exc.code)
             raise
+        total_in = sum(f.amount_in for f in fills)
+        total_out = sum(f.amount_out for f in fills)
         return router_pb2.ExecuteSwapResponse(
-            amount_out=fmt(from_base_units(result.amount_out, tout.decimals)),
-            price=ratio(_price(result.amount_in, result.amount_out, tin, tout)),
-            fee=fmt(from_base_units(result.fee, tin.decimals)),
+            amount_out=fmt(from_base_units(total_out, tout.decimals)),
+            price=ratio(_price(total_in, total_out, tin, tout)),
+            fills=[
+                router_pb2.LegFill(
+                    venue=f.venue,
+                    amount_in=fmt(from_base_units(f.amount_in, tin.decimals)),
+                    amount_out=fmt(from_base_units(f.amount_out, tout.decimals)),
+                    fee=fmt(from_base_units(f.fee, tin.decimals)),
+                    pool_id=f.pool_id,
+                )
+                for f in fills
+            ],
         )
+
+    def _legs(self, request: router_pb2.ExecuteSwapRequest) -> tuple[Token, Token, list[tuple[str, int, int]]]:
+        if not request.legs:
+            raise ValidationFailed([FieldViolation("legs", "must name at least one leg")])
+        legs, violations = [], []
+        tin = tout = None
+        for i, leg in enumerate(request.legs):
+            try:
+                tin, tout, raw = self._tokens(
+                    request.token_in, request.token_out, leg.amount_in, f"legs[{i}].amount_in"
+                )
+            except ValidationFailed as exc:
+                violations.extend(exc.violations)
+                continue
+            min_out = parse_decimal(leg.min_amount_out or "0")
+            if min_out is None or min_out < 0:
+                violations.append(FieldViolation(f"legs[{i}].min_amount_out", "must be a non-negative decimal string"))
+            elif leg.venue not in self.market.venues():
+                violations.append(
+                    FieldViolation(f"legs[{i}].venue", f"must be one of {', '.join(self.market.venues())}")
+                )
+            else:
+                legs.append((leg.venue, raw, to_base_units(min_out, tout.decimals)))
+        if violations:
+            raise ValidationFailed(violations)
+        assert tin is not None and tout is not None
+        return tin, tout, legs

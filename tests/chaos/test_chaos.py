@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 
 import aio_pika
 import aiohttp
@@ -32,11 +33,16 @@ Fault = Callable[[Load], Awaitable[None]]
 STARTED = time.monotonic()
 
 
+REPORT = Path(__file__).resolve().parents[2] / ".chaos-report.txt"  # git-ignored: the last run's counts
+
+
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
 
     def write(line: str) -> None:
+        with REPORT.open("a") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
         if reporter is not None:
             reporter.write_line(f"\n[chaos] {line}")
 

@@ -114,6 +114,20 @@ class Market:
         self.pools[key] = fill.state
         return self._venue_quote(venue, fill)
 
+    def swap_legs(self, mint_in: str, mint_out: str, legs: list[tuple[str, int, int]]) -> list[VenueQuote]:
+        """Execute ``(venue, amount_in, min_out)`` legs as one transaction: all or nothing."""
+        staged: dict[tuple[str, frozenset[str]], Pool] = {}
+        done = []
+        for venue, amount_in, min_out in legs:
+            key = (venue, frozenset((mint_in, mint_out)))
+            pool = staged.get(key) or self.pool(venue, mint_in, mint_out)
+            fill = pool.swap(mint_in, amount_in, self.now)
+            pool.check_min_out(fill, min_out)
+            staged[key] = fill.state
+            done.append(self._venue_quote(venue, fill))
+        self.pools.update(staged)
+        return done
+
     # -- time -------------------------------------------------------------
 
     def advance(self) -> None:
