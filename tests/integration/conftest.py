@@ -12,10 +12,9 @@ import pytest
 
 from dexengine.v1 import orders_pb2_grpc
 from services.common import config
-from services.common.grpc_server import SERVER_OPTIONS
 from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TestInfra
-from tests.support.mesh import free_port
+from tests.support.inprocess import serve
 
 
 @pytest.fixture(scope="session")
@@ -34,17 +33,11 @@ def settings(infra: TestInfra, database: str) -> config.Settings:
 
 @pytest.fixture(scope="session")
 async def orders_server(settings: config.Settings, amqp_cleanup: None) -> AsyncIterator[str]:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
     component = OrdersComponent(settings)
-    await component.start(server)
-    assert component.relay is not None
-    await asyncio.wait_for(component.relay.ready.wait(), 10)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
-    await component.close()
+    async with serve(component) as target:
+        assert component.relay is not None
+        await asyncio.wait_for(component.relay.ready.wait(), 10)
+        yield target
 
 
 @pytest.fixture

@@ -5,34 +5,25 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import grpc
 import pytest
 
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import config, states
-from services.common.grpc_server import SERVER_OPTIONS
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC
-from tests.support.mesh import free_port
+from tests.support.inprocess import serve
 
 CHAIN = ["pending", "routing", "building", "submitted", "confirmed"]
 
 
 @pytest.fixture(scope="module")
 async def notifier(settings: config.Settings, orders_server: str) -> AsyncIterator[notifier_pb2_grpc.NotifierStub]:
-    from dataclasses import replace
-
-    server = grpc.aio.server(options=SERVER_OPTIONS)
     component = NotifierComponent(replace(settings, orders_target=orders_server))
-    await component.start(server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
         yield notifier_pb2_grpc.NotifierStub(channel)
-    await server.stop(1)
-    await component.close()
 
 
 async def advance(orders: orders_pb2_grpc.OrdersStub, order_id: str, pause: float) -> None:

@@ -12,24 +12,17 @@ import pytest
 from dexengine.v1 import router_pb2, router_pb2_grpc
 from services.common import config
 from services.common.errors import parse_rpc_error
-from services.common.grpc_server import SERVER_OPTIONS
 from services.router.__main__ import RouterComponent
 from tests.support.client import SOL, USDC
-from tests.support.mesh import free_port
+from tests.support.inprocess import serve
 
 BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
 MSOL = "mSoLzYCxHdYgdzU16g5QSh3i5K3z3KZK7ytfqcJm7So"
 
 
-async def serve(settings: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    await RouterComponent(settings).start(server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def router_stub(settings: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+    async with serve(RouterComponent(settings)) as target, grpc.aio.insecure_channel(target) as channel:
         yield router_pb2_grpc.RouterStub(channel)
-    await server.stop(0)
 
 
 STILL = replace(config.Settings(), quote_latency_ms=(1, 3), market_drift=False)
@@ -37,13 +30,13 @@ STILL = replace(config.Settings(), quote_latency_ms=(1, 3), market_drift=False)
 
 @pytest.fixture
 async def router() -> AsyncIterator[router_pb2_grpc.RouterStub]:
-    async for stub in serve(STILL):
+    async for stub in router_stub(STILL):
         yield stub
 
 
 @pytest.fixture
 async def slow_meteora() -> AsyncIterator[router_pb2_grpc.RouterStub]:
-    async for stub in serve(replace(STILL, venue_latency_ms={"meteora": (900, 900)}, quote_deadline_ms=200)):
+    async for stub in router_stub(replace(STILL, venue_latency_ms={"meteora": (900, 900)}, quote_deadline_ms=200)):
         yield stub
 
 
