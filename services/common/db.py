@@ -19,6 +19,19 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Release a pooled connection without asyncpg's default reset round trip.
+
+    The default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release (one more round trip per query; ~7 % of the
+    orders service's CPU under load). Pooled connections here never change
+    session state: LISTEN uses its own connection and the migration lock is
+    released in a ``finally``. An abandoned transaction is still rolled back.
+    """
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -26,6 +39,7 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         max_size=size,
         command_timeout=10,
         max_inactive_connection_lifetime=60,
+        reset=_reset,
     )
     assert pool is not None
     return pool
