@@ -84,10 +84,18 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     lag_ms: list[float] = field(default_factory=list)
     retry_after: Counter[str] = field(default_factory=Counter)
+    # Orders (or clients) still going when the window closed: their watches finish after it.
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def duration_s(self) -> float:
         return max(self.ended_mono - self.started_mono, 1e-9)
+
+    async def finish(self) -> None:
+        """Wait for what was still in flight at the end of the window."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+        self.pending.clear()
 
 
 class Client:
@@ -96,6 +104,7 @@ class Client:
     def __init__(self, base_url: str, *, terminal_timeout_s: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.run_id = uuid.uuid4().hex[:8]
+        self._keys = itertools.count()
         self.terminal_timeout_s = terminal_timeout_s
         self.session: aiohttp.ClientSession | None = None
 
@@ -115,7 +124,7 @@ class Client:
 
     async def submit(self, record: OrderRecord, result: LoadResult) -> bool:
         """POST one order; True when accepted (201)."""
-        headers = {"Content-Type": "application/json", "Idempotency-Key": f"bench-{self.run_id}-{record.index}"}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": f"bench-{self.run_id}-{next(self._keys)}"}
         record.sent_wall = time.time()
         record.sent_mono = time.perf_counter()
         try:
@@ -128,6 +137,7 @@ class Client:
                 payload = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
+                replayed = resp.headers.get("Idempotent-Replayed") == "true"
         except TimeoutError:
             result.errors["submit: timeout"] += 1
             return False
@@ -144,6 +154,8 @@ class Client:
             if retry_after is not None:
                 result.retry_after[f"HTTP {status}"] += 1
             return False
+        if replayed:
+            result.errors["submit: idempotent replay of an earlier order"] += 1
         body = orjson.loads(payload)
         record.order_id = body["orderId"]
         record.ws_url = body["websocketUrl"]
@@ -229,10 +241,13 @@ async def open_loop(
     watch_fraction: float = 1.0,
     max_inflight: int = 4000,
 ) -> LoadResult:
-    """Send orders at a fixed rate for ``duration_s`` (or ``count`` orders); wait for their watches."""
+    """Send orders at a fixed rate for ``duration_s`` (or ``count`` orders).
+
+    Returns when the window closes; orders still in flight are in ``pending``.
+    """
     watch = _watch_picker(watch_fraction)
-    tasks: set[asyncio.Task[None]] = set()
     result = LoadResult(started_mono=time.perf_counter())
+    tasks = result.pending
     t0 = result.started_mono
     for i in itertools.count():
         due = t0 + i / rate
@@ -248,9 +263,7 @@ async def open_loop(
         task = asyncio.create_task(client.one_order(i, watch(i), result))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    result.ended_mono = max(time.perf_counter(), t0 + duration_s)
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    result.ended_mono = max(time.perf_counter(), t0 + duration_s) if count is None else time.perf_counter()
     return result
 
 
@@ -275,8 +288,9 @@ async def fixed_concurrency(
                 return
             await client.one_order(i, watch(i), result)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result.ended_mono = min(time.perf_counter(), deadline) if count is None else time.perf_counter()
+    workers = {asyncio.create_task(worker()) for _ in range(concurrency)}
+    _, result.pending = await asyncio.wait(workers, timeout=max(deadline - time.perf_counter(), 0))
+    result.ended_mono = min(time.perf_counter(), deadline)
     return result
 
 
@@ -287,8 +301,8 @@ class FanoutResult:
     connected: int = 0
     peak_open: int = 0
     connect_ms: list[float] = field(default_factory=list)
-    # (order id, seq, status, event timestamp, receipt time) of every live (non-snapshot) message.
-    deliveries: list[tuple[str, int, str, str | None, float]] = field(default_factory=list)
+    # (order id, seq, status, event timestamp, receipt time, snapshot receipt time) of every live message.
+    deliveries: list[tuple[str, int, str, str | None, float, float]] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     started_mono: float = 0.0
     all_connected_mono: float = 0.0
@@ -314,6 +328,16 @@ async def fanout(
         return result
     gate = asyncio.Semaphore(connect_concurrency)
     open_now = 0
+    settled = 0
+    all_settled = asyncio.Event()
+
+    def settle() -> None:
+        """A subscriber got its snapshot, or failed before: once each."""
+        nonlocal settled
+        settled += 1
+        if settled >= subscribers:
+            all_settled.set()
+
     deadline = result.started_mono + until_s
 
     async def subscriber(n: int) -> None:
@@ -321,6 +345,8 @@ async def fanout(
         record = live[n % len(live)]
         assert record.ws_url is not None
         opened = False
+        first = True
+        subscribed: float | None = None
         try:
             async with gate:
                 started = time.perf_counter()
@@ -329,7 +355,6 @@ async def fanout(
             open_now += 1
             result.peak_open = max(result.peak_open, open_now)
             async with ws:
-                first = True
                 remaining = deadline - time.perf_counter()
                 async with asyncio.timeout(max(remaining, 1.0)):
                     async for msg in ws:
@@ -341,9 +366,19 @@ async def fanout(
                             result.connect_ms.append((time.perf_counter() - started) * 1000)
                             result.connected += 1
                             first = False
-                        if not (data.get("data") or {}).get("snapshot"):
+                            settle()
+                        if (data.get("data") or {}).get("snapshot"):
+                            subscribed = received
+                        elif subscribed is not None:
                             result.deliveries.append(
-                                (data["orderId"], int(data["seq"]), data["status"], data.get("timestamp"), received)
+                                (
+                                    data["orderId"],
+                                    int(data["seq"]),
+                                    data["status"],
+                                    data.get("timestamp"),
+                                    received,
+                                    subscribed,
+                                )
                             )
                         if data["status"] in TERMINAL:
                             return
@@ -357,6 +392,8 @@ async def fanout(
         finally:
             if opened:
                 open_now -= 1
+            if first:
+                settle()
 
     tasks = [asyncio.create_task(subscriber(n)) for n in range(subscribers)]
 
@@ -366,8 +403,7 @@ async def fanout(
             await progress(f"fan-out: {result.connected}/{subscribers} subscribed, {open_now} open")
 
     reporter = asyncio.create_task(report_progress())
-    while result.connected + sum(result.errors.values()) < subscribers and any(not t.done() for t in tasks):
-        await asyncio.sleep(0.05)
+    await all_settled.wait()
     result.all_connected_mono = time.perf_counter()
     await asyncio.gather(*tasks, return_exceptions=True)
     reporter.cancel()

@@ -39,6 +39,15 @@ def database_url() -> str:
     return urlunsplit(parts._replace(path=f"/{BENCH_DATABASE}"))
 
 
+def server_ports() -> dict[str, int]:
+    """Where PostgreSQL, Redis and RabbitMQ listen (to find their processes)."""
+    return {
+        "postgres": urlsplit(PG_ADMIN_URL).port or 5432,
+        "redis": urlsplit(REDIS_URL).port or 6379,
+        "rabbitmq": urlsplit(AMQP_URL).port or 5672,
+    }
+
+
 def infra_env() -> dict[str, str]:
     return {
         "DATABASE_URL": database_url(),

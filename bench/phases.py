@@ -136,6 +136,8 @@ async def run_phase(
         if monitor is not None:
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
+    if load is not None:
+        await load.finish()
     if fan is not None:
         result = analyze_fanout(phase, fan)
     else:
@@ -167,13 +169,17 @@ async def analyze_load(
     result.watched, result.confirmed_watched = len(watched), len(confirmed)
     result.e2e = summarize([e for r in confirmed if (e := r.e2e_ms) is not None])
     result.generator_lag_p99 = percentile(load.lag_ms, 99)
+    # Count completions once the pipeline is full: from the median end-to-end time into the window.
+    lead = min(result.e2e.p50 / 1000, duration / 2) if result.e2e.p50 is not None else 0.0
     if db is not None:
-        done = await db.confirmed_between(wall0, wall0 + duration)
-        result.confirmed_per_s = done / duration
-        result.confirmed_source = "database (completed_at in the window)"
+        done = await db.confirmed_between(wall0 + lead, wall0 + duration)
+        result.confirmed_per_s = done / (duration - lead)
+        result.confirmed_source = f"database: orders completed from {lead:.1f} s into the window to its end"
     elif phase.watch > 0:
-        done = sum(1 for r in confirmed if r.terminal_wall is not None and r.terminal_wall <= wall0 + duration)
-        result.confirmed_per_s = done / duration / min(phase.watch, 1.0)
+        done = sum(
+            1 for r in confirmed if r.terminal_wall is not None and wall0 + lead <= r.terminal_wall <= wall0 + duration
+        )
+        result.confirmed_per_s = done / (duration - lead) / min(phase.watch, 1.0)
         result.confirmed_source = "watched orders" + ("" if phase.watch >= 1 else " ÷ watched fraction (estimate)")
     if monitor:
         result.backlog_max = max(live for _, live, _ in monitor)
@@ -213,8 +219,9 @@ async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: li
             continue
         result.details_sampled += 1
         history = order.get("history") or []
-        simulated_quotes = sum(float((e.get("data") or {}).get("simulatedMs") or 0) for e in history
-                               if e["status"] == "building")
+        simulated_quotes = sum(
+            float((e.get("data") or {}).get("simulatedMs") or 0) for e in history if e["status"] == "building"
+        )
         chain_ms = float(((order.get("execution") or {}).get("chainMs")) or 0)
         floor = simulated_quotes + chain_ms
         e2e = record.e2e_ms
@@ -243,8 +250,12 @@ async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: li
 
         if "pending" in times:
             stages["accept"].append((times["pending"] - record.sent_wall) * 1000)
-        for name, a, b in (("queue", "pending", "routing"), ("route", "routing", "building"),
-                           ("build", "building", "submitted"), ("settle", "submitted", "confirmed")):
+        for name, a, b in (
+            ("queue", "pending", "routing"),
+            ("route", "routing", "building"),
+            ("build", "building", "submitted"),
+            ("settle", "submitted", "confirmed"),
+        ):
             value = span(a, b)
             if value is not None:
                 stages[name].append(value)
@@ -254,9 +265,11 @@ async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: li
                     stages["settle, engine"].append(value - chain_ms)
         if "confirmed" in times:
             stages["deliver"].append((record.terminal_wall - times["confirmed"]) * 1000)
+        subscribed = next((e.received for e in record.events if e.snapshot), None)
         for event in record.events:
             ts = epoch(event.timestamp)
-            if not event.snapshot and ts is not None:
+            # Only events committed after the subscription was in place: earlier ones were catching up.
+            if not event.snapshot and ts is not None and subscribed is not None and ts >= subscribed:
                 deliveries.append((event.received - ts) * 1000)
     result.floor = summarize(floors)
     result.overhead = summarize(overheads)
@@ -277,16 +290,17 @@ def analyze_fanout(phase: Phase, fan: loadmod.FanoutResult) -> PhaseResult:
     result.fanout_connect_s = fan.all_connected_mono - fan.started_mono
     latencies: list[float] = []
     per_event: dict[tuple[str, int], list[float]] = defaultdict(list)
-    for order_id, seq, _status, ts, received in fan.deliveries:
+    statuses: dict[str, int] = defaultdict(int)
+    for order_id, seq, status, ts, received, subscribed in fan.deliveries:
         t = epoch(ts)
-        if t is not None:
-            latencies.append((received - t) * 1000)
+        # Events committed before this subscriber had its snapshot were catch-up, not fan-out.
+        if t is None or t < subscribed:
+            continue
+        latencies.append((received - t) * 1000)
         per_event[(order_id, seq)].append(received)
+        statuses[status] += 1
     result.delivery = summarize(latencies)
     result.fanout_spread = summarize([(max(v) - min(v)) * 1000 for v in per_event.values() if len(v) > 1])
-    statuses = defaultdict(int)
-    for _order, _seq, status, _ts, _received in fan.deliveries:
-        statuses[status] += 1
     result.notes.append(
         "live events delivered: " + ", ".join(f"{n:,} {s}" for s, n in sorted(statuses.items()))
         if statuses

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,6 @@ from bench.stats import slope_per_s
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-INFRA_NAMES = {"postgres": "postgres", "redis-server": "redis", "beam.smp": "rabbitmq"}
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -55,20 +54,67 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
-def pids_by_name(names: Iterable[str]) -> dict[str, list[int]]:
-    """Pids whose /proc comm is one of ``names``, grouped by that name."""
-    wanted = set(names)
-    found: dict[str, list[int]] = {name: [] for name in wanted}
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy by the whole machine (all cores, every process, ours or not)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            # local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    return inodes
+
+
+def pid_listening_on(port: int) -> int | None:
+    """The process holding the listening socket of ``port`` (the server, not another one of its kind)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not wanted:
+        return None
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            fds = os.listdir(f"/proc/{entry}/fd")
         except OSError:
             continue
-        if comm in wanted:
-            found[comm].append(int(entry))
-    return found
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (PostgreSQL's backends, RabbitMQ's helpers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(raw[raw.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
 @dataclass
@@ -88,16 +134,20 @@ class _Window:
     started: float
     cpu_start: dict[str, float]
     infra_cpu_start: dict[str, dict[int, float]]
+    machine_start: float
     rss: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
 
 class ProcSampler:
     """Samples named processes in the background; measures windows (phases)."""
 
-    def __init__(self, pids: Mapping[str, int], interval: float = 0.5, infra: bool = True) -> None:
+    def __init__(
+        self, pids: Mapping[str, int], interval: float = 0.5, servers: Mapping[str, int] | None = None
+    ) -> None:
+        """``pids``: processes by name; ``servers``: server name -> the port it listens on."""
         self.pids = dict(pids)
         self.interval = interval
-        self.infra = infra
+        self.servers = {name: pid for name, port in (servers or {}).items() if (pid := pid_listening_on(port))}
         self._window: _Window | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -110,19 +160,15 @@ class ProcSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _infra_cpu(self) -> dict[str, dict[int, float]]:
-        if not self.infra:
-            return {}
-        groups = pids_by_name(INFRA_NAMES)
         out: dict[str, dict[int, float]] = {}
-        for comm, pids in groups.items():
-            per_pid = {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
-            out[INFRA_NAMES[comm]] = per_pid
+        for name, root in self.servers.items():
+            out[name] = {pid: cpu for pid in process_tree(root) if (cpu := cpu_seconds(pid)) is not None}
         return out
 
     def begin(self) -> None:
         now = time.monotonic()
         cpu = {name: c for name, pid in self.pids.items() if (c := cpu_seconds(pid)) is not None}
-        self._window = _Window(now, cpu, self._infra_cpu())
+        self._window = _Window(now, cpu, self._infra_cpu(), machine_busy_seconds())
         self._sample()
 
     def _sample(self) -> None:
@@ -174,5 +220,7 @@ class ProcSampler:
             used = sum(cpu - before.get(pid, 0.0) for pid, cpu in per_pid.items())
             if per_pid or before:
                 usages.append(ProcUsage(group, None, None, None, None, None, used / elapsed * 100, used))
+        busy = machine_busy_seconds() - window.machine_start
+        usages.append(ProcUsage("whole machine", None, None, None, None, None, busy / elapsed * 100, busy))
         self._window = None
         return usages

@@ -30,8 +30,14 @@ class Summary:
     mean: float | None
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"count": self.count, "p50": self.p50, "p90": self.p90, "p99": self.p99, "max": self.max,
-                "mean": self.mean}
+        return {
+            "count": self.count,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "max": self.max,
+            "mean": self.mean,
+        }
 
 
 def summarize(values: Sequence[float]) -> Summary:
