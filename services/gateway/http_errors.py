@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import orjson
 from aiohttp import web
@@ -22,6 +24,8 @@ HTTP_FIELD_NAMES = {
     "cursor": "cursor",
 }
 
+log = logging.getLogger(__name__)
+_OUTCOME_UNKNOWN = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED})
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.NOT_FOUND: 404,
@@ -49,8 +53,19 @@ def error_response(
 def from_rpc(info: RpcErrorInfo) -> web.Response:
     if info.reason == "IDEMPOTENCY_KEY_REUSED":
         return error_response(422, info.reason, info.message, info.violations)
+    if info.code in _OUTCOME_UNKNOWN:
+        # The call broke off (a service died mid-request): it may or may not have taken
+        # effect. Retrying with the same Idempotency-Key is safe and gives the one order.
+        log.warning("upstream call broke off: %s %s", info.code.name, info.message)
+        return error_response(
+            503,
+            "OUTCOME_UNKNOWN",
+            "a dependency failed mid-request; retry (with the same Idempotency-Key for POST)",
+            headers={"Retry-After": "1"},
+        )
     status = _HTTP_STATUS.get(info.code, 500)
     if status == 500:
+        log.error("unexpected upstream status: %s %s", info.code.name, info.message)
         return error_response(500, "INTERNAL", "internal error")
     code = info.reason or info.code.name
     message = info.message if status != 503 else f"a dependency is unavailable: {info.message}"

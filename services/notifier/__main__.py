@@ -38,6 +38,9 @@ class NotifierComponent:
         self.orders_channel = grpc_client.channel(self.settings.orders_target)  # inside the running loop
         names = amqp.Names(self.settings.amqp_prefix)
         self.connection = await amqp.connect(self.settings.amqp_url)
+        # The exclusive queue is gone while the connection is down: events of that gap
+        # never reach this replica, so every watcher re-reads its order on reconnect.
+        self.connection.reconnect_callbacks.add(lambda *_: self.hub.resync_all())
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=1000)
         exchange = await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from typing import Any
 
 log = logging.getLogger(__name__)
 WATCHER_BUFFER = 256
+RESYNC: dict[str, Any] = {"resync": True}  # not an event: "re-read the order now"
 
 
 class Hub:
@@ -41,6 +43,13 @@ class Hub:
                 log.warning("watcher buffer full, event dropped for it", extra={"orderId": event.get("orderId")})
         self.delivered += delivered
         return delivered
+
+    def resync_all(self) -> None:
+        """Tell every watcher to re-read its order: events may have been lost (the broker connection dropped)."""
+        for queues in self.watchers.values():
+            for queue in queues:
+                with contextlib.suppress(asyncio.QueueFull):  # a full buffer resyncs by seq anyway
+                    queue.put_nowait(RESYNC)
 
     @property
     def watching(self) -> int:

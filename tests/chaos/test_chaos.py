@@ -63,6 +63,8 @@ async def scenario(
     report(result.line(name) + (f" rejected={dict(load.rejected)}" if load.rejected else ""))
     assert load.accepted, "the scenario accepted orders"
     assert (result.lost, result.duplicated, result.stuck) == (0, 0, 0)
+    # A fault is a 503 (retry, Retry-After) or a 429, never a 500.
+    assert set(load.rejected) <= {429, 503}, dict(load.rejected)
 
 
 async def restart(stack: Stack, service: str, sig: int = signal.SIGTERM, env: dict[str, str] | None = None) -> None:
