@@ -176,8 +176,10 @@ PROFILES: dict[str, Profile] = {
     ),
     "fanout": Profile(
         "fanout",
-        "subscribers on live orders: quotes 40–45 s (deadline 50 s), execution 10–15 s, rate limit off",
+        "subscribers on live orders: quotes 40–45 s (deadline 50 s), execution 10–15 s, rate limit off, "
+        "EXECUTOR_PREFETCH=128 so every order is in flight at once",
         {
+            "EXECUTOR_PREFETCH": "128",
             "QUOTE_LATENCY_MS": "40000-45000",
             "QUOTE_DEADLINE_MS": "50000",
             "EXECUTION_LATENCY_MS": "10000-15000",

@@ -91,8 +91,10 @@ class SimulatedChain:
         if block_height() > last_valid_height:
             return  # the leader drops a transaction with an expired blockhash
         await self.pool.execute(
-            """INSERT INTO chain.transactions (signature, order_id, attempt, payload, last_valid_height, land_after)
-               VALUES ($1, $2, $3, $4::jsonb, $5, clock_timestamp() + $6::interval)
+            """WITH clock AS (SELECT clock_timestamp() AS t)
+               INSERT INTO chain.transactions
+                   (signature, order_id, attempt, payload, last_valid_height, submitted_at, land_after)
+               SELECT $1, $2, $3, $4::jsonb, $5, clock.t, clock.t + $6::interval FROM clock
                ON CONFLICT (signature) DO UPDATE SET sends = chain.transactions.sends + 1""",
             signature,
             uuid.UUID(order_id),

@@ -172,7 +172,7 @@ class Gateway:
         metrics.WEBSOCKETS.inc()
         reader = asyncio.create_task(self._drain_client(ws))
         try:
-            await ws.send_bytes(orjson.dumps(codec.event_to_view(first)))
+            await ws.send_str(orjson.dumps(codec.event_to_view(first)).decode())
             terminal = states.from_proto(first.status) in states.TERMINAL
             while not terminal and not ws.closed:
                 event = await call.read()

@@ -28,9 +28,10 @@ async def follow(session: aiohttp.ClientSession, url: str, timeout: float = 30) 
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout), session.ws_connect(url) as ws:
         async for msg in ws:
-            if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                events.append(orjson.loads(msg.data))
-            else:
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 break
+            # Every status message is a JSON text frame (websocat and browsers show binary ones differently).
+            assert msg.type == aiohttp.WSMsgType.TEXT, f"status message sent as {msg.type.name}"
+            events.append(orjson.loads(msg.data))
         assert ws.close_code == 1000, f"socket closed with {ws.close_code}"
     return events
