@@ -44,6 +44,9 @@ OUTBOX_PUBLISHED = Counter("dexengine_outbox_published", "Outbox rows published"
 QUOTES = Counter("dexengine_venue_quotes", "Venue quotes by outcome", ["venue", "outcome"], registry=REGISTRY)
 DECISIONS = Counter("dexengine_route_decisions", "Routing decisions by chosen venue", ["venue"], registry=REGISTRY)
 WEBSOCKETS = Gauge("dexengine_websocket_connections", "Open WebSocket connections", registry=REGISTRY)
+ORDER_FEEDS = Gauge(
+    "dexengine_order_feeds", "Notifier Watch streams a gateway holds (one per watched order)", registry=REGISTRY
+)
 WATCHERS = Gauge("dexengine_watch_streams", "Open notifier Watch streams", registry=REGISTRY)
 EVENTS_FANNED_OUT = Counter("dexengine_events_delivered", "Events handed to watchers", registry=REGISTRY)
 

@@ -18,7 +18,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
+from dexengine.v1 import notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import codec, grpc_client, metrics, states
 from services.common.config import Settings
 from services.common.errors import FieldViolation, ValidationFailed, parse_rpc_error
@@ -26,6 +26,7 @@ from services.common.logs import order_id_var
 from services.common.validation import ORDER_FIELDS, validate_idempotency_key, validate_order, validate_order_id
 from services.gateway.http_errors import HTTP_FIELD_NAMES, error_response, from_rpc
 from services.gateway.openapi import DOCUMENT
+from services.gateway.order_feeds import CLIENT_GONE, FeedEnd, Item, OrderFeeds
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 5.0
@@ -68,6 +69,7 @@ class Gateway:
         self.notifier_channel = grpc_client.channel(settings.notifier_target)
         self.orders = orders_pb2_grpc.OrdersStub(self.orders_channel)
         self.notifier = notifier_pb2_grpc.NotifierStub(self.notifier_channel)
+        self.feeds = OrderFeeds(self.notifier)
         self.health = {
             "orders": health_pb2_grpc.HealthStub(self.orders_channel),
             "notifier": health_pb2_grpc.HealthStub(self.notifier_channel),
@@ -160,47 +162,54 @@ class Gateway:
             order_id = str(validate_order_id(request.match_info["order_id"]))
         except ValidationFailed as exc:
             return _invalid(exc)
-        call = self.notifier.Watch(notifier_pb2.WatchRequest(order_id=order_id))
+        feed, queue = self.feeds.join(order_id)
         try:
-            first = await call.read()
-        except grpc.aio.AioRpcError as err:
-            return from_rpc(parse_rpc_error(err))
-        if first is grpc.aio.EOF:
-            return error_response(503, "NOTIFIER_UNAVAILABLE", "the status stream ended before it began")
-        ws = web.WebSocketResponse(heartbeat=20)
-        await ws.prepare(request)
-        metrics.WEBSOCKETS.inc()
-        reader = asyncio.create_task(self._drain_client(ws))
-        try:
-            await ws.send_str(orjson.dumps(codec.event_to_view(first)).decode())
-            terminal = states.from_proto(first.status) in states.TERMINAL
-            while not terminal and not ws.closed:
-                event = await call.read()
-                if event is grpc.aio.EOF:
-                    break
-                await ws.send_str(orjson.dumps(codec.event_to_view(event)).decode())
-                terminal = states.from_proto(event.status) in states.TERMINAL
-            if terminal:
-                await ws.close(code=WSCloseCode.OK, message=b"terminal status")
-            else:
-                await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"status stream interrupted; reconnect")
-        except grpc.aio.AioRpcError as err:
-            log.warning("watch stream failed: %s", err.details(), extra={"orderId": order_id})
-            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"status stream unavailable; reconnect")
-        except (ConnectionResetError, asyncio.CancelledError):
-            call.cancel()
-            raise
+            first = await queue.get()
+            if isinstance(first, FeedEnd):
+                if first.error is not None:
+                    return from_rpc(first.error)
+                return error_response(503, "NOTIFIER_UNAVAILABLE", "the status stream ended before it began")
+            ws = web.WebSocketResponse(heartbeat=20)
+            await ws.prepare(request)
+            metrics.WEBSOCKETS.inc()
+            reader = asyncio.create_task(self._drain_client(ws, queue))
+            try:
+                await self._stream(ws, first, queue, order_id)
+            finally:
+                reader.cancel()
+                metrics.WEBSOCKETS.dec()
+            return ws
         finally:
-            reader.cancel()
-            call.cancel()
-            metrics.WEBSOCKETS.dec()
-        return ws
+            feed.leave(queue)
 
     @staticmethod
-    async def _drain_client(ws: web.WebSocketResponse) -> None:
-        """Read (and ignore) client frames so pings and close frames are handled."""
-        async for _ in ws:
-            pass
+    async def _stream(ws: web.WebSocketResponse, first: str, queue: asyncio.Queue[Item], order_id: str) -> None:
+        """Send the feed's frames until it ends or the client leaves; close with a code saying which."""
+        item: Item = first
+        try:
+            while isinstance(item, str):
+                await ws.send_str(item)
+                item = await queue.get()
+        except ConnectionResetError:
+            return  # the client vanished mid-send
+        if item is CLIENT_GONE or ws.closed:
+            return
+        if item.terminal:
+            await ws.close(code=WSCloseCode.OK, message=b"terminal status")
+        elif item.error is not None:
+            log.warning("watch stream failed: %s", item.error.message, extra={"orderId": order_id})
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"status stream unavailable; reconnect")
+        else:
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"status stream interrupted; reconnect")
+
+    @staticmethod
+    async def _drain_client(ws: web.WebSocketResponse, queue: asyncio.Queue[Item]) -> None:
+        """Read (and ignore) client frames so pings and close frames are handled; say when the client left."""
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            queue.put_nowait(CLIENT_GONE)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -230,8 +239,12 @@ class Gateway:
         return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
     async def close(self) -> None:
+        await self.feeds.close()
         await self.orders_channel.close()
         await self.notifier_channel.close()
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
 
 
 @web.middleware
@@ -264,9 +277,13 @@ def build_app(settings: Settings) -> web.Application:
         ]
     )
 
+    async def on_shutdown(_: web.Application) -> None:
+        await gateway.feeds.close()  # open WebSockets close now with 1013 "reconnect", not at the grace's end
+
     async def on_cleanup(_: web.Application) -> None:
         await gateway.close()
 
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
-    app["gateway"] = gateway
+    app[GATEWAY] = gateway
     return app

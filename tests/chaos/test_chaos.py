@@ -50,7 +50,12 @@ def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 
 async def scenario(
-    stack: Stack, report: Callable[[str], None], name: str, fault: Fault, count: int = 60, rate: float = 20,
+    stack: Stack,
+    report: Callable[[str], None],
+    name: str,
+    fault: Fault,
+    count: int = 60,
+    rate: float = 20,
     parked: int | None = 0,
 ) -> None:
     load = Load()
@@ -201,9 +206,7 @@ async def test_s10_redis_down_15s(stack: Stack, report: Callable[[str], None]) -
     await scenario(stack, report, "S10 redis down 15s", down, count=60, rate=5)
 
 
-async def test_s11_poison_message_and_an_order_that_always_fails(
-    stack: Stack, report: Callable[[str], None]
-) -> None:
+async def test_s11_poison_message_and_an_order_that_always_fails(stack: Stack, report: Callable[[str], None]) -> None:
     names = amqp.Names(stack.settings.amqp_prefix)
     connection = await aio_pika.connect(stack.rabbit.url)
     try:

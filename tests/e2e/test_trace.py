@@ -122,9 +122,7 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
     assert "executor: executor job" in rendered
 
 
-async def test_a_retried_order_shows_each_attempt_in_its_trace(
-    traced: tuple[Mesh, Receiver], tmp_path: Path
-) -> None:
+async def test_a_retried_order_shows_each_attempt_in_its_trace(traced: tuple[Mesh, Receiver], tmp_path: Path) -> None:
     mesh, receiver = traced
     await mesh.stop_one("router")
     await mesh.start_one("router", {"MARKET_DRIFT": "true", "MARKET_TREND_BPS_PER_S": "-2000"})

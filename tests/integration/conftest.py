@@ -12,6 +12,7 @@ import pytest
 
 from dexengine.v1 import orders_pb2_grpc
 from services.common import config
+from services.notifier.__main__ import NotifierComponent
 from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TestInfra
 from tests.support.inprocess import serve
@@ -38,6 +39,16 @@ async def orders_server(settings: config.Settings, amqp_cleanup: None) -> AsyncI
         assert component.relay is not None
         await asyncio.wait_for(component.relay.ready.wait(), 10)
         yield target
+
+
+@pytest.fixture(scope="session")
+async def notifier_served(
+    settings: config.Settings, orders_server: str
+) -> AsyncIterator[tuple[NotifierComponent, str]]:
+    """A real notifier (its own AMQP queue, reading orders) and its target."""
+    component = NotifierComponent(replace(settings, orders_target=orders_server))
+    async with serve(component) as target:
+        yield component, target
 
 
 @pytest.fixture

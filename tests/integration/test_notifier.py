@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import grpc
 import pytest
 
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
-from services.common import config, states
+from services.common import states
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC
-from tests.support.inprocess import serve
-
-CHAIN = ["pending", "routing", "building", "submitted", "confirmed"]
+from tests.support.transitions import CHAIN, advance
 
 
 @pytest.fixture(scope="module")
-async def notifier(settings: config.Settings, orders_server: str) -> AsyncIterator[notifier_pb2_grpc.NotifierStub]:
-    component = NotifierComponent(replace(settings, orders_target=orders_server))
-    async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
+async def notifier(
+    notifier_served: tuple[NotifierComponent, str],
+) -> AsyncIterator[notifier_pb2_grpc.NotifierStub]:
+    async with grpc.aio.insecure_channel(notifier_served[1]) as channel:
         yield notifier_pb2_grpc.NotifierStub(channel)
-
-
-async def advance(orders: orders_pb2_grpc.OrdersStub, order_id: str, pause: float) -> None:
-    for current, new in itertools.pairwise(CHAIN):
-        await asyncio.sleep(pause)
-        await orders.Transition(
-            orders_pb2.TransitionRequest(
-                order_id=order_id, expected_status=states.to_proto(current), new_status=states.to_proto(new)
-            ),
-            timeout=5,
-        )
 
 
 async def watch(notifier: notifier_pb2_grpc.NotifierStub, order_id: str) -> list[tuple[str, int]]:

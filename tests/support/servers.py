@@ -71,11 +71,34 @@ class PrivatePostgres:
         if not self.data.exists():
             self.base.mkdir(parents=True, exist_ok=True)
             _chown(self.base, "postgres")
-            _as_user("postgres", [str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                                  "--no-sync", "-E", "UTF8"])
-        _as_user("postgres", [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "pg.log"), "-w",
-                              "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                              f"-c max_connections=300", "start"])
+            _as_user(
+                "postgres",
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ],
+            )
+        _as_user(
+            "postgres",
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.base / "pg.log"),
+                "-w",
+                "-o",
+                f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+                "start",
+            ],
+        )
         await wait_port(self.port)
 
     async def stop(self, mode: str = "fast") -> None:
@@ -96,9 +119,21 @@ class PrivateRedis:
     async def start(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once; the server runs on its own
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.base)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.base),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         await wait_port(self.port)
 
@@ -134,8 +169,14 @@ class PrivateRabbit:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def ctl(self, *args: str) -> str:
-        result = subprocess.run(["rabbitmqctl", "-n", self.node, *args], capture_output=True, text=True, check=True,
-                                env={**os.environ, **self.env}, timeout=120)
+        result = subprocess.run(
+            ["rabbitmqctl", "-n", self.node, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **self.env},
+            timeout=120,
+        )
         return result.stdout
 
     def pid(self) -> int:
@@ -151,8 +192,12 @@ class PrivateRabbit:
             )
             _chown(self.base, "rabbitmq")
         await asyncio.to_thread(
-            subprocess.run, ["rabbitmq-server", "-detached"], env={**os.environ, **self.env}, check=True,
-            capture_output=True, cwd="/tmp",
+            subprocess.run,
+            ["rabbitmq-server", "-detached"],
+            env={**os.environ, **self.env},
+            check=True,
+            capture_output=True,
+            cwd="/tmp",
         )
         await wait_port(self.port, timeout=120)
 

@@ -1,0 +1,121 @@
+"""The gateway's WebSockets share one notifier Watch stream per order (real HTTP, gRPC, AMQP, PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common import config
+from services.gateway.app import GATEWAY, build_app
+from services.notifier.__main__ import NotifierComponent
+from tests.support.client import SOL, USDC, follow
+from tests.support.transitions import CHAIN, advance
+
+
+@pytest.fixture(scope="module")
+async def gateway(
+    settings: config.Settings, orders_server: str, notifier_served: tuple[NotifierComponent, str]
+) -> AsyncIterator[TestServer]:
+    app = build_app(replace(settings, orders_target=orders_server, notifier_target=notifier_served[1]))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+def feeds_of(server: TestServer) -> dict[str, Any]:
+    return server.app[GATEWAY].feeds.feeds
+
+
+async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
+    resp = await orders.CreateOrder(
+        orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01"), timeout=5
+    )
+    return resp.order.id
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5) -> None:
+    """Poll ``check`` (state of another task on this loop, with no event to wait on) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.02])
+async def test_sockets_joining_while_events_commit_see_each_event_once_in_order_over_one_stream(
+    orders: orders_pb2_grpc.OrdersStub,
+    gateway: TestServer,
+    notifier_served: tuple[NotifierComponent, str],
+    pause: float,
+) -> None:
+    notifier = notifier_served[0]
+    order_id = await create(orders)
+    url = str(gateway.make_url(f"/ws/orders/{order_id}"))
+    async with aiohttp.ClientSession() as session:
+        first = asyncio.create_task(follow(session, url))
+        await eventually(lambda: order_id in feeds_of(gateway) and feeds_of(gateway)[order_id].backlog)
+        mover = asyncio.create_task(advance(orders, order_id, pause))
+        sockets = [first]
+        for _ in range(7):
+            sockets.append(asyncio.create_task(follow(session, url)))
+            await asyncio.sleep(pause / 2)
+        # However many sockets, the notifier serves this gateway one stream for the order.
+        assert len(notifier.hub.watchers.get(order_id, ())) <= 1
+        results = await asyncio.gather(*sockets)
+        await mover
+    for events in results:
+        statuses = [e["status"] for e in events]
+        seqs = [e["seq"] for e in events]
+        assert events[0]["data"]["snapshot"] is True
+        assert statuses == CHAIN[CHAIN.index(statuses[0]) :], statuses
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    assert results[0][0]["status"] == "pending", "the first socket was open before the first transition"
+    await eventually(lambda: order_id not in feeds_of(gateway))
+    assert order_id not in notifier.hub.watchers
+
+
+async def test_the_last_socket_leaving_closes_the_stream_and_a_later_one_opens_a_fresh_one(
+    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer, notifier_served: tuple[NotifierComponent, str]
+) -> None:
+    notifier = notifier_served[0]
+    order_id = await create(orders)
+    url = str(gateway.make_url(f"/ws/orders/{order_id}"))
+    async with aiohttp.ClientSession() as session:
+        one = await session.ws_connect(url)
+        two = await session.ws_connect(url)
+        assert (await one.receive_json())["status"] == "pending"
+        assert (await two.receive_json())["status"] == "pending"
+        assert len(notifier.hub.watchers[order_id]) == 1
+        await one.close()
+        await two.close()
+        await eventually(lambda: order_id not in feeds_of(gateway) and order_id not in notifier.hub.watchers)
+        await advance(orders, order_id, 0)
+        late = await follow(session, url)
+    assert [e["status"] for e in late] == ["confirmed"]
+    assert late[0]["data"]["snapshot"] is True
+
+
+async def test_an_unknown_order_is_a_404_before_the_upgrade_and_leaves_no_feed(gateway: TestServer) -> None:
+    order_id = "00000000-0000-0000-0000-000000000000"
+    url = gateway.make_url(f"/ws/orders/{order_id}")
+    async with aiohttp.ClientSession() as session, session.get(url, headers=upgrade_headers()) as resp:
+        assert resp.status == 404
+        body = await resp.json()
+    assert body["error"]["code"] == "ORDER_NOT_FOUND"
+    assert order_id not in feeds_of(gateway)
+
+
+def upgrade_headers() -> dict[str, str]:
+    return {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
