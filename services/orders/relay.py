@@ -89,6 +89,9 @@ class OutboxRelay:
         await self._connect()
         while True:
             await self._listen()
+            # Cleared before the claim, not after: a commit notified while this batch
+            # is published must wake the next round, not wait out the poll interval.
+            self._wake.clear()
             try:
                 sent = await self.publish_batch()
             except asyncio.CancelledError:
@@ -99,7 +102,6 @@ class OutboxRelay:
                 continue
             if sent >= self.settings.outbox_batch:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=poll)
 

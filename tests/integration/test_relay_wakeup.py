@@ -1,0 +1,60 @@
+"""A commit notified while the relay publishes a batch is published at once, not after the poll interval."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import grpc
+
+from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common import config
+from services.orders.__main__ import OrdersComponent
+from tests.support.client import SOL, USDC
+from tests.support.infra import TestInfra, isolated
+from tests.support.inprocess import serve
+
+POLL_MS = 120_000  # far longer than the test may take: only a LISTEN/NOTIFY wake-up can publish in time
+
+
+def request() -> orders_pb2.CreateOrderRequest:
+    return orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01")
+
+
+async def test_an_order_committed_during_a_publish_is_published_without_waiting_for_the_poll(
+    settings: config.Settings, infra: TestInfra
+) -> None:
+    async with isolated(infra.derive("wakeup")) as own:
+        component = OrdersComponent(
+            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=POLL_MS)
+        )
+        async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
+            orders = orders_pb2_grpc.OrdersStub(channel)
+            relay = component.relay
+            assert relay is not None
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            send = relay._send
+            second: list[str] = []
+            mid_publish = asyncio.Event()
+
+            async def send_and_commit_another(row: Any, kind: str, headers: dict[str, str]) -> None:
+                if not mid_publish.is_set():
+                    mid_publish.set()  # once: the batch's rows are sent concurrently
+                    # another order commits and its NOTIFY reaches the relay
+                    second.append((await orders.CreateOrder(request(), timeout=5)).order.id)
+                    await asyncio.wait_for(relay._wake.wait(), 5)
+                await send(row, kind, headers)
+
+            relay._send = send_and_commit_another  # type: ignore[method-assign]
+            await orders.CreateOrder(request(), timeout=5)
+            pool = component.pool
+            assert pool is not None
+
+            async def outbox_empty() -> None:
+                while await pool.fetchval("SELECT count(*) FROM outbox"):  # noqa: ASYNC110 - rows leave as published
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(outbox_empty(), 10)
+            assert second, "the second order was created during the first publish"
+            assert relay.published == 4, "two orders: a job and a pending event each"
