@@ -120,6 +120,7 @@ class Settings:
     rate_limit_per_min: int = 100
     rate_limit_burst: int = 10
     max_attempts: int = 3
+    max_live_orders: int = 10_000
     retry_backoff_ms: tuple[int, ...] = (1000, 2000, 4000)
     retry_jitter: Decimal = Decimal("0.1")
     # Relay.
@@ -167,6 +168,7 @@ def load() -> Settings:
         executor_prefetch=_int("EXECUTOR_PREFETCH", 10, minimum=1),
         rate_limit_per_min=_int("RATE_LIMIT_PER_MIN", 100),
         rate_limit_burst=_int("RATE_LIMIT_BURST", 10, minimum=1),
+        max_live_orders=_int("MAX_LIVE_ORDERS", 10_000),
         max_attempts=_int("MAX_ATTEMPTS", 3, minimum=1),
         retry_backoff_ms=_ms_list("RETRY_BACKOFF_MS", "1000,2000,4000"),
         retry_jitter=_decimal("RETRY_JITTER", "0.1"),

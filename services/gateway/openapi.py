@@ -131,7 +131,8 @@ DOCUMENT: dict[str, Any] = {
                     },
                     "400": _err("Validation failed"),
                     "422": _err("Idempotency key reused with a different body"),
-                    "503": _err("A dependency is unavailable"),
+                    "429": _err("BACKLOG_FULL: MAX_LIVE_ORDERS orders are live; retry after Retry-After seconds"),
+                    "503": _err("A dependency is unavailable, or OUTCOME_UNKNOWN: retry with the same Idempotency-Key"),
                 },
             }
         },

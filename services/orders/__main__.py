@@ -11,6 +11,7 @@ from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import db, grpc_server
 from services.common.config import Settings
 from services.common.migrate import migrate
+from services.orders.admission import Admission
 from services.orders.cache import OrderCache
 from services.orders.relay import OutboxRelay
 from services.orders.servicer import OrdersServicer
@@ -27,6 +28,7 @@ class OrdersComponent:
         self.pool: asyncpg.Pool | None = None
         self.cache: OrderCache | None = None
         self.relay: OutboxRelay | None = None
+        self.admission: Admission | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
         self.cache = OrderCache(self.settings.redis_url)
@@ -35,7 +37,10 @@ class OrdersComponent:
             await migrate(conn, MIGRATIONS)
         self.relay = OutboxRelay(self.settings, self.pool)
         self.relay.start()
-        orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(OrderStore(self.pool), self.cache), server)
+        store = OrderStore(self.pool)
+        self.admission = Admission(store, self.settings.max_live_orders)
+        self.admission.start()
+        orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(store, self.cache, self.admission), server)
         return [orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name]
 
     async def healthy(self) -> bool:
@@ -47,6 +52,8 @@ class OrdersComponent:
         """Nothing to stop before the server: requests in their grace period still commit."""
 
     async def close(self) -> None:
+        if self.admission is not None:
+            await self.admission.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.cache is not None:

@@ -21,6 +21,7 @@ from services.common.decimals import parse_decimal
 from services.common.errors import FieldViolation, ValidationFailed, abort
 from services.common.logs import order_id_var
 from services.common.validation import validate_idempotency_key, validate_order, validate_order_id
+from services.orders.admission import Admission, BacklogFull
 from services.orders.cache import OrderCache
 from services.orders.store import SETTABLE, IdempotencyConflict, NotFound, OrderStore, StaleTransition
 from services.orders.views import event_view, order_view
@@ -62,9 +63,10 @@ def _transition_fields(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 class OrdersServicer(orders_pb2_grpc.OrdersServicer):
-    def __init__(self, store: OrderStore, cache: OrderCache) -> None:
+    def __init__(self, store: OrderStore, cache: OrderCache, admission: Admission) -> None:
         self.store = store
         self.cache = cache
+        self.admission = admission
 
     async def _guard(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
         """Map domain and infrastructure errors to gRPC status codes."""
@@ -91,6 +93,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 reason="IDEMPOTENCY_KEY_REUSED",
                 violations=[FieldViolation("idempotency_key", "was already used with a different request body")],
             )
+        except BacklogFull as exc:
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), reason="BACKLOG_FULL")
         except UNAVAILABLE_ERRORS as exc:
             log.warning("database unavailable: %s", exc)
             await abort(context, grpc.StatusCode.UNAVAILABLE, "database unavailable", reason="DATABASE_UNAVAILABLE")
@@ -110,12 +114,21 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 }
             )
             key = validate_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-            # Shielded: a client that goes away must not cut the work between commit and cache update.
-            created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers()))
+            try:
+                self.admission.check()
+            except BacklogFull:
+                replayed = await self.store.replay(order, key) if key else None
+                if replayed is None:
+                    raise
+                created = replayed
+            else:
+                # Shielded: a client that goes away must not cut the work between commit and cache update.
+                created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers()))
             view = order_view(created.row)
             order_id_var.set(view["orderId"])
             trace.get_current_span().set_attributes({"order.id": view["orderId"], "order.status": view["status"]})
             if created.created:
+                self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
                 await asyncio.shield(self.cache.append(view, self._first_event(view), terminal=False))
                 log.info("order created", extra={"status": "pending"})

@@ -137,14 +137,27 @@ class OrderStore:
         )
         if row is not None:
             return Created(row, True)
+        assert idempotency_key is not None  # only the idempotency key can conflict
+        replayed = await self.replay(order, idempotency_key)
+        if replayed is None:  # pragma: no cover - the conflicting row cannot vanish
+            raise NotFound(idempotency_key)
+        return replayed
+
+    async def replay(self, order: OrderInput, idempotency_key: str) -> Created | None:
+        """The order an earlier request with this key created, if any (a different body is a conflict)."""
         existing = await self.pool.fetchrow(
             f"SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE idempotency_key = $1", idempotency_key
         )
-        if existing is None:  # pragma: no cover - the conflicting row cannot vanish
-            raise NotFound(idempotency_key)
-        if existing["request_hash"] != digest:
+        if existing is None:
+            return None
+        if existing["request_hash"] != request_hash(order):
             raise IdempotencyConflict(idempotency_key)
         return Created(existing, False)
+
+    async def count_live(self) -> int:
+        """Orders accepted and not yet confirmed or failed."""
+        live = [status for status in states.ORDERED if status not in states.TERMINAL]
+        return int(await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", live))
 
     async def get(self, order_id: uuid.UUID) -> asyncpg.Record:
         row = await self.pool.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
