@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from services.gateway.app import GATEWAY, build_app
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC, follow
 from tests.support.transitions import CHAIN, advance
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +40,6 @@ async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
         orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01"), timeout=5
     )
     return resp.order.id
-
-
-async def eventually(check: Callable[[], object], timeout: float = 5) -> None:
-    """Poll ``check`` (state of another task on this loop, with no event to wait on) until it holds."""
-    async with asyncio.timeout(timeout):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 @pytest.mark.parametrize("pause", [0.0, 0.02])

@@ -14,6 +14,7 @@ from services.orders.__main__ import OrdersComponent
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
+from tests.support.waiting import eventually
 
 POLL_MS = 120_000  # far longer than the test may take: only a LISTEN/NOTIFY wake-up can publish in time
 
@@ -51,10 +52,6 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
             pool = component.pool
             assert pool is not None
 
-            async def outbox_empty() -> None:
-                while await pool.fetchval("SELECT count(*) FROM outbox"):  # noqa: ASYNC110 - rows leave as published
-                    await asyncio.sleep(0.05)
-
-            await asyncio.wait_for(outbox_empty(), 10)
+            await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=10)
             assert second, "the second order was created during the first publish"
             assert relay.published == 4, "two orders: a job and a pending event each"
