@@ -9,6 +9,8 @@
   target; open loop); capacity (128 clients, each submits and follows its
   order to ``confirmed`` before the next: confirmed/s at saturation, with the
   backlog bounded by the clients); submit only (64 clients, nothing watched).
+- ``memory``: the overhead settings at 50 orders/s for five minutes, for the
+  RSS-flatness target (each service's RSS slope over the second half).
 - ``scale``: delays on, rate limit off, 256 jobs in flight per executor, two
   executor replicas.
 - ``fanout``: many WebSocket subscribers on a few live orders whose events come
@@ -169,6 +171,16 @@ PROFILES: dict[str, Profile] = {
                 lambda r: _accepted(r, 1000),
             ),
             _memory_target("e2e at 50/s"),
+        ),
+    ),
+    "memory": Profile(
+        "memory",
+        "the overhead profile's settings at 50 orders/s for 5 minutes: does any service's RSS grow?",
+        OVERHEAD_ENV,
+        (Phase("50/s for 5 min", "rate", rate=50, duration_s=300, drain_s=30),),
+        (
+            Target("overhead: end-to-end p99 ≤ 25 ms at 50 orders/s", "50/s for 5 min", lambda r: _le(r.e2e.p99, 25)),
+            _memory_target("50/s for 5 min"),
         ),
     ),
     "scale": Profile(
