@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import time
 import uuid
@@ -405,7 +406,13 @@ async def fanout(
     reporter = asyncio.create_task(report_progress())
     await all_settled.wait()
     result.all_connected_mono = time.perf_counter()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # The generator's own full collections (≈ 50 ms with 10,000 client sockets) must not
+    # be measured as the engine's latency: the collector is off while the events arrive.
+    gc.disable()
+    try:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        gc.enable()
     reporter.cancel()
     result.ended_mono = time.perf_counter()
     return result
