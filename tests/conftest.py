@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from tests.support.infra import TestInfra, create_database, delete_topology, drop_database, new_infra, require_servers
+from tests.support.infra import (
+    TEST_BACKOFF_MS,
+    TestInfra,
+    create_database,
+    delete_topology,
+    drop_database,
+    new_infra,
+    require_servers,
+)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +55,7 @@ def base_env(infra: TestInfra) -> dict[str, str]:
         {
             "QUOTE_LATENCY_MS": "5-10",
             "EXECUTION_LATENCY_MS": "50-80",
-            "RETRY_BACKOFF_MS": "200,400,800",
+            "RETRY_BACKOFF_MS": ",".join(map(str, TEST_BACKOFF_MS)),
             "RATE_LIMIT_PER_MIN": "0",
             "MARKET_DRIFT": "false",
             "OUTBOX_POLL_MS": "200",

@@ -14,7 +14,7 @@ from dexengine.v1 import orders_pb2_grpc
 from services.common import config
 from services.notifier.__main__ import NotifierComponent
 from services.orders.__main__ import OrdersComponent
-from tests.support.infra import TestInfra
+from tests.support.infra import TEST_BACKOFF_MS, TestInfra
 from tests.support.inprocess import serve
 
 
@@ -26,7 +26,7 @@ def settings(infra: TestInfra, database: str) -> config.Settings:
         redis_url=infra.redis_url,
         amqp_url=infra.amqp_url,
         amqp_prefix=infra.amqp_prefix,
-        retry_backoff_ms=(200, 400, 800),
+        retry_backoff_ms=TEST_BACKOFF_MS,
         outbox_poll_ms=100,
         rate_limit_per_min=0,
     )

@@ -48,6 +48,9 @@ def require_servers() -> None:
         )
 
 
+TEST_BACKOFF_MS = (200, 400, 800)  # retry waits of the tests' services: short, the same three tiers as the defaults
+
+
 @dataclass(frozen=True)
 class TestInfra:
     __test__ = False  # not a test class, whatever its name
@@ -101,7 +104,10 @@ async def delete_topology(infra: TestInfra) -> None:
     connection = await aio_pika.connect(infra.amqp_url)
     try:
         channel = await connection.channel()
-        waits = (names.wait_queue(d) for d in config.Settings().retry_backoff_ms)
+        # Every tier a run may have declared: the tests' and the defaults (quorum queues left
+        # behind pile up in the shared broker, run after run).
+        tiers = sorted(set(TEST_BACKOFF_MS) | set(config.Settings().retry_backoff_ms))
+        waits = (names.wait_queue(d) for d in tiers)
         for queue in (names.execute_queue, names.parking_queue, *waits):
             await channel.queue_delete(queue)
         for exchange in (names.execute_exchange, names.retry_exchange, names.parking_exchange, names.events_exchange):
