@@ -113,9 +113,7 @@ def _memory_flat(result: PhaseResult) -> tuple[bool | None, str]:
         return None, f"not judged: a {result.duration_s:.0f} s window (needs --duration 300)"
     # The services only: the generator keeps every measurement it takes, so it grows by design.
     slopes = {
-        p.name: p.late_rss_slope_mb_per_min
-        for p in result.procs
-        if p.peak_rss_mb is not None and p.name != "generator"
+        p.name: p.late_rss_slope_mb_per_min for p in result.procs if p.peak_rss_mb is not None and p.name != "generator"
     }
     worst = max(((s, n) for n, s in slopes.items() if s is not None), default=None)
     if worst is None:
