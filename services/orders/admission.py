@@ -53,9 +53,13 @@ class Admission:
                 log.warning("live order count failed: %s", exc)
             await asyncio.sleep(REFRESH_S)
 
+    @property
+    def full(self) -> bool:
+        return self.limit > 0 and self.live >= self.limit
+
     def check(self) -> None:
         """Raise BacklogFull when a new order may not be accepted now."""
-        if self.limit > 0 and self.live >= self.limit:
+        if self.full:
             raise BacklogFull(self.live, self.limit)
 
     def accepted(self) -> None:

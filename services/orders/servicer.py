@@ -114,14 +114,10 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 }
             )
             key = validate_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-            try:
+            # A full backlog still answers the replay of an existing key.
+            created = await self.store.replay(order, key) if key and self.admission.full else None
+            if created is None:
                 self.admission.check()
-            except BacklogFull:
-                replayed = await self.store.replay(order, key) if key else None
-                if replayed is None:
-                    raise
-                created = replayed
-            else:
                 # Shielded: a client that goes away must not cut the work between commit and cache update.
                 created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers()))
             view = order_view(created.row)

@@ -81,6 +81,7 @@ NUMERIC_FIELDS = ("amount_out", "expected_price", "executed_price")
 TEXT_FIELDS = ("dex_provider", "tx_hash", "error_message")
 JSON_FIELDS = ("routing", "execution")
 SETTABLE = frozenset(NUMERIC_FIELDS + TEXT_FIELDS + JSON_FIELDS)
+LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TERMINAL]
 
 
 class NotFound(Exception):
@@ -156,8 +157,8 @@ class OrderStore:
 
     async def count_live(self) -> int:
         """Orders accepted and not yet confirmed or failed."""
-        live = [status for status in states.ORDERED if status not in states.TERMINAL]
-        return int(await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", live))
+        count = await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", LIVE_STATUSES)
+        return int(count)
 
     async def get(self, order_id: uuid.UUID) -> asyncpg.Record:
         row = await self.pool.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
