@@ -14,7 +14,7 @@ from services.router.amm import (
     decide,
     min_amount_out,
 )
-from services.router.amm.tokens import BONK, MSOL, SOL, USDC, USDT, Token
+from venues.tokens import BONK, MSOL, SOL, USDC, USDT, Token
 
 
 class FakeClock:

@@ -3,16 +3,16 @@
 Public surface for the router service; see the modules for the math.
 """
 
-from services.router.amm.errors import (
+from venues.errors import (
     AmmError,
     InsufficientLiquidityError,
     NoPoolError,
     SlippageExceededError,
     VenueUnavailableError,
 )
-from services.router.amm.market import Market, VenueQuote
+from venues.quote import VenueQuote
 from services.router.amm.routing import Decision, Leg, decide, min_amount_out
-from services.router.amm.tokens import TOKENS, Token, from_base_units, to_base_units, token_by_mint
+from venues.tokens import TOKENS, Token, from_base_units, to_base_units, token_by_mint
 
 __all__ = [
     "TOKENS",
@@ -20,7 +20,6 @@ __all__ = [
     "Decision",
     "InsufficientLiquidityError",
     "Leg",
-    "Market",
     "NoPoolError",
     "SlippageExceededError",
     "Token",

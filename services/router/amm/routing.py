@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from services.router.amm.errors import AmmError, InsufficientLiquidityError
-from services.router.amm.market import VenueQuote
-from services.router.amm.tokens import Token, from_base_units
+from venues.errors import AmmError, InsufficientLiquidityError
+from venues.quote import VenueQuote
+from venues.tokens import Token, from_base_units
 
 GRID_PERCENT = tuple(range(10, 100, 10))
 SPLIT_MIN_GAIN_BPS = Decimal(1)

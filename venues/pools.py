@@ -12,10 +12,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Protocol
 
-from services.router.amm.dlmm import DlmmPool, FeeParams, bin_for_price, gaussian_bins
-from services.router.amm.fills import Fill
-from services.router.amm.raydium import ConstantProductPool
-from services.router.amm.tokens import BONK, JUP, MSOL, SOL, USDC, USDT, Token
+from venues.dlmm import DlmmPool, FeeParams, bin_for_price, gaussian_bins
+from venues.fills import Fill
+from venues.raydium import ConstantProductPool
+from venues.tokens import BONK, JUP, MSOL, SOL, USDC, USDT, Token
 
 RAYDIUM = "raydium"
 METEORA = "meteora"

@@ -19,12 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from services.router.amm.dlmm import DlmmPool, bin_for_price
-from services.router.amm.errors import AmmError, NoPoolError
-from services.router.amm.fills import Fill
-from services.router.amm.pools import VENUES, Pool, seed_pools
-from services.router.amm.raydium import ConstantProductPool
-from services.router.amm.tokens import TOKENS
+from venues.dlmm import DlmmPool, bin_for_price
+from venues.errors import AmmError, NoPoolError
+from venues.fills import Fill
+from venues.pools import VENUES, Pool, seed_pools
+from venues.raydium import ConstantProductPool
+from venues.quote import VenueQuote, venue_quote
+from venues.tokens import TOKENS
 
 TICK_S = 0.5
 MAX_CATCH_UP_S = 120.0
@@ -34,18 +35,6 @@ BACKGROUND_SWAPS_PER_S = 2.0
 BACKGROUND_MEDIAN_USD = 1_500.0
 STABLES = {"USDC", "USDT"}
 
-
-@dataclass(frozen=True)
-class VenueQuote:
-    venue: str
-    token_in: str
-    token_out: str
-    amount_in: int
-    amount_out: int
-    fee: int
-    price_impact: Decimal
-    spot_price: Decimal  # whole token_out per whole token_in, before the trade
-    pool_id: str
 
 
 class Market:

@@ -21,8 +21,8 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 
-from services.router.amm.errors import InsufficientLiquidityError, NoPoolError, SlippageExceededError
-from services.router.amm.fills import Fill, ceil_div
+from venues.errors import InsufficientLiquidityError, NoPoolError, SlippageExceededError
+from venues.fills import Fill, ceil_div
 
 FEE_PRECISION = 1_000_000_000
 MAX_FEE_RATE = 100_000_000  # 10 %

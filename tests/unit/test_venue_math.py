@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.router.amm.dlmm import FEE_PRECISION, DlmmPool
-from services.router.amm.errors import InsufficientLiquidityError, SlippageExceededError
-from services.router.amm.pools import METEORA, RAYDIUM, seed_pools
-from services.router.amm.raydium import ConstantProductPool
-from services.router.amm.tokens import SOL, USDC, USDT
+from venues.dlmm import FEE_PRECISION, DlmmPool
+from venues.errors import InsufficientLiquidityError, SlippageExceededError
+from venues.pools import METEORA, RAYDIUM, seed_pools
+from venues.raydium import ConstantProductPool
+from venues.tokens import SOL, USDC, USDT
 
 POOLS = seed_pools()
 RAY = POOLS[(RAYDIUM, frozenset((SOL.mint, USDC.mint)))]

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
-from services.router.amm.errors import InsufficientLiquidityError, NoPoolError, SlippageExceededError
-from services.router.amm.fills import Fill, ceil_div
+from venues.errors import InsufficientLiquidityError, NoPoolError, SlippageExceededError
+from venues.fills import Fill, ceil_div
 
 CPMM_TIERS_PPM = (100, 2_500, 10_000)
 CPMM_PROTOCOL_SHARE_PPM = 120_000
