@@ -1,9 +1,11 @@
-"""Run the whole mesh: ``python -m services.launcher`` (what ``make run`` does).
+"""Run the whole system: ``python -m services.launcher`` (what ``make run`` does).
 
 Checks that PostgreSQL, Redis and RabbitMQ answer (naming what is missing and
-how to start it), starts the five services as separate processes with their
-output interleaved and prefixed, and stops them all on Ctrl-C / SIGTERM.
-``--check`` only checks the infrastructure.
+how to start it), makes the engine's wallet keypair if there is none yet
+(``SOLANA_KEYPAIR``), starts the localnet (the simulated Solana cluster, which
+funds that wallet at genesis) and then the five services as separate
+processes, with their output interleaved and prefixed, and stops them all on
+Ctrl-C / SIGTERM. ``--check`` only checks the infrastructure.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from urllib.parse import urlsplit
 from services.common import config
 
 SERVICES = ("orders", "router", "executor", "notifier", "gateway")
-COLORS = {"orders": 33, "router": 35, "executor": 36, "notifier": 32, "gateway": 34}
+LOCALNET = "localnet"
+COLORS = {"localnet": 31, "orders": 33, "router": 35, "executor": 36, "notifier": 32, "gateway": 34}
+MODULES = {LOCALNET: "localnet", **{name: f"services.{name}" for name in SERVICES}}
 HOW_TO_START = {
     "PostgreSQL": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
@@ -53,21 +57,64 @@ async def _pump(name: str, stream: asyncio.StreamReader, colour: bool) -> None:
         sys.stdout.flush()
 
 
+def ensure_wallet(path: str) -> str:
+    """The engine's wallet keypair file, made on first run; returns its public key."""
+    from solders.keypair import Keypair
+
+    from services.executor.transactions import load_keypair, write_keypair
+
+    if not os.path.exists(path):
+        write_keypair(path, Keypair())
+    return str(load_keypair(path).pubkey())
+
+
+def localnet_env(env: Mapping[str, str], wallet: str) -> dict[str, str]:
+    """The localnet funds the engine's wallet at genesis (LOCALNET_FUND)."""
+    out = dict(env)
+    funded = [k for k in out.get("LOCALNET_FUND", "").split(",") if k]
+    out["LOCALNET_FUND"] = ",".join(dict.fromkeys([*funded, wallet]))
+    return out
+
+
+async def wait_rpc(url: str, timeout: float = 60) -> None:
+    """Until the cluster's JSON-RPC answers getHealth."""
+    import aiohttp
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    body = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.post(url, json=body) as resp:
+                    if (await resp.json()).get("result") == "ok":
+                        return
+            except (aiohttp.ClientError, ValueError):
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"the cluster at {url} did not answer getHealth in {timeout:.0f} s")
+            await asyncio.sleep(0.2)
+
+
 async def start_service(name: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        f"services.{name}",
+        MODULES[name],
         env=dict(env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
 
 
-async def run_all(env: Mapping[str, str]) -> int:
+async def run_all(env: Mapping[str, str], settings: config.Settings) -> int:
     colour = sys.stdout.isatty()
-    procs = {name: await start_service(name, env) for name in SERVICES}
-    pumps = [asyncio.create_task(_pump(name, p.stdout, colour)) for name, p in procs.items() if p.stdout]
+    wallet = ensure_wallet(settings.solana_keypair)
+    procs = {LOCALNET: await start_service(LOCALNET, localnet_env(env, wallet))}
+    pumps = [asyncio.create_task(_pump(LOCALNET, procs[LOCALNET].stdout, colour))]  # type: ignore[arg-type]
+    await wait_rpc(settings.solana_rpc_url)
+    for name in SERVICES:
+        procs[name] = await start_service(name, env)
+    pumps += [asyncio.create_task(_pump(n, p.stdout, colour)) for n, p in procs.items() if p.stdout and n != LOCALNET]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,9 +125,11 @@ async def run_all(env: Mapping[str, str]) -> int:
     crashed = [name for name, p in procs.items() if p.returncode is not None]
     if crashed:
         sys.stderr.write(f"launcher: {', '.join(crashed)} exited; stopping the others\n")
-    for proc in procs.values():
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+    for group in (SERVICES, (LOCALNET,)):  # the engine first, the cluster last
+        for name in group:
+            if name in procs and procs[name].returncode is None:
+                procs[name].send_signal(signal.SIGTERM)
+        await asyncio.gather(*(procs[name].wait() for name in group if name in procs))
     await asyncio.gather(*exits)
     await asyncio.gather(*pumps, return_exceptions=True)
     return 1 if crashed and not stop.is_set() else 0
@@ -99,7 +148,7 @@ def main() -> None:
     if args.check:
         print("PostgreSQL, Redis and RabbitMQ answer.")  # noqa: T201 - CLI output
         return
-    raise SystemExit(asyncio.run(run_all(os.environ)))
+    raise SystemExit(asyncio.run(run_all(os.environ, settings)))
 
 
 if __name__ == "__main__":

@@ -99,20 +99,22 @@ class Settings:
     public_base_url: str = ""
     # Infrastructure.
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
-    chain_database_url: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     # Prefix for every exchange and queue name (isolates test runs).
     amqp_prefix: str = ""
     db_pool_size: int = 10
-    # Simulation.
+    # The Solana cluster (the localnet in development) and the engine's wallet.
+    solana_rpc_url: str = "http://127.0.0.1:8899"
+    solana_ws_url: str = "ws://127.0.0.1:8900"
+    solana_keypair: str = ".localnet/engine-wallet.json"
+    priority_fee_micro_lamports: int = 1_000
+    compute_unit_limit: int = 400_000
+    # Venue quotes (simulated API latency and failures).
     quote_latency_ms: tuple[int, int] = (200, 300)
     venue_latency_ms: dict[str, tuple[int, int]] = field(default_factory=dict)
     quote_deadline_ms: int = 1500
-    execution_latency_ms: tuple[int, int] = (2000, 3000)
     market_seed: int = 42
-    market_drift: bool = True
-    market_trend_bps_per_s: Decimal = Decimal(0)
     venue_failure_rate: Decimal = Decimal(0)
     quote_timeout_rate: Decimal = Decimal(0)
     # Execution.
@@ -130,11 +132,6 @@ class Settings:
     shutdown_grace_s: int = 10
     log_level: str = "INFO"
 
-    @property
-    def chain_dsn(self) -> str:
-        """The simulated chain keeps its ledger in its own schema; same server by default."""
-        return self.chain_database_url or self.database_url
-
 
 def load() -> Settings:
     """Read every setting from the environment; raise ConfigError naming a bad one."""
@@ -151,7 +148,6 @@ def load() -> Settings:
         notifier_target=_env("NOTIFIER_TARGET", "127.0.0.1:50054"),
         public_base_url=_env("PUBLIC_BASE_URL", "").rstrip("/"),
         database_url=_env("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        chain_database_url=_env("CHAIN_DATABASE_URL", ""),
         redis_url=_env("REDIS_URL", "redis://127.0.0.1:6379/0"),
         amqp_url=_env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
         amqp_prefix=_env("AMQP_PREFIX", ""),
@@ -159,10 +155,12 @@ def load() -> Settings:
         quote_latency_ms=_range_ms("QUOTE_LATENCY_MS", "200-300"),
         venue_latency_ms=_venue_ranges("VENUE_LATENCY_MS", ""),
         quote_deadline_ms=_int("QUOTE_DEADLINE_MS", 1500, minimum=1),
-        execution_latency_ms=_range_ms("EXECUTION_LATENCY_MS", "2000-3000"),
         market_seed=_int("MARKET_SEED", 42),
-        market_drift=_env("MARKET_DRIFT", "true").lower() in ("1", "true", "yes", "on"),
-        market_trend_bps_per_s=_decimal("MARKET_TREND_BPS_PER_S", "0"),
+        solana_rpc_url=_env("SOLANA_RPC_URL", "http://127.0.0.1:8899"),
+        solana_ws_url=_env("SOLANA_WS_URL", "ws://127.0.0.1:8900"),
+        solana_keypair=_env("SOLANA_KEYPAIR", ".localnet/engine-wallet.json"),
+        priority_fee_micro_lamports=_int("PRIORITY_FEE_MICRO_LAMPORTS", 1_000),
+        compute_unit_limit=_int("COMPUTE_UNIT_LIMIT", 400_000, minimum=1),
         venue_failure_rate=_decimal("VENUE_FAILURE_RATE", "0"),
         quote_timeout_rate=_decimal("QUOTE_TIMEOUT_RATE", "0"),
         executor_prefetch=_int("EXECUTOR_PREFETCH", 10, minimum=1),

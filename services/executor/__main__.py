@@ -7,23 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
-import asyncpg
 import grpc
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from dexengine.v1 import executor_pb2, executor_pb2_grpc, orders_pb2_grpc, router_pb2_grpc
-from services.common import amqp, db, grpc_client, grpc_server, metrics
+from services.common import amqp, grpc_client, grpc_server, metrics
+from services.common.cluster import ClusterStream, rpc_client
 from services.common.config import Settings
-from services.common.migrate import migrate
-from services.executor.chain import SimulatedChain
 from services.executor.consumer import JobConsumer
-from services.executor.pipeline import Pipeline, swap_on_router
+from services.executor.landing import Cluster
+from services.executor.pipeline import Pipeline
 from services.executor.ratelimit import RateLimiter
+from services.executor.transactions import load_keypair
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 DEPTH_INTERVAL_S = 5.0
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,7 @@ class ExecutorComponent:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool: asyncpg.Pool | None = None
+        self.cluster: Cluster | None = None
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
         self.consumer: JobConsumer | None = None
@@ -65,12 +63,15 @@ class ExecutorComponent:
         self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self.orders_channel = grpc_client.channel(self.settings.orders_target)
         self.router_channel = grpc_client.channel(self.settings.router_target)
-        self.pool = await db.create_pool(self.settings.chain_dsn, self.settings.db_pool_size)
-        async with self.pool.acquire() as conn:
-            await migrate(conn, MIGRATIONS, table="chain_schema_migrations")
+        wallet = load_keypair(self.settings.solana_keypair)
+        stream = ClusterStream(self.settings.solana_ws_url)
+        self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url), stream)
+        stream.start()
         router = router_pb2_grpc.RouterStub(self.router_channel)
-        chain = SimulatedChain(self.pool, lambda tx: swap_on_router(router, tx))
-        pipeline = Pipeline(self.settings, orders_pb2_grpc.OrdersStub(self.orders_channel), router, chain)
+        pipeline = Pipeline(
+            self.settings, orders_pb2_grpc.OrdersStub(self.orders_channel), router, self.cluster, wallet
+        )
+        log.info("executor wallet", extra={"wallet": str(wallet.pubkey())})
         limiter = RateLimiter(self.redis, self.settings.rate_limit_per_min, self.settings.rate_limit_burst)
         self.consumer = JobConsumer(self.settings, pipeline, limiter)
         self.connection = await amqp.connect(self.settings.amqp_url)
@@ -103,8 +104,8 @@ class ExecutorComponent:
             and not self.connection.is_closed
             and self.channel is not None
             and not self.channel.is_closed
-            and self.pool is not None
-            and await db.ping(self.pool)
+            and self.cluster is not None
+            and await self.cluster.healthy()
         )
 
     async def stop_intake(self) -> None:
@@ -121,8 +122,8 @@ class ExecutorComponent:
                 await channel.close()
         if self.redis is not None:
             await self.redis.aclose()
-        if self.pool is not None:
-            await self.pool.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
 
 if __name__ == "__main__":

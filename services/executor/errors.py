@@ -66,3 +66,32 @@ def from_orders_error(err: grpc.aio.AioRpcError) -> Exception:
     if info.code in RETRYABLE_CODES:
         return InfraError("ORDERS_UNAVAILABLE", info.message)
     return FinalError(info.reason or info.code.name, info.message)
+
+
+# Instruction order of every swap transaction (services.executor.transactions):
+# compute-unit limit, compute-unit price, create the output account, the legs, the memo.
+FIRST_LEG_INSTRUCTION = 3
+PROGRAM_ERRORS = {
+    ("raydium", 6005): "RAYDIUM_CPMM_EXCEEDED_SLIPPAGE_0x1775",
+    ("meteora", 6003): "METEORA_EXCEEDED_AMOUNT_SLIPPAGE_TOLERANCE_0x1773",
+}
+
+
+def from_program_error(err: object, leg_venues: list[str]) -> StepError:
+    """A transaction that landed with an error: the venue program's own code when there is one.
+
+    Every such failure is retryable: the next attempt re-quotes and builds a new
+    transaction (the failed one spent only its fee).
+    """
+    if isinstance(err, dict) and isinstance(err.get("InstructionError"), list):
+        index, detail = err["InstructionError"]
+        leg = index - FIRST_LEG_INSTRUCTION
+        venue = leg_venues[leg] if 0 <= leg < len(leg_venues) else "program"
+        if isinstance(detail, dict) and "Custom" in detail:
+            code = int(detail["Custom"])
+            name = PROGRAM_ERRORS.get((venue, code), f"{venue.upper()}_PROGRAM_ERROR_{hex(code)}")
+            return RetryableError(
+                name, f"instruction {index} ({venue}) failed on chain: custom program error {hex(code)}"
+            )
+        return RetryableError("TRANSACTION_FAILED", f"instruction {index} ({venue}) failed on chain: {detail}")
+    return RetryableError("TRANSACTION_FAILED", f"transaction failed on chain: {err}")

@@ -6,30 +6,44 @@ confirmed. Because every step starts from the status stored in orders, a
 redelivered job carries on where the last one stopped, and a step that
 another delivery already did is skipped (its compare-and-set fails).
 
-In ``submitted`` the chain is asked first: landed -> confirm without
-sending again; unknown and still valid -> send the same transaction (the
-chain dedups by signature); failed or expired -> a new attempt, which builds a
-new transaction with a new signature.
+In ``submitted`` the cluster is asked first (getSignatureStatuses with
+history): landed -> confirm without sending again; unknown and its blockhash
+still valid -> send the same signed bytes again (a signature lands at most
+once); landed with a program error, or expired -> a new attempt, which builds
+a new transaction with a new blockhash and signature.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
-import random
 import time
 from decimal import Decimal
 from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
 
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc, router_pb2, router_pb2_grpc
 from services.common import codec, faults, metrics, states, telemetry
 from services.common.config import Settings
 from services.common.decimals import fmt
-from services.executor import chain as chainmod
-from services.executor.chain import SimulatedChain, SwapRejected
-from services.executor.errors import InfraError, RetryableError, Superseded, from_orders_error, from_router_error
+from services.executor import landing
+from services.executor.errors import (
+    FinalError,
+    InfraError,
+    RetryableError,
+    Superseded,
+    from_orders_error,
+    from_program_error,
+    from_router_error,
+)
+from services.executor.landing import Cluster, ClusterUnavailable, Landed
+from services.executor.transactions import SwapLeg, build_swap, memo_text
+from venues.tokens import from_base_units, to_base_units
 
 log = logging.getLogger(__name__)
 ORDERS_TIMEOUT_S = 5.0
@@ -53,6 +67,7 @@ def _quote_view(q: router_pb2.Quote) -> dict[str, Any]:
         "spotPrice": q.spot_price,
         "quoteId": q.quote_id,
         "expiresAtMs": str(q.expires_at_ms),
+        "pool": q.pool,
     }
 
 
@@ -70,6 +85,7 @@ def routing_view(resp: router_pb2.GetQuotesResponse) -> dict[str, Any]:
                 "amountIn": leg.amount_in,
                 "amountOut": leg.amount_out,
                 "minAmountOut": leg.min_amount_out,
+                "pool": leg.pool,
             }
             for leg in d.legs
         ],
@@ -85,13 +101,14 @@ class Pipeline:
         settings: Settings,
         orders: orders_pb2_grpc.OrdersStub,
         router: router_pb2_grpc.RouterStub,
-        chain: SimulatedChain,
+        cluster: Cluster,
+        wallet: Keypair,
     ) -> None:
         self.settings = settings
         self.orders = orders
         self.router = router
-        self.chain = chain
-        self.rng = random.Random(settings.market_seed)
+        self.cluster = cluster
+        self.wallet = wallet
 
     # -- orders -----------------------------------------------------------
     async def load(self, order_id: str) -> common_pb2.Order:
@@ -178,26 +195,45 @@ class Pipeline:
         )
 
     async def build(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
+        """Sign the attempt's transaction and record its signature before anything is sent."""
         routing = codec.struct_to_dict(order.routing)
-        signature = chainmod.derive_signature(self.settings.market_seed, order.id, attempt)
-        height = chainmod.block_height()
-        legs = [
-            {
-                "venue": leg["venue"],
-                "tokenIn": order.token_in,
-                "tokenOut": order.token_out,
-                "amountIn": leg["amountIn"],
-                "minAmountOut": leg["minAmountOut"],
-            }
-            for leg in routing["legs"]
-        ]
-        tx = {"orderId": order.id, "blockhash": chainmod.blockhash(height), "legs": legs}
+        mint_in, mint_out = Pubkey.from_string(order.token_in), Pubkey.from_string(order.token_out)
+        try:
+            addresses = [Pubkey.from_string(leg["pool"]) for leg in routing["legs"]]
+            pools = await self.cluster.pools(addresses)
+            blockhash, last_valid = await self.cluster.latest_blockhash()
+        except ClusterUnavailable as exc:
+            raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
+        legs = []
+        for leg, address in zip(routing["legs"], addresses, strict=True):
+            snapshot = pools.get(address)
+            if snapshot is None:
+                raise RetryableError("POOL_GONE", f"pool {address} no longer exists")
+            decimals_in = snapshot.decimals[snapshot.mints.index(mint_in)]
+            decimals_out = snapshot.decimals[snapshot.mints.index(mint_out)]
+            legs.append(
+                SwapLeg(
+                    snapshot,
+                    to_base_units(Decimal(leg["amountIn"]), decimals_in),
+                    to_base_units(Decimal(leg["minAmountOut"]), decimals_out),
+                )
+            )
+        tx = build_swap(
+            self.wallet,
+            mint_in,
+            mint_out,
+            legs,
+            memo_text(order.id, attempt),
+            blockhash,
+            compute_unit_limit=self.settings.compute_unit_limit,
+            priority_fee_micro_lamports=self.settings.priority_fee_micro_lamports,
+        )
+        signature = str(tx.signatures[0])
         execution = {
             "signature": signature,
             "attempt": attempt,
-            "lastValidBlockHeight": height + chainmod.BLOCKHASH_VALID_BLOCKS,
-            "transaction": chainmod.encode_tx(tx),
-            "tx": tx,
+            "lastValidBlockHeight": last_valid,
+            "transaction": base64.b64encode(bytes(tx)).decode(),
             "quotedOut": routing["amountOut"],
             "minAmountOut": routing["minAmountOut"],
         }
@@ -215,50 +251,62 @@ class Pipeline:
 
     async def settle(self, order: common_pb2.Order) -> common_pb2.Order:
         execution = codec.struct_to_dict(order.execution)
-        signature = order.tx_hash
+        signature = Signature.from_string(order.tx_hash)
         lvh = int(execution["lastValidBlockHeight"])
         tracer = telemetry.tracer(__name__)
-        attrs = {"order.id": order.id, "dex.venue": order.dex_provider, "solana.signature": signature}
-        status = await self.chain.status(signature, lvh)
-        if status.status == chainmod.UNKNOWN:
-            lo, hi = self.settings.execution_latency_ms
-            latency_s = self.rng.uniform(lo, hi) / 1000
-            with tracer.start_as_current_span("chain submit", attributes=attrs):
-                await self.chain.send(signature, order.id, int(execution["attempt"]), execution["tx"], lvh, latency_s)
-            log.info("transaction sent", extra={"txHash": signature, "chainMs": int(latency_s * 1000)})
-            faults.crash_point("after_send")
-        if status.status in (chainmod.UNKNOWN, chainmod.PENDING):
-            with tracer.start_as_current_span("chain confirm", attributes=attrs) as span:
-                status = await self.chain.wait(signature, lvh)
-                span.set_attribute("solana.status", status.status)
-        if status.status == chainmod.LANDED:
-            metrics.STAGE_SECONDS.labels("submitted").observe((status.result or {}).get("chainMs", 0) / 1000)
-            return await self.confirm(order, execution, status.result or {})
-        if status.status == chainmod.FAILED:
-            result = status.result or {}
-            raise RetryableError(result.get("error", "SWAP_FAILED"), result.get("message", "transaction failed"))
+        attrs = {"order.id": order.id, "dex.venue": order.dex_provider, "solana.signature": order.tx_hash}
+        sent_at = time.monotonic()
+        try:
+            outcome = await self.cluster.status(signature, lvh)
+            if outcome.status == landing.UNKNOWN:
+                with tracer.start_as_current_span("solana sendTransaction", attributes=attrs):
+                    await self.cluster.send(base64.b64decode(execution["transaction"]))
+                log.info("transaction sent", extra={"txHash": order.tx_hash})
+                faults.crash_point("after_send")
+                with tracer.start_as_current_span("solana confirm", attributes=attrs) as span:
+                    outcome = await self.cluster.wait(signature, lvh)
+                    span.set_attribute("solana.status", outcome.status)
+            if outcome.status == landing.LANDED:
+                result = await self.cluster.landed(signature, self.wallet.pubkey())
+        except ClusterUnavailable as exc:
+            raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
+        if outcome.status == landing.LANDED:
+            landed_ms = (time.monotonic() - sent_at) * 1000
+            metrics.STAGE_SECONDS.labels("submitted").observe(landed_ms / 1000)
+            return await self.confirm(order, execution, result, landed_ms)
+        if outcome.status == landing.FAILED:
+            raise from_program_error(
+                outcome.err, [leg.get("venue", "") for leg in codec.struct_to_dict(order.routing)["legs"]]
+            )
         raise RetryableError("TRANSACTION_EXPIRED", "blockhash expired before the transaction landed")
 
     async def confirm(
-        self, order: common_pb2.Order, execution: dict[str, Any], result: dict[str, Any]
+        self, order: common_pb2.Order, execution: dict[str, Any], result: Landed, landed_ms: float
     ) -> common_pb2.Order:
-        amount_out = Decimal(result["amountOut"])
+        spent = -result.deltas.get(order.token_in, 0)
+        got = result.deltas.get(order.token_out, 0)
+        if spent <= 0 or got <= 0:
+            raise FinalError("UNEXPECTED_BALANCES", f"landed transaction moved {spent} in / {got} out of the wallet")
+        amount_in = from_base_units(spent, result.decimals[order.token_in])
+        amount_out = from_base_units(got, result.decimals[order.token_out])
         quoted = Decimal(execution["quotedOut"])
-        executed_price = amount_out / Decimal(order.amount_in)
+        executed_price = amount_out / amount_in
         improvement_bps = ((amount_out - quoted) / quoted * 10_000).quantize(Decimal("0.01")) if quoted else Decimal(0)
         details = {
-            "chainMs": result.get("chainMs"),
+            "signature": order.tx_hash,
+            "slot": result.slot,
+            "feeLamports": result.fee_lamports,
+            "landedMs": round(landed_ms, 3),
+            "executedIn": fmt(amount_in),
             "executedOut": fmt(amount_out),
             "improvementBps": fmt(improvement_bps),
             "landedAtMs": str(int(time.time() * 1000)),
-            "fills": result.get("fills", []),
         }
         price = fmt(executed_price.quantize(Decimal("1e-12")).normalize())
         routing = codec.struct_to_dict(order.routing)
-        metrics.STAGE_SECONDS.labels("end_to_end").observe(
-            time.time() - order.created_at.seconds - order.created_at.nanos / 1e9
-        )
-        return await self.transition(
+        duration_ms = time.time() * 1000 - order.created_at.seconds * 1000 - order.created_at.nanos / 1e6
+        metrics.STAGE_SECONDS.labels("end_to_end").observe(duration_ms / 1000)
+        confirmed = await self.transition(
             order,
             states.CONFIRMED,
             fields={"amount_out": fmt(amount_out), "executed_price": price, "execution": details},
@@ -271,32 +319,14 @@ class Pipeline:
                 "improvementBps": fmt(improvement_bps),
             },
         )
-
-
-async def swap_on_router(router: router_pb2_grpc.RouterStub, tx: dict[str, Any]) -> dict[str, Any]:
-    """The chain's program: execute every leg against the venues at landing time, atomically."""
-    legs = tx["legs"]
-    try:
-        resp = await router.ExecuteSwap(
-            router_pb2.ExecuteSwapRequest(
-                token_in=legs[0]["tokenIn"],
-                token_out=legs[0]["tokenOut"],
-                legs=[
-                    router_pb2.SwapLeg(
-                        venue=leg["venue"], amount_in=leg["amountIn"], min_amount_out=leg["minAmountOut"]
-                    )
-                    for leg in legs
-                ],
-            ),
-            timeout=5,
+        log.info(
+            "order executed",
+            extra={
+                "venue": routing.get("venue", order.dex_provider),
+                "executedPrice": price,
+                "amountOut": fmt(amount_out),
+                "txHash": order.tx_hash,
+                "durationMs": int(duration_ms),
+            },
         )
-    except grpc.aio.AioRpcError as err:
-        if err.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-            error = from_router_error(err)
-            raise SwapRejected(error.code, str(error)) from err
-        raise
-    fills = [
-        {"venue": f.venue, "amountIn": f.amount_in, "amountOut": f.amount_out, "fee": f.fee, "poolId": f.pool_id}
-        for f in resp.fills
-    ]
-    return {"amountOut": resp.amount_out, "fills": fills}
+        return confirmed

@@ -6,8 +6,9 @@ import grpc
 
 from dexengine.v1 import router_pb2, router_pb2_grpc
 from services.common import grpc_server
+from services.common.cluster import ClusterStream, rpc_client
 from services.common.config import Settings
-from services.router.amm import Market
+from services.router.pool_feed import PoolFeed
 from services.router.servicer import RouterServicer
 
 
@@ -16,24 +17,34 @@ class RouterComponent:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.stream: ClusterStream | None = None
+        self.feed: PoolFeed | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
-        market = Market(
-            seed=self.settings.market_seed,
-            drift=self.settings.market_drift,
-            trend_bps_per_s=self.settings.market_trend_bps_per_s,
-        )
-        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.settings, market), server)
+        rpc = rpc_client(self.settings.solana_rpc_url)
+        self.stream = ClusterStream(self.settings.solana_ws_url)
+        self.feed = PoolFeed(rpc, self.stream)
+        self.stream.start()
+        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.settings, self.feed), server)
         return [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name]
 
     async def healthy(self) -> bool:
-        return True  # no external dependency: the venues are in-process
+        """SERVING while the cluster stream is up and the pools are loaded."""
+        return (
+            self.stream is not None
+            and self.stream.connected.is_set()
+            and self.feed is not None
+            and self.feed.ready.is_set()
+        )
 
     async def stop_intake(self) -> None:
         """Nothing consumes in the background."""
 
     async def close(self) -> None:
-        """Nothing to close."""
+        if self.stream is not None:
+            await self.stream.close()
+        if self.feed is not None:
+            await self.feed.rpc.close()
 
 
 if __name__ == "__main__":

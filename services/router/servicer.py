@@ -1,8 +1,10 @@
-"""gRPC Router: parallel venue quotes with a deadline, a decision, and swaps.
+"""gRPC Router: parallel venue quotes with a deadline, and a decision.
 
-Venues are simulated (services.router.amm) with the pools' own integer math.
-Each quote waits a seeded, configurable latency; a venue that misses the
-deadline or fails is left out of the decision and named in ``excluded``.
+Pools are the cluster's accounts (``PoolFeed``), quoted off-chain with the
+venues' exact integer math (``venues``). Each venue quote waits a seeded,
+configurable latency (a venue API's); a venue that misses the deadline or fails
+is left out of the decision and named in ``excluded``. When a venue has several
+open pools for the pair, its quote is the best of them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from services.router.amm import (
     AmmError,
     Decision,
     InsufficientLiquidityError,
-    Market,
     NoPoolError,
     Token,
     VenueQuote,
@@ -37,6 +38,9 @@ from services.router.amm import (
     to_base_units,
     token_by_mint,
 )
+from services.router.pool_feed import PoolFeed
+from venues.onchain import VENUE_PROGRAMS
+from venues.quote import venue_quote
 
 log = logging.getLogger(__name__)
 QUOTE_TTL_MS = 8_000  # ~20 slots of 400 ms
@@ -53,9 +57,9 @@ def _price(amount_in: int, amount_out: int, token_in: Token, token_out: Token) -
 
 
 class RouterServicer(router_pb2_grpc.RouterServicer):
-    def __init__(self, settings: Settings, market: Market) -> None:
+    def __init__(self, settings: Settings, feed: PoolFeed) -> None:
         self.settings = settings
-        self.market = market
+        self.feed = feed
         self.rng = random.Random(settings.market_seed)
 
     def _latency_s(self, venue: str) -> float:
@@ -64,19 +68,45 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _tokens(self, token_in: str, token_out: str, amount: str, field: str = "amount_in") -> tuple[Token, Token, int]:
         violations = []
-        tin, tout = token_by_mint(token_in), token_by_mint(token_out)
         value = parse_decimal(amount)
         if value is None or value <= 0:
             violations.append(FieldViolation(field, "must be a positive decimal string"))
         if violations:
             raise ValidationFailed(violations)
-        if tin is None or tout is None or not self.market.has_pair(token_in, token_out):
-            raise NoPoolError(f"no route: no pool trades {token_in} -> {token_out}")
+        tin, tout = self._token(token_in), self._token(token_out)
+        if tin is None or tout is None or not self.feed.has_pair(token_in, token_out):
+            raise NoPoolError(f"no route: no open pool trades {token_in} -> {token_out}")
         assert value is not None
         raw = to_base_units(value, tin.decimals)
         if raw <= 0:
             raise ValidationFailed([FieldViolation(field, f"is below one base unit of {tin.symbol}")])
         return tin, tout, raw
+
+    def _token(self, mint: str) -> Token | None:
+        """The registry's token, or a mint known only from its pools (a new listing)."""
+        known = token_by_mint(mint)
+        if known is not None:
+            return known
+        decimals = self.feed.decimals(mint)
+        return None if decimals is None else Token(mint[:4] + "…", mint, decimals)
+
+    def _pool_quote(self, venue: str, tin: Token, tout: Token, raw: int) -> VenueQuote:
+        """The best quote among ``venue``'s open pools for the pair (nothing changes)."""
+        now = time.time()
+        best: VenueQuote | None = None
+        error: AmmError = NoPoolError(f"{venue} has no open pool for this pair")
+        for snapshot in self.feed.pools_for(venue, tin.mint, tout.mint, now):
+            try:
+                fill = snapshot.pool.swap(tin.mint, raw, now)
+            except AmmError as exc:
+                error = exc
+                continue
+            quote = venue_quote(venue, fill, tin.decimals, tout.decimals)
+            if best is None or quote.amount_out > best.amount_out:
+                best = quote
+        if best is None:
+            raise error
+        return best
 
     async def _quote_venue(self, venue: str, tin: Token, tout: Token, raw: int) -> tuple[VenueQuote, int]:
         with telemetry.tracer(__name__).start_as_current_span(
@@ -107,12 +137,19 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         await asyncio.sleep(latency)
         if roll < self.settings.quote_timeout_rate + self.settings.venue_failure_rate:
             raise VenueUnavailableError(f"{venue} unavailable (simulated)")
-        quote = self.market.quote(venue, tin.mint, tout.mint, raw)
+        quote = self._pool_quote(venue, tin, tout, raw)
         return quote, int((time.monotonic() - started) * 1000)
 
     async def GetQuotes(
         self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.GetQuotesResponse:
+        if not self.feed.ready.is_set():
+            await abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "pool accounts not loaded from the cluster yet",
+                reason="NO_POOL_STATE",
+            )
         try:
             tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
             slippage = parse_decimal(request.slippage) if request.slippage else Decimal(0)
@@ -128,8 +165,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         remaining = context.time_remaining()
         if remaining is not None:
             deadline = min(deadline, max(remaining - 0.05, 0.0))
-        self.market.advance()
-        venues = self.market.venues()
+        venues = list(VENUE_PROGRAMS)
         started = time.monotonic()
         tasks = [asyncio.create_task(self._quote_venue(v, tin, tout, raw)) for v in venues]
         _, pending = await asyncio.wait(tasks, timeout=deadline)
@@ -164,7 +200,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             )
         try:
             decision = decide(
-                lambda venue, amount: self.market.quote(venue, tin.mint, tout.mint, amount),
+                lambda venue, amount: self._pool_quote(venue, tin, tout, amount),
                 list(quotes),
                 raw,
                 tin,
@@ -200,6 +236,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             expires_at_ms=now_ms + QUOTE_TTL_MS,
             spot_price=ratio(quote.spot_price),
             latency_ms=latency_ms,
+            pool=quote.pool_id,
         )
 
     def _decision(
@@ -211,6 +248,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 amount_in=fmt(from_base_units(leg.amount_in, tin.decimals)),
                 amount_out=fmt(from_base_units(leg.amount_out, tout.decimals)),
                 min_amount_out=fmt(from_base_units(min_amount_out(leg.amount_out, slippage), tout.decimals)),
+                pool=leg.pool_id,
             )
             for leg in decision.legs
         ]
@@ -224,63 +262,3 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             expected_price=ratio(_price(raw, decision.amount_out, tin, tout)),
             reason=decision.reason,
         )
-
-    async def ExecuteSwap(
-        self, request: router_pb2.ExecuteSwapRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.ExecuteSwapResponse:
-        try:
-            tin, tout, legs = self._legs(request)
-            self.market.advance()
-            fills = self.market.swap_legs(tin.mint, tout.mint, legs)
-        except ValidationFailed as exc:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-            raise
-        except NoPoolError as exc:
-            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), reason=exc.code)
-            raise
-        except AmmError as exc:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), reason=exc.code)
-            raise
-        total_in = sum(f.amount_in for f in fills)
-        total_out = sum(f.amount_out for f in fills)
-        return router_pb2.ExecuteSwapResponse(
-            amount_out=fmt(from_base_units(total_out, tout.decimals)),
-            price=ratio(_price(total_in, total_out, tin, tout)),
-            fills=[
-                router_pb2.LegFill(
-                    venue=f.venue,
-                    amount_in=fmt(from_base_units(f.amount_in, tin.decimals)),
-                    amount_out=fmt(from_base_units(f.amount_out, tout.decimals)),
-                    fee=fmt(from_base_units(f.fee, tin.decimals)),
-                    pool_id=f.pool_id,
-                )
-                for f in fills
-            ],
-        )
-
-    def _legs(self, request: router_pb2.ExecuteSwapRequest) -> tuple[Token, Token, list[tuple[str, int, int]]]:
-        if not request.legs:
-            raise ValidationFailed([FieldViolation("legs", "must name at least one leg")])
-        legs, violations = [], []
-        tin = tout = None
-        for i, leg in enumerate(request.legs):
-            try:
-                tin, tout, raw = self._tokens(
-                    request.token_in, request.token_out, leg.amount_in, f"legs[{i}].amount_in"
-                )
-            except ValidationFailed as exc:
-                violations.extend(exc.violations)
-                continue
-            min_out = parse_decimal(leg.min_amount_out or "0")
-            if min_out is None or min_out < 0:
-                violations.append(FieldViolation(f"legs[{i}].min_amount_out", "must be a non-negative decimal string"))
-            elif leg.venue not in self.market.venues():
-                violations.append(
-                    FieldViolation(f"legs[{i}].venue", f"must be one of {', '.join(self.market.venues())}")
-                )
-            else:
-                legs.append((leg.venue, raw, to_base_units(min_out, tout.decimals)))
-        if violations:
-            raise ValidationFailed(violations)
-        assert tin is not None and tout is not None
-        return tin, tout, legs

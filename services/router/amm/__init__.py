@@ -3,6 +3,7 @@
 Public surface for the router service; see the modules for the math.
 """
 
+from services.router.amm.routing import Decision, Leg, decide, min_amount_out
 from venues.errors import (
     AmmError,
     InsufficientLiquidityError,
@@ -11,7 +12,6 @@ from venues.errors import (
     VenueUnavailableError,
 )
 from venues.quote import VenueQuote
-from services.router.amm.routing import Decision, Leg, decide, min_amount_out
 from venues.tokens import TOKENS, Token, from_base_units, to_base_units, token_by_mint
 
 __all__ = [

@@ -28,6 +28,7 @@ class Leg:
     amount_in: int
     amount_out: int
     fee: int
+    pool_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ def decide(
     else:
         why = f"{best.venue}: the only venue quoting {size}"
     single = Decision(
-        "single", (Leg(best.venue, amount_in, best.amount_out, best.fee),), best.amount_out, why + left_out
+        "single",
+        (Leg(best.venue, amount_in, best.amount_out, best.fee, best.pool_id),),
+        best.amount_out,
+        why + left_out,
     )
     if split is None:
         return single
@@ -109,6 +113,9 @@ def _best_split(quote_fn: QuoteFn, pair: list[str], amount_in: int) -> Decision 
             continue
         total = qa.amount_out + qb.amount_out
         if best is None or total > best.amount_out:
-            legs = (Leg(first, a, qa.amount_out, qa.fee), Leg(second, b, qb.amount_out, qb.fee))
+            legs = (
+                Leg(first, a, qa.amount_out, qa.fee, qa.pool_id),
+                Leg(second, b, qb.amount_out, qb.fee, qb.pool_id),
+            )
             best = Decision("split", legs, total, "")
     return best

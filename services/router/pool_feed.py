@@ -1,0 +1,145 @@
+"""The venues' pools as the cluster holds them, kept fresh by subscriptions.
+
+On every (re)connection of the PubSub stream the feed first subscribes
+(programSubscribe to both venue programs, accountSubscribe to each pool's
+token vaults and mints, which other programs own), then loads everything with
+getProgramAccounts and getMultipleAccounts: an update that races the load is
+applied after it, never lost. Each account update re-decodes only the pools
+that read that account. The router holds no market of its own: two replicas
+fed by the same cluster quote the same pools identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from solana.rpc.async_api import AsyncClient
+from solders.pubkey import Pubkey
+
+from services.common.cluster import ClusterStream
+from venues.onchain import VENUE_PROGRAMS, Account, PoolSnapshot, decode_pool, dependencies, is_pool_account
+
+log = logging.getLogger(__name__)
+MAX_ACCOUNTS_PER_CALL = 100
+
+
+def _account(value: Any) -> Account:
+    return Account(owner=value.owner, data=bytes(value.data), lamports=value.lamports)
+
+
+class PoolFeed:
+    def __init__(self, rpc: AsyncClient, stream: ClusterStream) -> None:
+        self.rpc = rpc
+        self.stream = stream
+        self.accounts: dict[Pubkey, Account] = {}
+        self.pools: dict[Pubkey, PoolSnapshot] = {}
+        self.readers: dict[Pubkey, set[Pubkey]] = defaultdict(set)  # account -> pools decoded from it
+        self.watched: set[Pubkey] = set()  # accounts with an accountSubscribe on this connection
+        self.by_pair: dict[tuple[str, frozenset[str]], list[PoolSnapshot]] = {}
+        self.ready = asyncio.Event()
+        self.updates = 0
+        stream.on_connect(self._on_connect)
+
+    # -- loading ----------------------------------------------------------
+    async def _on_connect(self) -> None:
+        self.ready.clear()
+        self.watched.clear()
+        for program in VENUE_PROGRAMS.values():
+            await self.stream.program(program, self._on_program_update)
+        for program in VENUE_PROGRAMS.values():
+            resp = await self.rpc.get_program_accounts(program, encoding="base64")
+            for keyed in resp.value:
+                self.accounts[keyed.pubkey] = _account(keyed.account)
+        await self._resolve([a for a, acc in self.accounts.items() if is_pool_account(acc)])
+        self.ready.set()
+        log.info("pool feed loaded", extra={"pools": len(self.pools)})
+
+    async def _fetch(self, addresses: Iterable[Pubkey]) -> None:
+        wanted = list(dict.fromkeys(addresses))
+        for i in range(0, len(wanted), MAX_ACCOUNTS_PER_CALL):
+            chunk = wanted[i : i + MAX_ACCOUNTS_PER_CALL]
+            resp = await self.rpc.get_multiple_accounts(chunk, encoding="base64")
+            for address, value in zip(chunk, resp.value, strict=True):
+                if value is not None:
+                    self.accounts[address] = _account(value)
+
+    async def _resolve(self, pools: list[Pubkey]) -> None:
+        """Fetch and watch what each pool state account needs, then decode the pools."""
+        needed: list[Pubkey] = []
+        for address in pools:
+            needed.extend(dependencies(address, self.accounts[address]))
+        outside = [a for a in needed if a not in self.watched and not self._owned_by_venue(a)]
+        for address in outside:
+            self.watched.add(address)
+            await self.stream.account(address, lambda result, a=address: self._on_account_update(a, result.value))
+        await self._fetch(a for a in needed if a not in self.accounts or a in outside)
+        for address in pools:
+            self._decode(address)
+        self._index()
+
+    def _owned_by_venue(self, address: Pubkey) -> bool:
+        account = self.accounts.get(address)
+        return account is not None and account.owner in VENUE_PROGRAMS.values()
+
+    def _decode(self, address: Pubkey) -> None:
+        try:
+            snapshot = decode_pool(address, self.accounts)
+        except (KeyError, ValueError) as exc:
+            log.warning("pool %s not decodable yet: %s", address, exc)
+            return
+        old = self.pools.get(address)
+        if old is not None:
+            for account in old.accounts:
+                self.readers[account].discard(address)
+        self.pools[address] = snapshot
+        for account in snapshot.accounts:
+            self.readers[account].add(address)
+
+    def _index(self) -> None:
+        by_pair: dict[tuple[str, frozenset[str]], list[PoolSnapshot]] = defaultdict(list)
+        for snapshot in self.pools.values():
+            by_pair[(snapshot.venue, frozenset(str(m) for m in snapshot.mints))].append(snapshot)
+        self.by_pair = dict(by_pair)
+
+    # -- updates ------------------------------------------------------------
+    def _on_program_update(self, result: Any) -> None:
+        keyed = result.value
+        self._apply(keyed.pubkey, _account(keyed.account))
+
+    def _on_account_update(self, address: Pubkey, value: Any) -> None:
+        if value is not None:
+            self._apply(address, _account(value))
+
+    def _apply(self, address: Pubkey, account: Account) -> None:
+        self.updates += 1
+        self.accounts[address] = account
+        if address not in self.pools and is_pool_account(account):
+            asyncio.get_running_loop().create_task(self._resolve([address]))  # a new pool opened
+            return
+        touched = self.readers.get(address, set()) | ({address} if address in self.pools else set())
+        for pool in touched:
+            self._decode(pool)
+        if touched:
+            self._index()
+
+    # -- reading ------------------------------------------------------------
+    def pools_for(self, venue: str, mint_in: str, mint_out: str, now: float | None = None) -> list[PoolSnapshot]:
+        """Open pools of ``venue`` trading the pair."""
+        at = time.time() if now is None else now
+        found = self.by_pair.get((venue, frozenset((mint_in, mint_out))), [])
+        return [p for p in found if p.open_time <= at] if mint_in != mint_out else []
+
+    def decimals(self, mint: str) -> int | None:
+        for snapshot in self.pools.values():
+            for m, d in zip(snapshot.mints, snapshot.decimals, strict=True):
+                if str(m) == mint:
+                    return d
+        return None
+
+    def has_pair(self, mint_in: str, mint_out: str) -> bool:
+        return any(self.pools_for(venue, mint_in, mint_out) for venue in VENUE_PROGRAMS)
