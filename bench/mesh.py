@@ -24,7 +24,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from services.common import amqp, config
-from services.launcher import SERVICES
+from services.launcher import LOCALNET, SERVICES
 from tests.support.mesh import ROOT, Mesh, free_port, mesh_env
 
 BENCH_DATABASE = "dexengine_bench"
@@ -148,6 +148,8 @@ class BenchMesh(Mesh):
         return await super()._ready(name)
 
     async def start_all(self, executors: int = 1) -> None:
+        await self.start_one(LOCALNET)
+        await self.wait_ready(LOCALNET, timeout=60)
         for name in SERVICES:
             extra = {} if name == "gateway" else {"METRICS_PORT": str(free_port())}
             await self.start_one(name, extra)
@@ -162,10 +164,10 @@ class BenchMesh(Mesh):
         return [name for name, proc in self.procs.items() if proc.returncode is not None]
 
 
-def bench_env(profile_env: Mapping[str, str], log_level: str) -> dict[str, str]:
+def bench_env(profile_env: Mapping[str, str], log_level: str, wallet_dir: Path) -> dict[str, str]:
     """The services' environment: this one less tracing, the bench infra, the profile's settings."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     base.update(infra_env())
     base.update({"LOG_LEVEL": log_level, "PYTHONUNBUFFERED": "1"})
     base.update(profile_env)
-    return mesh_env(base)
+    return mesh_env(base, wallet_dir)

@@ -125,7 +125,7 @@ def _memory_target(phase: str) -> Target:
     return Target("memory: each service's RSS flat over a 5-minute run", phase, _memory_flat)
 
 
-OVERHEAD_ENV = {"QUOTE_LATENCY_MS": "0", "EXECUTION_LATENCY_MS": "0", "RATE_LIMIT_PER_MIN": "0"}
+OVERHEAD_ENV = {"QUOTE_LATENCY_MS": "0", "LOCALNET_LANDING_MS": "0", "RATE_LIMIT_PER_MIN": "0"}
 
 PROFILES: dict[str, Profile] = {
     "seed": Profile(
@@ -197,7 +197,7 @@ PROFILES: dict[str, Profile] = {
             "EXECUTOR_PREFETCH": "128",
             "QUOTE_LATENCY_MS": "40000-45000",
             "QUOTE_DEADLINE_MS": "50000",
-            "EXECUTION_LATENCY_MS": "10000-15000",
+            "LOCALNET_LANDING_MS": "10000-15000",
             "RATE_LIMIT_PER_MIN": "0",
         },
         (Phase("fan-out", "fanout", subscribers=10_000, orders=100, duration_s=150, drain_s=0),),

@@ -166,9 +166,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 db = DbMonitor(args.database_url)
             sampler = ProcSampler({"generator": os.getpid()}, servers=meshmod.server_ports())
         else:
-            env = meshmod.bench_env(profile.env, args.log_level)
-            await meshmod.reset_infra(env)
             log_dir = Path(tempfile.mkdtemp(prefix=f"dexengine-bench-{profile.name}-"))
+            env = meshmod.bench_env(profile.env, args.log_level, log_dir)
+            await meshmod.reset_infra(env)
             log.info(
                 "starting the mesh (%s; %d executor(s)); logs in %s", profile.description, profile.executors, log_dir
             )

@@ -54,7 +54,7 @@ def base_env(infra: TestInfra) -> dict[str, str]:
     env.update(
         {
             "QUOTE_LATENCY_MS": "5-10",
-            "EXECUTION_LATENCY_MS": "50-80",
+            "LOCALNET_LANDING_MS": "50-80",
             "RETRY_BACKOFF_MS": ",".join(map(str, TEST_BACKOFF_MS)),
             "RATE_LIMIT_PER_MIN": "0",
             "MARKET_DRIFT": "false",

@@ -6,17 +6,22 @@ orders. Failure handling:
   client sees, with the attempt, the wait and the reason), then the job is
   republished to the wait queue of that backoff tier (TTL, dead-letters back
   to the work queue) with ``x-attempt`` + 1; then the message is acked.
-- final, or the last attempt: the order is marked failed with the reason.
+- final, or the last attempt: the order is marked failed with the reason, and
+  the job is parked (``orders.parking.q``) with the reason in ``x-park-reason``.
 - infrastructure (orders unreachable): the job is republished to the first
   wait tier with the same attempt; no attempt is spent.
 - undecodable body: rejected without requeue -> dead-lettered to parking.
 - cancelled at shutdown: not acked, not rejected; the broker redelivers it
   when the channel closes.
+- anything raising inside the failure handling itself: the message is nacked
+  back to its queue (redelivered; the queue's delivery limit parks a job that
+  keeps failing). No path leaves a message unsettled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -74,6 +79,7 @@ class JobConsumer:
         self.channel: AbstractChannel | None = None
         self.queue: AbstractQueue | None = None
         self.retry_exchange: AbstractExchange | None = None
+        self.parking_exchange: AbstractExchange | None = None
         self.tag: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -82,6 +88,7 @@ class JobConsumer:
         await channel.set_qos(prefetch_count=self.settings.executor_prefetch)
         await amqp.declare_topology(channel, self.names, self.settings)
         self.retry_exchange = await channel.get_exchange(self.names.retry_exchange)
+        self.parking_exchange = await channel.get_exchange(self.names.parking_exchange)
         self.queue = await channel.get_queue(self.names.execute_queue)
         self.tag = await self.queue.consume(self.on_message)
 
@@ -134,7 +141,16 @@ class JobConsumer:
             await self._attempt(message, order_id, attempt)
 
     async def _attempt(self, message: AbstractIncomingMessage, order_id: str, attempt: int) -> None:
-        order = None
+        try:
+            await self._run_attempt(message, order_id, attempt)
+        except Exception:
+            log.exception("handling attempt %d failed; the job goes back to its queue", attempt)
+            with contextlib.suppress(Exception):  # a dead channel redelivers it anyway
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def _run_attempt(self, message: AbstractIncomingMessage, order_id: str, attempt: int) -> None:
         try:
             order = await self.pipeline.load(order_id)
             # PostgreSQL's retry_count is the truth; a stale header cannot rewind it.
@@ -154,7 +170,6 @@ class JobConsumer:
         except Exception as exc:
             log.exception("unexpected error in attempt %d", attempt)
             await self._failed_attempt(message, order_id, attempt, RetryableError("INTERNAL_ERROR", repr(exc)))
-        await message.ack()
 
     async def _failed_attempt(
         self, message: AbstractIncomingMessage, order_id: str, attempt: int, exc: StepError
@@ -175,6 +190,7 @@ class JobConsumer:
                 )
                 self.stats.failed += 1
                 log.warning("order failed: %s", exc, extra={"code": exc.code, "attempt": attempt})
+                await self._park(order_id, attempt, f"{exc.code}: {exc}")
                 return
             delay = self.settings.retry_backoff_ms[min(attempt - 1, len(self.settings.retry_backoff_ms) - 1)]
             await self.pipeline.transition(
@@ -201,6 +217,18 @@ class JobConsumer:
         metrics.RETRIES.labels(exc.code).inc()
         log.info("attempt %d failed (%s), retrying", attempt, exc.code, extra={"attempt": attempt})
         await self._republish(message, order_id, attempt + 1, delay)
+
+    async def _park(self, order_id: str, attempt: int, reason: str) -> None:
+        """The job of a failed order, kept for inspection with why it ended."""
+        assert self.parking_exchange is not None
+        self.stats.parked += 1
+        await amqp.publish(
+            self.parking_exchange,
+            "",
+            orjson.dumps({"orderId": order_id, "attempt": attempt}),
+            headers={"x-park-reason": reason[:1000], "x-attempt": attempt, "x-order-id": order_id},
+            message_id=f"{order_id}:{attempt}:parked",
+        )
 
     async def _republish(self, message: AbstractIncomingMessage, order_id: str, attempt: int, delay_ms: int) -> None:
         """Send the job to the wait queue of ``delay_ms`` (± jitter); it comes back to the work queue."""

@@ -19,7 +19,7 @@ from tests.support.servers import PrivatePostgres, PrivateRabbit, PrivateRedis
 
 CHAOS_ENV = {
     "QUOTE_LATENCY_MS": "5-15",
-    "EXECUTION_LATENCY_MS": "300-500",
+    "LOCALNET_LANDING_MS": "300-500",
     "RETRY_BACKOFF_MS": "1000,2000",
     "MAX_ATTEMPTS": "3",
     "RATE_LIMIT_PER_MIN": "0",
@@ -42,7 +42,7 @@ async def stack(base_env: dict[str, str]) -> AsyncIterator[Stack]:
         await pg.start()
         await redis.start()
         await rabbit.start()
-        env = mesh_env(base_env)
+        env = mesh_env({**base_env, "DATABASE_URL": pg.url, "LOCALNET_DATABASE_URL": pg.url}, base)
         env.update(CHAOS_ENV)
         env.update({"DATABASE_URL": pg.url, "REDIS_URL": redis.url, "AMQP_URL": rabbit.url})
         env["CHAOS_CRASH_MARKER"] = str(base / "crashed")

@@ -15,7 +15,7 @@ async def mesh(
 ) -> AsyncIterator[Mesh]:
     log_dir: Path = tmp_path_factory.mktemp("mesh-logs")
     async with isolated(infra.derive("e2e")) as own:
-        running = Mesh(mesh_env({**base_env, **own.env()}), log_dir)
+        running = Mesh(mesh_env({**base_env, **own.env()}, log_dir), log_dir)
         try:
             await running.start()
             yield running

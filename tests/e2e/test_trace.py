@@ -30,17 +30,16 @@ async def _traced_mesh(
 ) -> AsyncIterator[tuple[Mesh, Receiver]]:
     receiver = Receiver()
     endpoint = await receiver.start()
-    env = mesh_env(base_env)
+    log_dir: Path = tmp_path_factory.mktemp("traced-logs")
+    env = mesh_env(base_env, log_dir)
     env.update(
         {
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "METRICS_PORT": "0",
         }
     )
-    log_dir: Path = tmp_path_factory.mktemp("traced-logs")
     mesh = Mesh(env, log_dir)
     try:
         await mesh.start()

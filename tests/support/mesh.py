@@ -1,4 +1,10 @@
-"""Start the five services as real processes for end-to-end tests."""
+"""Start the localnet and the five services as real processes for end-to-end tests.
+
+Every mesh has its own ports (gRPC, HTTP, metrics, the localnet's RPC and
+PubSub), its own engine wallet (a keypair file the localnet funds at genesis)
+and keeps the localnet's accounts and ledger in schema ``localnet`` of the
+mesh's own database.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.launcher import SERVICES
+from services.launcher import LOCALNET, MODULES, SERVICES, ensure_wallet, localnet_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,18 +51,35 @@ class Mesh:
     def grpc_target(self, service: str) -> str:
         return f"127.0.0.1:{self.env[f'{service.upper()}_GRPC_PORT']}"
 
+    @property
+    def rpc_url(self) -> str:
+        return self.env["SOLANA_RPC_URL"]
+
+    @property
+    def ws_url(self) -> str:
+        return self.env["SOLANA_WS_URL"]
+
+    @property
+    def wallet(self) -> str:
+        return self.env["LOCALNET_FUND"].split(",")[-1]
+
     async def start(self, *services: str) -> None:
-        for name in services or SERVICES:
-            await self.start_one(name)
-        await self.wait_ready(*(services or SERVICES))
+        names = services or (LOCALNET, *SERVICES)
+        if LOCALNET in names:
+            await self.start_one(LOCALNET)
+            await self.wait_ready(LOCALNET)
+        for name in names:
+            if name != LOCALNET:
+                await self.start_one(name)
+        await self.wait_ready(*(n for n in names if n != LOCALNET))
 
     async def start_one(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
         self.procs[name] = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            f"services.{name}",
-            env={**self.env, **(extra_env or {})},
+            MODULES[name],
+            env={**self.env, "METRICS_PORT": self.env.get(f"{name.upper()}_METRICS_PORT", "0"), **(extra_env or {})},
             cwd=ROOT,
             stdout=log,
             stderr=log,
@@ -76,6 +99,13 @@ class Mesh:
                 await asyncio.sleep(0.1)
 
     async def _ready(self, name: str) -> bool:
+        if name == LOCALNET:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
+            try:
+                async with aiohttp.ClientSession() as session, session.post(self.rpc_url, json=body) as resp:
+                    return (await resp.json()).get("result") == "ok"
+            except (aiohttp.ClientError, ValueError):
+                return False
         if name == "gateway":
             try:
                 async with aiohttp.ClientSession() as session, session.get(f"{self.http}/healthz") as resp:
@@ -111,10 +141,25 @@ class Mesh:
             await self.stop_one(name)
 
 
-def mesh_env(base: Mapping[str, str]) -> dict[str, str]:
+def mesh_env(base: Mapping[str, str], wallet_dir: Path) -> dict[str, str]:
+    """Ports, targets, the localnet and a funded wallet of the mesh's own; ``base`` has DATABASE_URL etc."""
     ports = {f"{s.upper()}_GRPC_PORT": str(free_port()) for s in SERVICES if s != "gateway"}
     env = dict(base)
     env.update(ports)
+    rpc_port, ws_port = free_port(), free_port()
+    env.update(
+        {
+            "LOCALNET_HOST": "127.0.0.1",
+            "LOCALNET_RPC_PORT": str(rpc_port),
+            "LOCALNET_WS_PORT": str(ws_port),
+            "SOLANA_RPC_URL": f"http://127.0.0.1:{rpc_port}",
+            "SOLANA_WS_URL": f"ws://127.0.0.1:{ws_port}",
+            "SOLANA_KEYPAIR": str(wallet_dir / "engine-wallet.json"),
+        }
+    )
+    env.update({f"{s.upper()}_METRICS_PORT": str(free_port()) for s in SERVICES if s != "gateway"})
+    env.setdefault("LOCALNET_DATABASE_URL", env.get("DATABASE_URL", ""))
+    env.update(localnet_env(env, ensure_wallet(env["SOLANA_KEYPAIR"])))
     env["GATEWAY_PORT"] = str(free_port())
     env["GATEWAY_HOST"] = "127.0.0.1"
     for service in ("orders", "router", "executor", "notifier"):

@@ -20,7 +20,7 @@ def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch) -> None:
         50054,
     )
     assert s.quote_latency_ms == (200, 300)
-    assert s.execution_latency_ms == (2000, 3000)
+    assert (s.solana_rpc_url, s.solana_ws_url) == ("http://127.0.0.1:8899", "ws://127.0.0.1:8900")
     assert s.executor_prefetch == 10
     assert s.rate_limit_per_min == 100
     assert s.max_attempts == 3
