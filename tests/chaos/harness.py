@@ -16,6 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from services.common import amqp, config, states
+from tests.support import chain_oracle
 from tests.support.client import SOL, USDC, USDT
 from tests.support.mesh import Mesh
 from tests.support.servers import PrivatePostgres, PrivateRabbit, PrivateRedis
@@ -39,6 +40,14 @@ class Load:
     rejected: Counter[int] = field(default_factory=Counter)
     watched: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     watchers: list[asyncio.Task[None]] = field(default_factory=list)
+    # The wallet on the cluster before the load: its token balances and newest signature.
+    balances_before: dict[str, int] = field(default_factory=dict)
+    ledger_from: str | None = None
+
+
+async def snapshot_wallet(stack: Stack, load: Load) -> None:
+    load.balances_before = await chain_oracle.wallet_balances(stack.mesh.rpc_url, stack.mesh.wallet)
+    load.ledger_from = await chain_oracle.newest_signature(stack.mesh.rpc_url, stack.mesh.wallet)
 
 
 async def watch_through_faults(session: aiohttp.ClientSession, url: str, into: list[dict[str, Any]]) -> None:
@@ -161,19 +170,28 @@ async def check_invariants(stack: Stack, load: Load, drained_s: float, parked_ex
         by_id = {r["id"]: r for r in rows}
         lost = len(set(load.accepted) - set(by_id))
         stuck = sum(1 for r in rows if r["status"] not in states.TERMINAL)
-        # At most one landed transaction per order, and a confirmed order names the one that landed.
-        landed = await conn.fetch(
-            "SELECT order_id::text, array_agg(signature) AS sigs FROM chain.transactions "
-            "WHERE status = 'landed' AND order_id = ANY($1::uuid[]) GROUP BY order_id",
-            load.accepted,
-        )
-        duplicated = sum(1 for r in landed if len(r["sigs"]) > 1)
-        for r in landed:
-            order = by_id[r["order_id"]]
-            assert order["status"] == "confirmed", (r["order_id"], order["status"])
-            assert order["tx_hash"] in r["sigs"]
+        # Counted on the cluster's own ledger: at most one landed swap per order, a confirmed
+        # order names the one that landed, and nothing else moved the wallet.
+        book = await chain_oracle.ledger(stack.mesh.rpc_url, stack.mesh.wallet, until=load.ledger_from)
+        swaps = book.swaps_by_order()
+        assert set(swaps) <= set(load.accepted), "a landed swap for an order this load did not place"
+        duplicated = sum(1 for n in swaps.values() if n > 1)
+        for order_id in swaps:
+            order = by_id[order_id]
+            assert order["status"] == "confirmed", (order_id, order["status"])
+            assert order["tx_hash"] == book.successful(order_id)[0].signature
         confirmed = {i for i, r in by_id.items() if r["status"] == "confirmed"}
-        assert confirmed <= {r["order_id"] for r in landed}, "a confirmed order without a landed transaction"
+        assert confirmed == set(swaps), "a confirmed order without its landed swap on the cluster"
+        # Conservation: the wallet's token deltas are the sum of the confirmed orders' swaps.
+        balances = await chain_oracle.wallet_balances(stack.mesh.rpc_url, stack.mesh.wallet)
+        moved = {m: balances.get(m, 0) - load.balances_before.get(m, 0) for m in {*balances, *load.balances_before}}
+        assert {m: d for m, d in moved.items() if d} == book.net_deltas(), (moved, book.net_deltas())
+        for order_id in confirmed:
+            row = await conn.fetchrow(
+                "SELECT token_in, token_out, amount_in, amount_out FROM orders WHERE id = $1::uuid", order_id
+            )
+            (tx,) = book.successful(order_id)
+            assert tx.deltas.get(row["token_out"], 0) > 0 and tx.deltas.get(row["token_in"], 0) < 0, tx
         # Retry budget and legal transitions, seq contiguous from 1.
         assert all(r["retry_count"] <= stack.settings.max_attempts - 1 for r in rows)
         events = await conn.fetch(

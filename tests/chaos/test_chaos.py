@@ -3,7 +3,9 @@
 Runs against a private PostgreSQL, Redis and RabbitMQ (tests/chaos/conftest.py)
 with the five services as real processes. Each scenario submits orders at a
 steady rate, injects its fault while they are in flight, drains, and checks:
-nothing lost, nothing stuck, at most one landed transaction per order, retry
+nothing lost, nothing stuck, at most one landed swap per order and the
+wallet's token balances conserved (both counted on the localnet's own ledger,
+over its JSON-RPC), retry
 budget respected, only legal transitions, outbox and queues drained, parking
 holds exactly the poison messages, the cache agrees with PostgreSQL, and
 WebSocket clients connected through the fault saw the terminal status.
@@ -25,7 +27,7 @@ import pytest
 
 from dexengine.v1 import executor_pb2, executor_pb2_grpc
 from services.common import amqp
-from tests.chaos.harness import Load, Stack, check_invariants, drain, submit
+from tests.chaos.harness import Load, Stack, check_invariants, drain, snapshot_wallet, submit
 from tests.support.client import SOL, USDC, post_order
 
 pytestmark = pytest.mark.chaos
@@ -59,6 +61,7 @@ async def scenario(
     parked: int | None = 0,
 ) -> None:
     load = Load()
+    await snapshot_wallet(stack, load)
     async with aiohttp.ClientSession() as session:
         submitter = asyncio.create_task(submit(stack, session, load, count, rate))
         await fault(load)
@@ -259,3 +262,39 @@ async def test_s12_same_idempotency_key_five_times_plus_another_body(
     result = await check_invariants(stack, load, drained, parked_expected=None)
     report(result.line("S12 idempotency key x5 + other body") + " distinct_orders=1 conflict=422")
     assert (result.lost, result.duplicated, result.stuck) == (0, 0, 0)
+
+
+async def test_s13_kill_executor_after_send_under_load(stack: Stack, report: Callable[[str], None]) -> None:
+    """kill -9 between sendTransaction and the confirmation being recorded, three times under load."""
+    marker = stack.mesh.env["CHAOS_CRASH_MARKER"]
+
+    async def crash(_: Load) -> None:
+        for _ in range(3):
+            Path(marker).unlink(missing_ok=True)
+            await stack.mesh.stop_one("executor", signal.SIGKILL)
+            await stack.mesh.start_one("executor", {"CHAOS_CRASH_AT": "after_send"})
+            await asyncio.wait_for(stack.mesh.procs["executor"].wait(), 20)
+            await stack.mesh.start_one("executor")
+            await stack.mesh.wait_ready("executor")
+            await asyncio.sleep(0.5)
+
+    await scenario(stack, report, "S13 kill -9 after send x3", crash, count=90, rate=20)
+
+
+async def test_s14_localnet_restarted_mid_flight(stack: Stack, report: Callable[[str], None]) -> None:
+    async def bounce(_: Load) -> None:
+        await asyncio.sleep(1.5)
+        await restart(stack, "localnet", signal.SIGKILL)
+
+    await scenario(stack, report, "S14 localnet kill -9 + restart", bounce)
+
+
+async def test_s15_localnet_stopped_20s(stack: Stack, report: Callable[[str], None]) -> None:
+    async def stop(_: Load) -> None:
+        await asyncio.sleep(1.5)
+        await stack.mesh.stop_one("localnet")
+        await asyncio.sleep(20)
+        await stack.mesh.start_one("localnet")
+        await stack.mesh.wait_ready("localnet")
+
+    await scenario(stack, report, "S15 localnet down 20 s", stop)
