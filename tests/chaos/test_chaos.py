@@ -219,15 +219,20 @@ async def test_s11_poison_message_and_an_order_that_always_fails(stack: Stack, r
     finally:
         await connection.close()
     await restart(stack, "router", env={"VENUE_FAILURE_RATE": "1"})
+    before = Load()
+    await snapshot_wallet(stack, before)
     try:
         async with aiohttp.ClientSession() as session:
             status, body = await post_order(
                 session, stack.mesh.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.01"}
             )
             assert status == 201
-            load = Load(accepted=[body["orderId"]])
+            load = Load(
+                accepted=[body["orderId"]], balances_before=before.balances_before, ledger_from=before.ledger_from
+            )
             drained = await drain(stack, load.accepted)
-            result = await check_invariants(stack, load, drained, parked_expected=1)
+            # The poison message, and the failed order's job parked with its reason.
+            result = await check_invariants(stack, load, drained, parked_expected=2)
             async with session.get(f"{stack.mesh.http}/api/orders/{body['orderId']}") as resp:
                 order = await resp.json()
     finally:
@@ -251,13 +256,17 @@ async def test_s12_same_idempotency_key_five_times_plus_another_body(
 ) -> None:
     body = {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "2", "slippage": "0.01"}
     headers = {"Idempotency-Key": f"chaos-{time.time_ns()}"}
+    before = Load()
+    await snapshot_wallet(stack, before)
     async with aiohttp.ClientSession() as session:
         answers = await asyncio.gather(*(post_order(session, stack.mesh.http, body, headers) for _ in range(5)))
         other = await post_order(session, stack.mesh.http, {**body, "amountIn": "3"}, headers)
     assert [a[0] for a in answers] == [201] * 5
     assert len({a[1]["orderId"] for a in answers}) == 1
     assert other[0] == 422 and other[1]["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
-    load = Load(accepted=[answers[0][1]["orderId"]])
+    load = Load(
+        accepted=[answers[0][1]["orderId"]], balances_before=before.balances_before, ledger_from=before.ledger_from
+    )
     drained = await drain(stack, load.accepted)
     result = await check_invariants(stack, load, drained, parked_expected=None)
     report(result.line("S12 idempotency key x5 + other body") + " distinct_orders=1 conflict=422")
