@@ -16,6 +16,7 @@ from services.notifier.__main__ import NotifierComponent
 from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TEST_BACKOFF_MS, TestInfra
 from tests.support.inprocess import serve
+from tests.support.mesh import Mesh, mesh_env
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,15 @@ async def pg(database: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(database)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def localnet(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+    """A real localnet process (its own ports and wallet; schema localnet of the run's database)."""
+    log_dir = tmp_path_factory.mktemp("localnet")
+    net = Mesh(mesh_env(base_env, log_dir), log_dir)
+    try:
+        await net.start("localnet")
+        yield net
+    finally:
+        await net.stop()

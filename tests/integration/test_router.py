@@ -1,4 +1,4 @@
-"""router over real gRPC: quotes in parallel under a deadline, decisions, swaps."""
+"""router over real gRPC against a real localnet: pools read from accounts, quotes under a deadline, decisions."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from services.common.errors import parse_rpc_error
 from services.router.__main__ import RouterComponent
 from tests.support.client import SOL, USDC
 from tests.support.inprocess import serve
+from tests.support.mesh import Mesh
 
 BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
 MSOL = "mSoLzYCxHdYgdzU16g5QSh3i5K3z3KZK7ytfqcJm7So"
@@ -25,18 +26,22 @@ async def router_stub(settings: config.Settings) -> AsyncIterator[router_pb2_grp
         yield router_pb2_grpc.RouterStub(channel)
 
 
-STILL = replace(config.Settings(), quote_latency_ms=(1, 3), market_drift=False)
+@pytest.fixture
+def still(localnet: Mesh) -> config.Settings:
+    return replace(
+        config.Settings(), quote_latency_ms=(1, 3), solana_rpc_url=localnet.rpc_url, solana_ws_url=localnet.ws_url
+    )
 
 
 @pytest.fixture
-async def router() -> AsyncIterator[router_pb2_grpc.RouterStub]:
-    async for stub in router_stub(STILL):
+async def router(still: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+    async for stub in router_stub(still):
         yield stub
 
 
 @pytest.fixture
-async def slow_meteora() -> AsyncIterator[router_pb2_grpc.RouterStub]:
-    async for stub in router_stub(replace(STILL, venue_latency_ms={"meteora": (900, 900)}, quote_deadline_ms=200)):
+async def slow_meteora(still: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+    async for stub in router_stub(replace(still, venue_latency_ms={"meteora": (900, 900)}, quote_deadline_ms=200)):
         yield stub
 
 
@@ -109,53 +114,12 @@ async def test_bad_input_names_the_field(
     assert [v.field for v in info.violations] == [field]
 
 
-def swap_request(*legs: tuple[str, str, str]) -> router_pb2.ExecuteSwapRequest:
-    return router_pb2.ExecuteSwapRequest(
-        token_in=SOL,
-        token_out=USDC,
-        legs=[router_pb2.SwapLeg(venue=v, amount_in=a, min_amount_out=m) for v, a, m in legs],
-    )
-
-
-async def test_a_swap_below_its_minimum_fails_with_the_venue_code(router: router_pb2_grpc.RouterStub) -> None:
-    quote = (await router.GetQuotes(quotes_request("1"), timeout=5)).quotes[0]
-    too_much = str(Decimal(quote.amount_out) + Decimal("0.000001"))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await router.ExecuteSwap(swap_request((quote.venue, "1", too_much)), timeout=5)
-    info = parse_rpc_error(err.value)
-    assert info.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert info.reason.endswith(("0x1e", "0x1773"))
-    done = await router.ExecuteSwap(swap_request((quote.venue, "1", quote.min_amount_out)), timeout=5)
-    assert Decimal(done.amount_out) == Decimal(quote.amount_out)  # nothing moved in between
-    assert [f.venue for f in done.fills] == [quote.venue]
-
-
-async def test_a_split_executes_all_legs_or_none(router: router_pb2_grpc.RouterStub) -> None:
-    """Like one Solana transaction: a leg below its minimum undoes the legs before it."""
-    d = (await router.GetQuotes(quotes_request("300"), timeout=5)).decision
-    first, second = d.legs
-    failing = swap_request(
-        (first.venue, first.amount_in, first.min_amount_out),
-        (second.venue, second.amount_in, str(Decimal(second.amount_out) + 1)),
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await router.ExecuteSwap(failing, timeout=5)
-    assert parse_rpc_error(err.value).code == grpc.StatusCode.FAILED_PRECONDITION
-    again = (await router.GetQuotes(quotes_request("300"), timeout=5)).decision
-    assert again.amount_out == d.amount_out, "the first leg did not move its pool"
-    done = await router.ExecuteSwap(
-        swap_request(*((leg.venue, leg.amount_in, leg.min_amount_out) for leg in d.legs)), timeout=5
-    )
-    assert Decimal(done.amount_out) == Decimal(d.amount_out)
-    assert [(f.venue, f.amount_out) for f in done.fills] == [(leg.venue, leg.amount_out) for leg in d.legs]
-
-
-async def test_bad_legs_are_named(router: router_pb2_grpc.RouterStub) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await router.ExecuteSwap(swap_request(("orca", "1", "0"), ("raydium", "-2", "0")), timeout=5)
-    info = parse_rpc_error(err.value)
-    assert info.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert [v.field for v in info.violations] == ["legs[0].venue", "legs[1].amount_in"]
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await router.ExecuteSwap(router_pb2.ExecuteSwapRequest(token_in=SOL, token_out=USDC), timeout=5)
-    assert [v.field for v in parse_rpc_error(err.value).violations] == ["legs"]
+async def test_two_replicas_quote_the_same_pools_identically(still: config.Settings) -> None:
+    """The router holds no market: two replicas fed by one cluster give the same answer."""
+    answers = []
+    for _ in range(2):
+        async for stub in router_stub(still):
+            resp = await stub.GetQuotes(quotes_request("300"), timeout=5)
+            answers.append(([(q.venue, q.amount_out, q.pool) for q in resp.quotes], resp.decision.amount_out))
+    assert answers[0] == answers[1]
+    assert all(pool for quotes, _ in answers for _, _, pool in quotes), "every quote names its pool account"
