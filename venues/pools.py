@@ -1,24 +1,31 @@
 """The seeded pools each venue starts with.
 
-SOL/USDC is the worked example of the domain notes (mid 150): Raydium AMM v4
-with 100,000 SOL / 15M USDC at 25 bps against a Meteora DLMM with bin step 10,
+SOL/USDC is the worked example of the domain notes (mid 150): Raydium CPMM
+with 100,000 SOL / 15M USDC in the 0.25 % tier (2,500 ppm: the same quotes as
+AMM v4 at 25 bps) against a Meteora DLMM with bin step 10,
 base fee 0.10 %, active bin -1898 and Gaussian liquidity (3,000 USDC at the
 peak, sigma 25 bins). Raydium's deep constant-product curve wins large orders,
 DLMM's lower fee wins small ones; the crossover is near 150 SOL.
+
+Every Raydium pool is a CPMM pool (the one Raydium program the localnet
+emulates). Each pool's ``pool_id`` is its on-chain address (the program's PDA),
+so a seeded pool and the same pool decoded from the localnet's accounts carry
+the same id.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from venues.dlmm import DlmmPool, FeeParams, bin_for_price, gaussian_bins
 from venues.fills import Fill
+from venues.onchain import pool_address_of
+from venues.programs import METEORA, RAYDIUM
 from venues.raydium import ConstantProductPool
 from venues.tokens import BONK, JUP, MSOL, SOL, USDC, USDT, Token
 
-RAYDIUM = "raydium"
-METEORA = "meteora"
 VENUES = (RAYDIUM, METEORA)
 
 
@@ -44,51 +51,38 @@ def _raw_price(price: str, base: Token, quote: Token) -> Decimal:
     return Decimal(price).scaleb(quote.decimals - base.decimals)
 
 
-def _dlmm(
-    pool_id: str, base: Token, quote: Token, price: str, bin_step: int, peak_quote: int, sigma: float, width: int
-) -> DlmmPool:
+def _dlmm(base: Token, quote: Token, price: str, bin_step: int, peak_quote: int, sigma: float, width: int) -> DlmmPool:
     active = bin_for_price(_raw_price(price, base, quote), bin_step)
     bins = gaussian_bins(active, bin_step, _raw(peak_quote, quote), sigma, width)
-    return DlmmPool.create(pool_id, base.mint, quote.mint, bin_step, active, bins, FeeParams())
+    return _on_chain(DlmmPool.create("", base.mint, quote.mint, bin_step, active, bins, FeeParams()))
+
+
+def _cpmm(base: Token, quote: Token, base_amount: int, quote_amount: int, fee_ppm: int = 2_500) -> ConstantProductPool:
+    pool = ConstantProductPool.cpmm(
+        "", base.mint, quote.mint, _raw(base_amount, base), _raw(quote_amount, quote), fee_ppm
+    )
+    return _on_chain(pool)
+
+
+P = TypeVar("P", ConstantProductPool, DlmmPool)
+
+
+def _on_chain(pool: P) -> P:
+    return replace(pool, pool_id=str(pool_address_of(pool)))
 
 
 def seed_pools() -> dict[tuple[str, frozenset[str]], Pool]:
     """Every venue's pools keyed by (venue, {mint, mint})."""
     pools: list[tuple[str, Pool]] = [
-        (
-            RAYDIUM,
-            ConstantProductPool.amm_v4(
-                "ray-v4-SOL-USDC", SOL.mint, USDC.mint, _raw(100_000, SOL), _raw(15_000_000, USDC)
-            ),
-        ),
-        (METEORA, _dlmm("met-dlmm-SOL-USDC", SOL, USDC, "150", 10, 3_000, 25, 150)),
-        (
-            RAYDIUM,
-            ConstantProductPool.cpmm(
-                "ray-cpmm-SOL-USDT", SOL.mint, USDT.mint, _raw(60_000, SOL), _raw(9_000_000, USDT), 2_500
-            ),
-        ),
-        (METEORA, _dlmm("met-dlmm-SOL-USDT", SOL, USDT, "150", 10, 2_000, 25, 150)),
-        (
-            RAYDIUM,
-            ConstantProductPool.cpmm(
-                "ray-cpmm-USDC-USDT", USDC.mint, USDT.mint, _raw(20_000_000, USDC), _raw(20_000_000, USDT), 100
-            ),
-        ),
-        (METEORA, _dlmm("met-dlmm-USDC-USDT", USDC, USDT, "1", 1, 400_000, 8, 60)),
-        (
-            RAYDIUM,
-            ConstantProductPool.amm_v4(
-                "ray-v4-JUP-USDC", JUP.mint, USDC.mint, _raw(10_000_000, JUP), _raw(8_000_000, USDC)
-            ),
-        ),
-        (METEORA, _dlmm("met-dlmm-JUP-USDC", JUP, USDC, "0.8", 20, 15_000, 20, 120)),
-        (
-            RAYDIUM,
-            ConstantProductPool.amm_v4(
-                "ray-v4-BONK-USDC", BONK.mint, USDC.mint, _raw(200_000_000_000, BONK), _raw(4_000_000, USDC)
-            ),
-        ),
-        (METEORA, _dlmm("met-dlmm-mSOL-SOL", MSOL, SOL, "1.17", 1, 5_000, 10, 60)),
+        (RAYDIUM, _cpmm(SOL, USDC, 100_000, 15_000_000)),
+        (METEORA, _dlmm(SOL, USDC, "150", 10, 3_000, 25, 150)),
+        (RAYDIUM, _cpmm(SOL, USDT, 60_000, 9_000_000)),
+        (METEORA, _dlmm(SOL, USDT, "150", 10, 2_000, 25, 150)),
+        (RAYDIUM, _cpmm(USDC, USDT, 20_000_000, 20_000_000, 100)),
+        (METEORA, _dlmm(USDC, USDT, "1", 1, 400_000, 8, 60)),
+        (RAYDIUM, _cpmm(JUP, USDC, 10_000_000, 8_000_000)),
+        (METEORA, _dlmm(JUP, USDC, "0.8", 20, 15_000, 20, 120)),
+        (RAYDIUM, _cpmm(BONK, USDC, 200_000_000_000, 4_000_000)),
+        (METEORA, _dlmm(MSOL, SOL, "1.17", 1, 5_000, 10, 60)),
     ]
     return {(venue, frozenset(pool.mints)): pool for venue, pool in pools}

@@ -19,6 +19,8 @@ RAY = POOLS[(RAYDIUM, frozenset((SOL.mint, USDC.mint)))]
 DLMM = POOLS[(METEORA, frozenset((SOL.mint, USDC.mint)))]
 CPMM = POOLS[(RAYDIUM, frozenset((SOL.mint, USDT.mint)))]
 assert isinstance(RAY, ConstantProductPool) and isinstance(DLMM, DlmmPool) and isinstance(CPMM, ConstantProductPool)
+# The seeded Raydium SOL/USDC pool is CPMM at 2,500 ppm: quotes identical to AMM v4 at 25 bps.
+AMM_V4 = ConstantProductPool.amm_v4("v4", RAY.mint_a, RAY.mint_b, RAY.reserve_a, RAY.reserve_b)
 
 sol_amounts = st.integers(min_value=1, max_value=400 * 10**9)
 usdc_amounts = st.integers(min_value=1, max_value=60_000 * 10**6)
@@ -44,7 +46,8 @@ def test_worked_examples_from_the_domain_notes(sol: int, dlmm_out: str, raydium_
 
 
 def test_raydium_amm_v4_rounds_to_the_unit() -> None:
-    fill = RAY.swap(SOL.mint, 10**9)
+    fill = AMM_V4.swap(SOL.mint, 10**9)
+    assert RAY.swap(SOL.mint, 10**9).amount_out == fill.amount_out  # the CPMM 0.25 % tier quotes the same
     assert fill.fee == 2_500_000  # ceil(1e9 * 25 / 10000)
     assert fill.amount_out == (15_000_000 * 10**6) * (10**9 - 2_500_000) // (100_000 * 10**9 + 10**9 - 2_500_000)
     assert RAY.fee_for(1) == 1  # ceil: even one lamport pays a fee
@@ -159,7 +162,8 @@ def test_dlmm_runs_out_of_bins() -> None:
 @pytest.mark.parametrize(
     ("pool", "code"),
     [
-        (RAY, "RAYDIUM_EXCEEDED_SLIPPAGE_0x1e"),
+        (AMM_V4, "RAYDIUM_EXCEEDED_SLIPPAGE_0x1e"),
+        (RAY, "RAYDIUM_CPMM_EXCEEDED_SLIPPAGE_0x1775"),
         (CPMM, "RAYDIUM_CPMM_EXCEEDED_SLIPPAGE_0x1775"),
         (DLMM, "METEORA_EXCEEDED_AMOUNT_SLIPPAGE_TOLERANCE_0x1773"),
     ],
