@@ -2,9 +2,22 @@
 
 Each service implements :class:`Component`: it registers its servicers, says
 whether its own dependencies are healthy, and stops in order. :func:`main`
-runs it with standard health (SERVING only while healthy) and reflection, and
-shuts down gracefully on SIGTERM/SIGINT: health NOT_SERVING, stop intake,
-``server.stop(grace)``, then close connections.
+runs it with standard health and reflection, and shuts down gracefully on
+SIGTERM/SIGINT: health NOT_SERVING, stop intake, ``server.stop(grace)``, then
+close connections.
+
+Health has two questions, asked by different probes:
+
+- readiness, service ``""`` (and each service's own name): SERVING only while
+  :meth:`Component.healthy` says its dependencies are reachable;
+- liveness, service ``"liveness"``: SERVING for as long as the process runs
+  its event loop, whatever its dependencies do. The answer comes from that
+  loop, so a wedged loop times the probe out. A database outage therefore
+  takes pods out of load balancing without restarting them.
+
+Connections are recycled after :data:`MAX_CONNECTION_AGE_MS` (GOAWAY; calls
+in flight, Watch streams included, finish on the old connection), so clients
+reconnect through the Service and new replicas receive their share.
 """
 
 from __future__ import annotations
@@ -23,8 +36,13 @@ from services.common import config, logs, metrics, telemetry
 
 log = logging.getLogger(__name__)
 HEALTH_INTERVAL_S = 1.0
+LIVENESS = "liveness"
+# gRPC core adds +-10 % jitter, so replicas started together do not all reconnect at once.
+MAX_CONNECTION_AGE_MS = 120_000
 
 SERVER_OPTIONS = [
+    ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_MS),
+    # No grace limit: streams opened before the GOAWAY run to their natural end.
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
@@ -75,6 +93,7 @@ async def serve(component: Component, port: int, settings: config.Settings) -> N
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.server_interceptors())
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    await servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     names = await component.start(server)
     reflection.enable_server_reflection(
         (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server

@@ -5,18 +5,49 @@ so the five can share a host; in Kubernetes every pod uses the same port);
 the gateway serves them on its own /metrics. Request rate, errors and
 latency per RPC come from spans (the collector's span-metrics connector),
 so only what spans cannot say is counted here.
+
+The latency histograms carry exemplars: each bucket remembers the trace id
+of the last sampled span it was observed in (label ``trace_id``, the name
+Grafana's exemplar link looks for). Exemplars exist only in the OpenMetrics
+exposition, which the endpoint serves when the scraper asks for it
+(``Accept: application/openmetrics-text``, as Prometheus does); a classic
+text scrape gets the same metrics without them.
 """
 
 from __future__ import annotations
 
 import os
 
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client.exposition import choose_encoder
+
+EXEMPLAR_LABEL = "trace_id"
 
 DEFAULT_PORTS = {"orders": 9461, "router": 9462, "executor": 9463, "notifier": 9464}
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+def current_exemplar() -> dict[str, str] | None:
+    """``{"trace_id": ...}`` of the active span when it is sampled (exported), else None.
+
+    An unsampled span's trace never reaches the trace store, so linking to it
+    would lead nowhere.
+    """
+    context = trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return None
+    return {EXEMPLAR_LABEL: format(context.trace_id, "032x")}
+
+
+class TracedHistogram(Histogram):
+    """A Histogram whose observations made inside a sampled span carry its trace id as exemplar."""
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        super().observe(amount, exemplar if exemplar is not None else current_exemplar())
+
 
 ORDERS_CREATED = Counter("dexengine_orders_created", "Orders accepted", registry=REGISTRY)
 ORDERS_FINISHED = Counter(
@@ -25,7 +56,7 @@ ORDERS_FINISHED = Counter(
     ["status", "venue", "reason"],
     registry=REGISTRY,
 )
-STAGE_SECONDS = Histogram(
+STAGE_SECONDS = TracedHistogram(
     "dexengine_stage_seconds",
     "Time spent in each stage of an order",
     ["stage"],
@@ -34,7 +65,7 @@ STAGE_SECONDS = Histogram(
 )
 RETRIES = Counter("dexengine_retries", "Attempts that failed and were retried", ["code"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge("dexengine_queue_depth", "Messages waiting in a queue", ["queue"], registry=REGISTRY)
-OUTBOX_LAG = Histogram(
+OUTBOX_LAG = TracedHistogram(
     "dexengine_outbox_lag_seconds",
     "Commit to broker-confirmed publish, per outbox row",
     buckets=STAGE_BUCKETS,
@@ -60,4 +91,11 @@ def serve(service: str) -> int:
 
 
 def exposition() -> bytes:
+    """Classic Prometheus text (no exemplars): what the gateway's /metrics has always served."""
     return generate_latest(REGISTRY)
+
+
+def exposition_for(accept: str) -> tuple[bytes, str]:
+    """The body and content type a scraper asked for: OpenMetrics (with exemplars) or classic text."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(REGISTRY), content_type
