@@ -7,10 +7,11 @@ it travels as INVALID_ARGUMENT with a ``google.rpc.BadRequest`` detail (and an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 DETAILS_KEY = "grpc-status-details-bin"
@@ -44,11 +45,16 @@ def status_with_details(
     reason: str = "",
     violations: list[FieldViolation] | None = None,
     domain: str = "dexengine",
+    retry_after_s: float | None = None,
 ) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    """(code, message, trailing metadata) carrying a rich google.rpc.Status."""
+    """(code, message, trailing metadata) carrying a rich google.rpc.Status (RetryInfo when a wait is known)."""
     status = status_pb2.Status(code=code.value[0], message=message)
     if reason:
         status.details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain)))
+    if retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(math.ceil(retry_after_s * 1000))
+        status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     if violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -66,9 +72,12 @@ async def abort(
     *,
     reason: str = "",
     violations: list[FieldViolation] | None = None,
+    retry_after_s: float | None = None,
 ) -> None:
     """Abort the RPC with a rich status (never returns)."""
-    code, message, trailers = status_with_details(code, message, reason=reason, violations=violations)
+    code, message, trailers = status_with_details(
+        code, message, reason=reason, violations=violations, retry_after_s=retry_after_s
+    )
     context.set_trailing_metadata(trailers)
     await context.abort(code, message)
 
@@ -81,11 +90,14 @@ class RpcErrorInfo:
     message: str
     reason: str
     violations: list[FieldViolation]
+    # Seconds to wait before retrying (google.rpc.RetryInfo), when the server said.
+    retry_after_s: float | None = None
 
 
 def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
     reason = ""
     violations: list[FieldViolation] = []
+    retry_after_s: float | None = None
     for key, value in err.trailing_metadata() or ():
         if key != DETAILS_KEY or not isinstance(value, bytes):
             continue
@@ -99,4 +111,8 @@ def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 violations.extend(FieldViolation(fv.field, fv.description) for fv in bad.field_violations)
-    return RpcErrorInfo(err.code(), err.details() or "", reason, violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after_s = retry.retry_delay.ToMilliseconds() / 1000
+    return RpcErrorInfo(err.code(), err.details() or "", reason, violations, retry_after_s)

@@ -6,7 +6,7 @@ import json
 
 import grpc
 
-from services.common import telemetry
+from services.common import auth, telemetry
 
 # gRFC A6 retry policy: only UNAVAILABLE (the call never reached a handler or
 # the server is restarting) is retried automatically; other codes are answers.
@@ -37,5 +37,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors())
+def channel(target: str, internal_token: str | None = None) -> grpc.aio.Channel:
+    """A channel to another service of the mesh; its calls carry the internal token (INTERNAL_TOKEN unless given)."""
+    interceptors = [*telemetry.client_interceptors(), *auth.internal_interceptors(internal_token)]
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors or None)

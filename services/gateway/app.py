@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,19 +20,57 @@ from aiohttp import WSCloseCode, web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dexengine.v1 import notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
-from services.common import codec, grpc_client, metrics, states
+from services.common import auth, codec, grpc_client, metrics, states
+from services.common.auth import AuthSettings
 from services.common.config import Settings
-from services.common.errors import FieldViolation, ValidationFailed, parse_rpc_error
+from services.common.errors import FieldViolation, RpcErrorInfo, ValidationFailed, parse_rpc_error
 from services.common.logs import order_id_var
 from services.common.validation import ORDER_FIELDS, validate_idempotency_key, validate_order, validate_order_id
-from services.gateway.http_errors import HTTP_FIELD_NAMES, error_response, from_rpc
+from services.gateway.http_errors import AUTHENTICATE, HTTP_FIELD_NAMES, error_response, from_rpc
+from services.gateway.multiplex import MuxSocket
 from services.gateway.openapi import DOCUMENT
 from services.gateway.order_feeds import CLIENT_GONE, FeedEnd, Item, OrderFeeds
+from venues.tokens import TOKENS
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 5.0
 BODY_FIELDS = {HTTP_FIELD_NAMES[name]: name for name in ORDER_FIELDS}
 _JSON = "application/json"
+STATIC = Path(__file__).parent / "static"
+# A browser cannot set headers on a WebSocket: it offers its key as a subprotocol instead.
+WS_PROTOCOL = "dexengine.v1"
+WS_BEARER_PROTOCOL = "dexengine.bearer."
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+        "style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+TOKENS_BODY = orjson.dumps(
+    {"tokens": [{"symbol": t.symbol, "mint": t.mint, "decimals": t.decimals} for t in TOKENS.values()]}
+)
+
+
+class AuthFailed(Exception):
+    """The request presents no usable API key (AUTH=apikey)."""
+
+    def __init__(self, reason: str, message: str, issue: str) -> None:
+        self.reason = reason
+        self.issue = issue
+        super().__init__(message)
+
+    def response(self) -> web.Response:
+        return error_response(
+            401, self.reason, str(self), [FieldViolation("authorization", self.issue)], headers=AUTHENTICATE
+        )
+
+
+def is_json(content_type: str) -> bool:
+    """application/json, or a JSON-based type (application/problem+json ...)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == _JSON or (media.startswith("application/") and media.endswith("+json"))
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -63,13 +102,16 @@ def parse_order_body(raw: bytes) -> dict[str, object]:
 
 
 class Gateway:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, auth_settings: AuthSettings | None = None) -> None:
         self.settings = settings
-        self.orders_channel = grpc_client.channel(settings.orders_target)
-        self.notifier_channel = grpc_client.channel(settings.notifier_target)
+        self.auth = auth_settings or auth.load()
+        # Calls carry the internal token; a client's key is forwarded per call (orders applies it).
+        self.orders_channel = grpc_client.channel(settings.orders_target, self.auth.internal_token)
+        self.notifier_channel = grpc_client.channel(settings.notifier_target, self.auth.internal_token)
         self.orders = orders_pb2_grpc.OrdersStub(self.orders_channel)
         self.notifier = notifier_pb2_grpc.NotifierStub(self.notifier_channel)
         self.feeds = OrderFeeds(self.notifier)
+        self.sockets: set[MuxSocket] = set()
         self.health = {
             "orders": health_pb2_grpc.HealthStub(self.orders_channel),
             "notifier": health_pb2_grpc.HealthStub(self.notifier_channel),
@@ -80,10 +122,57 @@ class Gateway:
             base = self.settings.public_base_url
             base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
         else:
-            base = f"ws://{request.host}"
+            # Behind a TLS-terminating proxy the request arrives as http; the proxy says what the client used.
+            proto = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+            secure = proto == "https" if proto else request.secure
+            base = f"{'wss' if secure else 'ws'}://{request.host}"
         return f"{base}/ws/orders/{order_id}"
 
+    def authorization(self, request: web.Request, websocket: bool = False) -> str | None:
+        """The client's ``Authorization`` value to forward to orders; None with AUTH=off.
+
+        Raises AuthFailed when AUTH=apikey and the request carries no Bearer key. Orders checks the key
+        itself on every call (unknown and revoked keys are its 401s). A WebSocket may offer the key as the
+        subprotocol ``dexengine.bearer.<key>`` (browsers cannot set headers on a WebSocket).
+        """
+        if not self.auth.enabled:
+            return None
+        value = request.headers.get("Authorization")
+        if value is not None:
+            if auth.bearer(value) is None:
+                raise AuthFailed("API_KEY_MALFORMED", "Authorization must be 'Bearer <key>'", "must be 'Bearer <key>'")
+            return value
+        if websocket:
+            for offered in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+                protocol = offered.strip()
+                if protocol.startswith(WS_BEARER_PROTOCOL) and len(protocol) > len(WS_BEARER_PROTOCOL):
+                    return f"Bearer {protocol.removeprefix(WS_BEARER_PROTOCOL)}"
+        raise AuthFailed("API_KEY_MISSING", "an API key is required: send 'Authorization: Bearer <key>'", "is required")
+
+    async def check_order(self, order_id: str, authorization: str | None) -> RpcErrorInfo | None:
+        """None when the caller may watch the order; else why not (unknown, another key's, bad key)."""
+        try:
+            await self.orders.GetOrder(
+                orders_pb2.GetOrderRequest(order_id=order_id),
+                timeout=RPC_TIMEOUT_S,
+                metadata=auth.forwarded(authorization),
+            )
+        except grpc.aio.AioRpcError as err:
+            return parse_rpc_error(err)
+        return None
+
     async def execute(self, request: web.Request) -> web.Response:
+        try:
+            authorization = self.authorization(request)
+        except AuthFailed as exc:
+            return exc.response()
+        if not is_json(request.headers.get("Content-Type", "")):
+            return error_response(
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "the body must be JSON: send 'Content-Type: application/json'",
+                [FieldViolation("Content-Type", "must be application/json")],
+            )
         try:
             values = parse_order_body(await request.read())
             order = validate_order(values)
@@ -105,6 +194,7 @@ class Gateway:
                     idempotency_key=key,
                 ),
                 timeout=RPC_TIMEOUT_S,
+                metadata=auth.forwarded(authorization),
             )
         except grpc.aio.AioRpcError as err:
             return from_rpc(parse_rpc_error(err))
@@ -121,12 +211,17 @@ class Gateway:
 
     async def get_order(self, request: web.Request) -> web.Response:
         try:
+            authorization = self.authorization(request)
             order_id = str(validate_order_id(request.match_info["order_id"]))
+        except AuthFailed as exc:
+            return exc.response()
         except ValidationFailed as exc:
             return _invalid(exc)
         try:
             resp = await self.orders.GetOrder(
-                orders_pb2.GetOrderRequest(order_id=order_id, include_events=True), timeout=RPC_TIMEOUT_S
+                orders_pb2.GetOrderRequest(order_id=order_id, include_events=True),
+                timeout=RPC_TIMEOUT_S,
+                metadata=auth.forwarded(authorization),
             )
         except grpc.aio.AioRpcError as err:
             return from_rpc(parse_rpc_error(err))
@@ -135,9 +230,13 @@ class Gateway:
         return _json(view)
 
     async def list_orders(self, request: web.Request) -> web.Response:
+        try:
+            authorization = self.authorization(request)
+        except AuthFailed as exc:
+            return exc.response()
         violations = []
         status_name = request.query.get("status", "")
-        if status_name and status_name not in states.ORDERED:
+        if "status" in request.query and status_name not in states.ORDERED:
             violations.append(FieldViolation("status", f"must be one of {', '.join(states.ORDERED)}"))
         limit_raw = request.query.get("limit", "50")
         if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 200:
@@ -152,16 +251,85 @@ class Gateway:
                     cursor=request.query.get("cursor", ""),
                 ),
                 timeout=RPC_TIMEOUT_S,
+                metadata=auth.forwarded(authorization),
             )
         except grpc.aio.AioRpcError as err:
             return from_rpc(parse_rpc_error(err))
         return _json({"orders": [codec.order_to_view(o) for o in resp.orders], "nextCursor": resp.next_cursor or None})
 
-    async def websocket(self, request: web.Request) -> web.StreamResponse:
+    async def cancel(self, request: web.Request) -> web.Response:
         try:
+            authorization = self.authorization(request)
             order_id = str(validate_order_id(request.match_info["order_id"]))
+        except AuthFailed as exc:
+            return exc.response()
         except ValidationFailed as exc:
             return _invalid(exc)
+        try:
+            resp = await self.orders.CancelOrder(
+                orders_pb2.CancelOrderRequest(order_id=order_id),
+                timeout=RPC_TIMEOUT_S,
+                metadata=auth.forwarded(authorization),
+            )
+        except grpc.aio.AioRpcError as err:
+            return from_rpc(parse_rpc_error(err))
+        return _json(codec.order_to_view(resp.order))
+
+    async def tokens(self, request: web.Request) -> web.Response:
+        try:
+            self.authorization(request)
+        except AuthFailed as exc:
+            return exc.response()
+        return web.Response(body=TOKENS_BODY, content_type=_JSON)
+
+    @staticmethod
+    def _upgrade_required() -> web.Response:
+        return error_response(
+            426,
+            "UPGRADE_REQUIRED",
+            "this is a WebSocket endpoint: connect with a WebSocket client",
+            headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+        )
+
+    async def multiplex(self, request: web.Request) -> web.StreamResponse:
+        """``/ws/orders``: one socket, many orders (see services/gateway/multiplex.py)."""
+        try:
+            authorization = self.authorization(request, websocket=True)
+        except AuthFailed as exc:
+            return exc.response()
+        ws = web.WebSocketResponse(heartbeat=20, protocols=(WS_PROTOCOL,))
+        if not ws.can_prepare(request).ok:
+            return self._upgrade_required()
+        if authorization is not None:  # a bad key is refused before the upgrade, like on /api
+            try:
+                await self.orders.WhoAmI(
+                    orders_pb2.WhoAmIRequest(), timeout=RPC_TIMEOUT_S, metadata=auth.forwarded(authorization)
+                )
+            except grpc.aio.AioRpcError as err:
+                return from_rpc(parse_rpc_error(err))
+        await ws.prepare(request)
+        socket = MuxSocket(self, ws, authorization)
+        self.sockets.add(socket)
+        metrics.WEBSOCKETS.inc()
+        try:
+            await socket.run()
+        finally:
+            metrics.WEBSOCKETS.dec()
+            self.sockets.discard(socket)
+        return ws
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        try:
+            authorization = self.authorization(request, websocket=True)
+            order_id = str(validate_order_id(request.match_info["order_id"]))
+        except AuthFailed as exc:
+            return exc.response()
+        except ValidationFailed as exc:
+            return _invalid(exc)
+        if authorization is not None:  # the shared feed is the gateway's: ownership is checked per socket
+            refused = await self.check_order(order_id, authorization)
+            if refused is not None:
+                return from_rpc(refused)
         feed, queue = self.feeds.join(order_id)
         try:
             first = await queue.get()
@@ -169,7 +337,9 @@ class Gateway:
                 if first.error is not None:
                     return from_rpc(first.error)
                 return error_response(503, "NOTIFIER_UNAVAILABLE", "the status stream ended before it began")
-            ws = web.WebSocketResponse(heartbeat=20)
+            ws = web.WebSocketResponse(heartbeat=20, protocols=(WS_PROTOCOL,))
+            if not ws.can_prepare(request).ok:  # after the order's own checks: an unknown one is still a 404
+                return self._upgrade_required()
             await ws.prepare(request)
             metrics.WEBSOCKETS.inc()
             reader = asyncio.create_task(self._drain_client(ws, queue))
@@ -235,10 +405,18 @@ class Gateway:
     async def openapi(self, request: web.Request) -> web.Response:
         return _json(DOCUMENT)
 
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
+    async def close_sockets(self) -> None:
+        """Close every multiplexed socket with 1013 (reconnect), as the per-order ones on shutdown."""
+        await asyncio.gather(*(socket.shutdown() for socket in list(self.sockets)), return_exceptions=True)
+
     async def close(self) -> None:
+        await self.close_sockets()
         await self.feeds.close()
         await self.orders_channel.close()
         await self.notifier_channel.close()
@@ -261,14 +439,19 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return error_response(500, "INTERNAL", "internal error")
 
 
-def build_app(settings: Settings) -> web.Application:
-    gateway = Gateway(settings)
+def build_app(settings: Settings, auth_settings: AuthSettings | None = None) -> web.Application:
+    gateway = Gateway(settings, auth_settings)
     app = web.Application(middlewares=[error_middleware], client_max_size=64 * 1024)
     app.add_routes(
         [
+            web.get("/", gateway.page),
+            web.static("/static", STATIC),
             web.post("/api/orders/execute", gateway.execute),
             web.get("/api/orders", gateway.list_orders),
             web.get("/api/orders/{order_id}", gateway.get_order),
+            web.post("/api/orders/{order_id}/cancel", gateway.cancel),
+            web.get("/api/tokens", gateway.tokens),
+            web.get("/ws/orders", gateway.multiplex),
             web.get("/ws/orders/{order_id}", gateway.websocket),
             web.get("/healthz", gateway.healthz),
             web.get("/readyz", gateway.readyz),
@@ -278,7 +461,9 @@ def build_app(settings: Settings) -> web.Application:
     )
 
     async def on_shutdown(_: web.Application) -> None:
-        await gateway.feeds.close()  # open WebSockets close now with 1013 "reconnect", not at the grace's end
+        # Open WebSockets close now with 1013 "reconnect", not at the grace's end.
+        await gateway.close_sockets()
+        await gateway.feeds.close()
 
     async def on_cleanup(_: web.Application) -> None:
         await gateway.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import grpc
 import orjson
@@ -22,12 +23,16 @@ HTTP_FIELD_NAMES = {
     "status": "status",
     "limit": "limit",
     "cursor": "cursor",
+    "authorization": "Authorization",
 }
+AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="dexengine"'}
 
 log = logging.getLogger(__name__)
 _OUTCOME_UNKNOWN = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED})
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.ABORTED: 409,
@@ -35,6 +40,7 @@ _HTTP_STATUS = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 503,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
 }
 
 
@@ -69,5 +75,9 @@ def from_rpc(info: RpcErrorInfo) -> web.Response:
         return error_response(500, "INTERNAL", "internal error")
     code = info.reason or info.code.name
     message = info.message if status != 503 else f"a dependency is unavailable: {info.message}"
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
+    headers: dict[str, str] | None = None
+    if status in (429, 503):
+        headers = {"Retry-After": str(max(1, math.ceil(info.retry_after_s or 1)))}
+    elif status == 401:
+        headers = AUTHENTICATE
     return error_response(status, code, message, info.violations, headers)

@@ -73,9 +73,30 @@ def _err(description: str) -> dict[str, Any]:
     }
 
 
+_UNAUTHORIZED = _err(
+    "AUTH=apikey: no key (API_KEY_MISSING), not 'Bearer <key>' (API_KEY_MALFORMED), "
+    "an unknown key (API_KEY_INVALID) or a revoked one (API_KEY_REVOKED)"
+)
+_ORDER_ID = {"name": "orderId", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+_WS_RESPONSES = {
+    "101": {"description": "Switching protocols"},
+    "401": _UNAUTHORIZED,
+    "426": _err("Not a WebSocket upgrade request"),
+}
+
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.0.3",
-    "info": {"title": "DEX order execution engine", "version": "0.1.0"},
+    "info": {
+        "title": "DEX order execution engine",
+        "version": "0.1.0",
+        "description": (
+            "With AUTH=apikey every /api and /ws call needs 'Authorization: Bearer <key>' (a WebSocket from a "
+            "browser may offer the subprotocols 'dexengine.v1' and 'dexengine.bearer.<key>' instead); orders "
+            "belong to the key that created them. AUTH=off (the default) asks for nothing."
+        ),
+    },
+    "security": [{"apiKey": []}, {}],
     "paths": {
         "/api/orders/execute": {
             "post": {
@@ -85,7 +106,8 @@ DOCUMENT: dict[str, Any] = {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string", "maxLength": 255},
+                        "description": "scoped to the API key; the same key and body give the same order",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
                     }
                 ],
                 "requestBody": {
@@ -115,23 +137,35 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "201": {
-                        "description": "Accepted (a replay with the same key: same answer + Idempotent-Replayed)",
+                        "description": (
+                            "Accepted: status is pending. A replay of an Idempotency-Key with the same body answers "
+                            "the same order with its current status and Idempotent-Replayed: true"
+                        ),
                         "content": {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
+                                    "required": ["orderId", "status", "websocketUrl"],
                                     "properties": {
                                         "orderId": {"type": "string", "format": "uuid"},
-                                        "status": {"type": "string", "enum": ["pending"]},
-                                        "websocketUrl": {"type": "string"},
+                                        "status": _STATUS,
+                                        "websocketUrl": {
+                                            "type": "string",
+                                            "description": "ws://, or wss:// behind TLS (X-Forwarded-Proto: https)",
+                                        },
                                     },
                                 }
                             }
                         },
                     },
-                    "400": _err("Validation failed"),
+                    "400": _err("Validation failed (a field, or an amount below one base unit of tokenIn)"),
+                    "401": _UNAUTHORIZED,
+                    "415": _err("The body is not JSON (Content-Type must be application/json)"),
                     "422": _err("Idempotency key reused with a different body"),
-                    "429": _err("BACKLOG_FULL: MAX_LIVE_ORDERS orders are live; retry after Retry-After seconds"),
+                    "429": _err(
+                        "BACKLOG_FULL (MAX_LIVE_ORDERS orders are live) or QUOTA_EXCEEDED (the key's submit quota); "
+                        "retry after Retry-After seconds"
+                    ),
                     "503": _err("A dependency is unavailable, or OUTCOME_UNKNOWN: retry with the same Idempotency-Key"),
                 },
             }
@@ -160,36 +194,93 @@ DOCUMENT: dict[str, Any] = {
                         },
                     },
                     "400": _err("Bad filter"),
+                    "401": _UNAUTHORIZED,
                 },
             }
         },
         "/api/orders/{orderId}": {
             "get": {
                 "summary": "One order with its status history",
-                "parameters": [
-                    {"name": "orderId", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-                ],
+                "parameters": [_ORDER_ID],
                 "responses": {
                     "200": {
                         "description": "The order",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}},
                     },
                     "400": _err("Not a UUID"),
-                    "404": _err("Unknown order"),
+                    "401": _UNAUTHORIZED,
+                    "404": _err("Unknown order (or another key's)"),
+                },
+            }
+        },
+        "/api/orders/{orderId}/cancel": {
+            "post": {
+                "summary": "Cancel an order while it is pending or waiting",
+                "parameters": [_ORDER_ID],
+                "responses": {
+                    "200": {
+                        "description": "The cancelled order",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}},
+                    },
+                    "400": _err("Not a UUID"),
+                    "401": _UNAUTHORIZED,
+                    "404": _err("Unknown order (or another key's)"),
+                    "409": _err("NOT_CANCELLABLE: the order is routing or later; the message names its status"),
+                    "501": _err("CANCEL_UNAVAILABLE: a pending order cannot be cancelled by this version yet"),
+                },
+            }
+        },
+        "/api/tokens": {
+            "get": {
+                "summary": "The tokens the venues trade: symbol, mint, decimals",
+                "responses": {
+                    "200": {
+                        "description": "Known tokens",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["tokens"],
+                                    "properties": {
+                                        "tokens": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["symbol", "mint", "decimals"],
+                                                "properties": {
+                                                    "symbol": {"type": "string"},
+                                                    "mint": {"type": "string"},
+                                                    "decimals": {"type": "integer"},
+                                                },
+                                            },
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": _UNAUTHORIZED,
                 },
             }
         },
         "/ws/orders/{orderId}": {
             "get": {
                 "summary": "WebSocket: the current state, then every status change (JSON messages, see OrderEvent)",
-                "parameters": [
-                    {"name": "orderId", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-                ],
+                "parameters": [_ORDER_ID],
                 "responses": {
-                    "101": {"description": "Switching protocols"},
+                    **_WS_RESPONSES,
                     "400": _err("Not a UUID"),
-                    "404": _err("Unknown order"),
+                    "404": _err("Unknown order (or another key's)"),
                 },
+            }
+        },
+        "/ws/orders": {
+            "get": {
+                "summary": (
+                    'WebSocket, many orders: send {"subscribe": [ids] | "mine"} or {"unsubscribe": [ids] | "mine"}; '
+                    "receives OrderEvent messages, acknowledgements and error frames (docs/api.md)"
+                ),
+                "responses": _WS_RESPONSES,
             }
         },
         "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "ok"}}}},
@@ -200,5 +291,14 @@ DOCUMENT: dict[str, Any] = {
             }
         },
     },
-    "components": {"schemas": {"Error": _ERROR, "Order": _ORDER, "OrderEvent": _EVENT}},
+    "components": {
+        "schemas": {"Error": _ERROR, "Order": _ORDER, "OrderEvent": _EVENT},
+        "securitySchemes": {
+            "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key from 'dexctl keys create NAME' (only with AUTH=apikey)",
+            }
+        },
+    },
 }

@@ -15,7 +15,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from opentelemetry.trace import SpanKind
 
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2_grpc
-from services.common import amqp, grpc_client, grpc_server, metrics, telemetry
+from services.common import amqp, auth, grpc_client, grpc_server, metrics, telemetry
+from services.common.auth import AuthSettings
 from services.common.config import Settings
 from services.notifier.hub import Hub
 from services.notifier.servicer import NotifierServicer
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 class NotifierComponent:
     name = "notifier"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, auth_settings: AuthSettings | None = None) -> None:
         self.settings = settings
+        self.auth = auth_settings or auth.load()
         self.hub = Hub()
         self.connection: AbstractRobustConnection | None = None
         self.queue: AbstractQueue | None = None
@@ -35,7 +37,8 @@ class NotifierComponent:
         self.orders_channel: grpc.aio.Channel | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
-        self.orders_channel = grpc_client.channel(self.settings.orders_target)  # inside the running loop
+        # Inside the running loop; its calls carry the internal token (a client's key only when forwarded).
+        self.orders_channel = grpc_client.channel(self.settings.orders_target, self.auth.internal_token)
         names = amqp.Names(self.settings.amqp_prefix)
         self.connection = await amqp.connect(self.settings.amqp_url)
         # The exclusive queue is gone while the connection is down: events of that gap
@@ -47,7 +50,7 @@ class NotifierComponent:
         self.queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await self.queue.bind(exchange)
         self.tag = await self.queue.consume(self.on_event, no_ack=True)
-        servicer = NotifierServicer(self.hub, orders_pb2_grpc.OrdersStub(self.orders_channel))
+        servicer = NotifierServicer(self.hub, orders_pb2_grpc.OrdersStub(self.orders_channel), self.auth)
         notifier_pb2_grpc.add_NotifierServicer_to_server(servicer, server)
         return [notifier_pb2.DESCRIPTOR.services_by_name["Notifier"].full_name]
 

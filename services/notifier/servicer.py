@@ -24,14 +24,27 @@ from typing import Any
 import grpc
 
 from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
-from services.common import codec, metrics, states
-from services.common.errors import ValidationFailed, abort, parse_rpc_error
+from services.common import auth, codec, metrics, states
+from services.common.auth import AuthSettings
+from services.common.errors import FieldViolation, ValidationFailed, abort, parse_rpc_error
 from services.common.validation import validate_order_id
-from services.notifier.hub import RESYNC, Hub
+from services.notifier.hub import EVERY_OWNER, RESYNC, Hub
 
 log = logging.getLogger(__name__)
 RESYNC_AFTER_S = 30.0  # a backstop: gaps are repaired as soon as a later event arrives
 HistoryResult = tuple[dict[str, Any], list[dict[str, Any]]]
+MAX_SNAPSHOTS = 10_000  # live orders snapshotted when a WatchMine stream opens (MAX_LIVE_ORDERS' default)
+FINISHED_MEMORY = 10_000  # finished orders a WatchMine stream remembers, to drop their late duplicates
+
+
+class CallerError(Exception):
+    """Why a caller may not watch: a status for the stream (from orders, or our own)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "", field: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        self.field = field
+        super().__init__(message)
 
 
 def snapshot_event(order: dict[str, Any]) -> dict[str, Any]:
@@ -46,10 +59,44 @@ def snapshot_event(order: dict[str, Any]) -> dict[str, Any]:
 
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
-    def __init__(self, hub: Hub, orders: orders_pb2_grpc.OrdersStub) -> None:
+    def __init__(self, hub: Hub, orders: orders_pb2_grpc.OrdersStub, auth_settings: AuthSettings | None = None) -> None:
         self.hub = hub
         self.orders = orders
+        self.auth = auth_settings or AuthSettings()
         self._reads: dict[str, tuple[float, asyncio.Future[HistoryResult]]] = {}
+
+    def _authorization(self, context: grpc.aio.ServicerContext) -> str | None:
+        """The client's own ``authorization`` value (to forward to orders), or None for a service of the mesh.
+
+        With AUTH=off every caller is the anonymous one (None). CallerError when a client presents nothing.
+        """
+        if not self.auth.enabled:
+            return None
+        metadata = context.invocation_metadata()
+        value = auth.metadata_value(metadata, auth.AUTHORIZATION)
+        if value is not None:
+            return value
+        if self.auth.is_internal(auth.metadata_value(metadata, auth.INTERNAL)):
+            return None
+        raise CallerError(
+            grpc.StatusCode.UNAUTHENTICATED,
+            "an API key is required: send 'authorization: Bearer <key>'",
+            "API_KEY_MISSING",
+            "authorization",
+        )
+
+    async def _orders_call(self, call: Any) -> Any:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as err:
+            info = parse_rpc_error(err)
+            field = info.violations[0].field if info.violations else ""
+            raise CallerError(info.code, info.message, info.reason, field) from None
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, exc: CallerError) -> None:
+        violations = [FieldViolation(exc.field, str(exc))] if exc.field else None
+        await abort(context, exc.code, str(exc), reason=exc.reason, violations=violations)
 
     async def _history(self, order_id: str, since: float) -> HistoryResult:
         """The order and its events as read at some moment after ``since`` (shared between watchers)."""
@@ -79,6 +126,17 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             order_id = str(validate_order_id(request.order_id))
         except ValidationFailed as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
+            return
+        try:
+            authorization = self._authorization(context)
+            if authorization is not None:  # a client: orders says whether the key may see the order
+                await self._orders_call(
+                    self.orders.GetOrder(
+                        orders_pb2.GetOrderRequest(order_id=order_id), timeout=5, metadata=auth.forwarded(authorization)
+                    )
+                )
+        except CallerError as exc:
+            await self._abort(context, exc)
             return
         subscribed = time.monotonic()
         queue = self.hub.subscribe(order_id)
@@ -122,3 +180,133 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
         finally:
             metrics.WATCHERS.dec()
             self.hub.unsubscribe(order_id, queue)
+
+    async def _owner(self, authorization: str | None) -> str:
+        """Whose orders a WatchMine stream follows: the key's id, or EVERY_OWNER (AUTH=off, or a service)."""
+        if authorization is None:
+            return EVERY_OWNER
+        who = await self._orders_call(
+            self.orders.WhoAmI(orders_pb2.WhoAmIRequest(), timeout=5, metadata=auth.forwarded(authorization))
+        )
+        return str(who.key.id) if who.kind == "key" else EVERY_OWNER
+
+    async def _live_orders(self, authorization: str | None) -> list[dict[str, Any]]:
+        """The caller's live orders (as orders scopes them for its key), oldest first."""
+        orders: list[dict[str, Any]] = []
+        cursor = ""
+        while len(orders) < MAX_SNAPSHOTS:
+            page = await self.orders.ListOrders(
+                orders_pb2.ListOrdersRequest(live=True, limit=200, cursor=cursor),
+                timeout=5,
+                metadata=auth.forwarded(authorization),
+            )
+            orders.extend(codec.order_to_view(o) for o in page.orders)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return orders[::-1]
+
+    async def WatchMine(
+        self, request: notifier_pb2.WatchMineRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[common_pb2.OrderEvent]:
+        try:
+            authorization = self._authorization(context)
+            owner = await self._owner(authorization)
+        except CallerError as exc:
+            await self._abort(context, exc)
+            return
+        queue = self.hub.subscribe_owner(owner)
+        metrics.WATCHERS.inc()
+        follower = _Follower()
+        try:
+            await context.send_initial_metadata(())  # subscribed: whatever happens from now on is in the stream
+            try:
+                live = await self._live_orders(authorization)
+            except grpc.aio.AioRpcError as err:
+                info = parse_rpc_error(err)
+                await abort(context, info.code, info.message, reason=info.reason)
+                return
+            for order in live:
+                for event in follower.snapshot(order):
+                    yield codec.event_from_view(event)
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_S * random.uniform(0.8, 1.2))
+                except TimeoutError:
+                    item = RESYNC
+                checked = time.monotonic()
+                try:
+                    if item is RESYNC:
+                        events = await self._resync_mine(follower, authorization, checked)
+                    else:
+                        events = await self._follow(follower, item, checked)
+                except grpc.aio.AioRpcError as err:
+                    log.warning("WatchMine resync failed, will retry: %s", err.details())
+                    continue
+                for event in events:
+                    yield codec.event_from_view(event)
+        finally:
+            metrics.WATCHERS.dec()
+            self.hub.unsubscribe_owner(owner, queue)
+
+    async def _follow(self, follower: _Follower, event: dict[str, Any], checked: float) -> list[dict[str, Any]]:
+        """What one live event means for the stream: itself, nothing (a duplicate), or a repair from history."""
+        order_id = event["orderId"]
+        if follower.seen(order_id, event["seq"]):
+            return []
+        last = follower.last.get(order_id)
+        if (last is None and event["seq"] == 1) or (last is not None and event["seq"] == last + 1):
+            return follower.take([event])
+        order, history = await self._history(order_id, checked)
+        if last is None:  # an order met mid-way (its first events went by before we subscribed)
+            return follower.snapshot(order)
+        return follower.take([e for e in history if e["seq"] > last])
+
+    async def _resync_mine(
+        self, follower: _Follower, authorization: str | None, checked: float
+    ) -> list[dict[str, Any]]:
+        """A backstop (quiet period, broker reconnect): repair every followed order, pick up missed ones."""
+        events: list[dict[str, Any]] = []
+        for order_id in list(follower.last):
+            _, history = await self._history(order_id, checked)
+            last = follower.last.get(order_id, 0)
+            events.extend(follower.take([e for e in history if e["seq"] > last]))
+        for order in await self._live_orders(authorization):
+            if order["orderId"] not in follower.last:
+                events.extend(follower.snapshot(order))
+        return events
+
+
+class _Follower:
+    """Per WatchMine stream: the last seq sent of each live order, and the orders that finished."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.finished: dict[str, int] = {}  # insertion-ordered: the oldest are forgotten first
+
+    def seen(self, order_id: str, seq: int) -> bool:
+        if order_id in self.finished:
+            return True  # nothing follows a terminal event
+        last = self.last.get(order_id)
+        return last is not None and seq <= last
+
+    def snapshot(self, order: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.seen(order["orderId"], order["seq"]):
+            return []
+        return self.take([snapshot_event(order)])
+
+    def take(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record ``events`` (in seq order) as sent; return them, up to a terminal one."""
+        sent = []
+        for event in events:
+            order_id = event["orderId"]
+            if self.seen(order_id, event["seq"]):
+                continue
+            sent.append(event)
+            self.last[order_id] = event["seq"]
+            if event["status"] in states.TERMINAL:
+                del self.last[order_id]
+                self.finished[order_id] = event["seq"]
+                if len(self.finished) > FINISHED_MEMORY:
+                    del self.finished[next(iter(self.finished))]
+        return sent

@@ -8,7 +8,8 @@ import asyncpg
 import grpc
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import db, grpc_server
+from services.common import auth, db, grpc_server
+from services.common.auth import AuthSettings
 from services.common.config import Settings
 from services.common.migrate import migrate
 from services.orders.admission import Admission
@@ -23,8 +24,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class OrdersComponent:
     name = "orders"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, auth_settings: AuthSettings | None = None) -> None:
         self.settings = settings
+        self.auth = auth_settings or auth.load()
         self.pool: asyncpg.Pool | None = None
         self.cache: OrderCache | None = None
         self.relay: OutboxRelay | None = None
@@ -40,7 +42,8 @@ class OrdersComponent:
         store = OrderStore(self.pool)
         self.admission = Admission(store, self.settings.max_live_orders)
         self.admission.start()
-        orders_pb2_grpc.add_OrdersServicer_to_server(OrdersServicer(store, self.cache, self.admission), server)
+        servicer = OrdersServicer(store, self.cache, self.admission, self.auth)
+        orders_pb2_grpc.add_OrdersServicer_to_server(servicer, server)
         return [orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name]
 
     async def healthy(self) -> bool:

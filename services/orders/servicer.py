@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import grpc
@@ -16,20 +17,67 @@ from opentelemetry import trace
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import codec, metrics, states, telemetry
+from services.common.auth import AuthSettings
 from services.common.db import UNAVAILABLE_ERRORS
-from services.common.decimals import parse_decimal
+from services.common.decimals import fmt, parse_decimal
 from services.common.errors import FieldViolation, ValidationFailed, abort
 from services.common.logs import order_id_var
-from services.common.validation import validate_idempotency_key, validate_order, validate_order_id
+from services.common.validation import OrderInput, validate_idempotency_key, validate_order, validate_order_id
 from services.orders.admission import Admission, BacklogFull
 from services.orders.cache import OrderCache
+from services.orders.keys import (
+    Authenticator,
+    KeyNameTaken,
+    KeyNotFound,
+    KeyStore,
+    OwnerCache,
+    PermissionDenied,
+    Principal,
+    Unauthenticated,
+)
+from services.orders.quota import Quota, QuotaExceeded
 from services.orders.store import SETTABLE, IdempotencyConflict, NotFound, OrderStore, StaleTransition
 from services.orders.views import event_view, order_view
+from venues.tokens import token_by_mint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+CANCELLABLE = frozenset({"pending", "waiting"})
+
+
+class NotCancellable(Exception):
+    def __init__(self, status: str) -> None:
+        self.status = status
+        super().__init__(f"order is {status}; only pending or waiting orders can be cancelled")
+
+
+class CancelUnavailable(Exception):
+    """The order could be cancelled, but this build has no cancelled status yet."""
+
+
+def check_amount(order: OrderInput) -> None:
+    """The door check that needs the token: an amount must be at least one base unit of token_in."""
+    token = token_by_mint(order.token_in)
+    if token is None:
+        return  # unknown mint: no decimals to check against here (its pool, if any, decides)
+    unit = Decimal(1).scaleb(-token.decimals)
+    if order.amount_in < unit:
+        raise ValidationFailed(
+            [FieldViolation("amount_in", f"is below one base unit of {token.symbol} ({fmt(unit)})")],
+            reason="AMOUNT_TOO_SMALL",
+        )
+
+
+def api_key_message(row: Any) -> orders_pb2.ApiKey:
+    key = orders_pb2.ApiKey(
+        id=str(row["id"]), name=row["name"], prefix=row["prefix"], quota_per_min=row["quota_per_min"] or 0
+    )
+    key.created_at.FromDatetime(row["created_at"])
+    if row["revoked_at"] is not None:
+        key.revoked_at.FromDatetime(row["revoked_at"])
+    return key
 
 
 def _encode_cursor(created_at: datetime, order_id: uuid.UUID) -> str:
@@ -63,10 +111,33 @@ def _transition_fields(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 class OrdersServicer(orders_pb2_grpc.OrdersServicer):
-    def __init__(self, store: OrderStore, cache: OrderCache, admission: Admission) -> None:
+    def __init__(
+        self,
+        store: OrderStore,
+        cache: OrderCache,
+        admission: Admission,
+        auth_settings: AuthSettings | None = None,
+        keys: KeyStore | None = None,
+    ) -> None:
         self.store = store
         self.cache = cache
         self.admission = admission
+        self.auth_settings = auth_settings or AuthSettings()
+        self.keys = keys or KeyStore(store.pool, self.auth_settings.quota_per_min)
+        self.auth = Authenticator(self.auth_settings, self.keys)
+        self.quota = Quota(cache.redis)
+        self.owners = OwnerCache()
+
+    async def _check_owner(self, principal: Principal, order_id: uuid.UUID) -> None:
+        """NotFound unless the caller may see the order (another key's order does not exist for it)."""
+        if not principal.scoped:
+            return
+        known, owner = self.owners.get(order_id)
+        if not known:
+            owner = await self.store.owner(order_id)
+            self.owners.put(order_id, owner)
+        if not principal.owns(owner):
+            raise NotFound(str(order_id))
 
     async def _guard(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
         """Map domain and infrastructure errors to gRPC status codes."""
@@ -95,6 +166,40 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             )
         except BacklogFull as exc:
             await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), reason="BACKLOG_FULL")
+        except QuotaExceeded as exc:
+            await abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(exc),
+                reason="QUOTA_EXCEEDED",
+                retry_after_s=exc.retry_after_s,
+            )
+        except Unauthenticated as exc:
+            await abort(
+                context, grpc.StatusCode.UNAUTHENTICATED, str(exc), reason=exc.reason, violations=[exc.violation]
+            )
+        except PermissionDenied as exc:
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), reason="PERMISSION_DENIED")
+        except NotCancellable as exc:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), reason="NOT_CANCELLABLE")
+        except CancelUnavailable as exc:
+            await abort(context, grpc.StatusCode.UNIMPLEMENTED, str(exc), reason="CANCEL_UNAVAILABLE")
+        except KeyNameTaken as exc:
+            await abort(
+                context,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"an active key is already named {exc}",
+                reason="API_KEY_NAME_TAKEN",
+                violations=[FieldViolation("name", "is already the name of an active key")],
+            )
+        except KeyNotFound as exc:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no key with id or active name {exc}",
+                reason="API_KEY_NOT_FOUND",
+                violations=[FieldViolation("key", "is neither the id of a key nor the name of an active key")],
+            )
         except UNAVAILABLE_ERRORS as exc:
             log.warning("database unavailable: %s", exc)
             await abort(context, grpc.StatusCode.UNAVAILABLE, "database unavailable", reason="DATABASE_UNAVAILABLE")
@@ -104,6 +209,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.CreateOrderResponse:
         async def run() -> orders_pb2.CreateOrderResponse:
+            principal = await self.auth.principal(context)
+            owner = principal.key_id
             order = validate_order(
                 {
                     "token_in": request.token_in,
@@ -113,17 +220,27 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                     "type": request.type,
                 }
             )
+            check_amount(order)
             key = validate_idempotency_key(request.idempotency_key) if request.idempotency_key else None
-            # A full backlog still answers the replay of an existing key.
-            created = await self.store.replay(order, key) if key and self.admission.full else None
+            # A full backlog or a spent quota still answers the replay of an existing key.
+            created = await self.store.replay(order, key, owner) if key and self.admission.full else None
             if created is None:
                 self.admission.check()
+                if principal.key_id is not None:
+                    try:
+                        await self.quota.take(principal.key_id, principal.quota_per_min)
+                    except QuotaExceeded:
+                        created = await self.store.replay(order, key, owner) if key else None
+                        if created is None:
+                            raise
+            if created is None:
                 # Shielded: a client that goes away must not cut the work between commit and cache update.
-                created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers()))
+                created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers(), owner))
             view = order_view(created.row)
             order_id_var.set(view["orderId"])
             trace.get_current_span().set_attributes({"order.id": view["orderId"], "order.status": view["status"]})
             if created.created:
+                self.owners.put(created.row["id"], owner)
                 self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
                 await asyncio.shield(self.cache.append(view, self._first_event(view), terminal=False))
@@ -146,7 +263,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         self, request: orders_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.GetOrderResponse:
         async def run() -> orders_pb2.GetOrderResponse:
+            principal = await self.auth.principal(context)
             order_id = validate_order_id(request.order_id)
+            await self._check_owner(principal, order_id)
             order, events = await self.read(order_id, fresh=request.fresh)
             response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
             if request.include_events:
@@ -169,6 +288,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         self, request: orders_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.ListOrdersResponse:
         async def run() -> orders_pb2.ListOrdersResponse:
+            principal = await self.auth.principal(context)
             violations = []
             status = states.from_proto(request.status) if request.status else ""
             if request.status and not status:
@@ -179,7 +299,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 raise ValidationFailed(violations)
             limit = request.limit or DEFAULT_LIMIT
             before = _decode_cursor(request.cursor) if request.cursor else None
-            rows = await self.store.list(status, limit + 1, before)
+            rows = await self.store.list(status, limit + 1, before, owner=principal.key_id, live=request.live)
             response = orders_pb2.ListOrdersResponse(
                 orders=[codec.order_from_view(order_view(row)) for row in rows[:limit]]
             )
@@ -194,6 +314,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         self, request: orders_pb2.TransitionRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.TransitionResponse:
         async def run() -> orders_pb2.TransitionResponse:
+            await self.auth.service(context)
             order_id = validate_order_id(request.order_id)
             order_id_var.set(str(order_id))
             expected = states.from_proto(request.expected_status)
@@ -231,5 +352,71 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 metrics.ORDERS_FINISHED.labels(new, order["dexProvider"] or "none", reason or "unknown").inc()
             log.info("order %s", new, extra={"status": new, "seq": order["seq"]})
             return orders_pb2.TransitionResponse(order=codec.order_from_view(order), event=codec.event_from_view(event))
+
+        return await self._guard(context, run)
+
+    async def CancelOrder(
+        self, request: orders_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.CancelOrderResponse:
+        async def run() -> orders_pb2.CancelOrderResponse:
+            principal = await self.auth.principal(context)
+            order_id = validate_order_id(request.order_id)
+            await self._check_owner(principal, order_id)
+            order, _ = await self.read(order_id, fresh=True)
+            if order["status"] not in CANCELLABLE:
+                raise NotCancellable(order["status"])
+            # The skeleton of cancel: who may cancel what is decided above; moving a pending or
+            # waiting order to a cancelled status comes with that status (limit and sniper orders).
+            raise CancelUnavailable("cancelling a pending order is not available yet: there is no cancelled status")
+
+        return await self._guard(context, run)
+
+    async def WhoAmI(
+        self, request: orders_pb2.WhoAmIRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.WhoAmIResponse:
+        async def run() -> orders_pb2.WhoAmIResponse:
+            principal = await self.auth.principal(context)
+            response = orders_pb2.WhoAmIResponse(kind=principal.kind, auth=self.auth_settings.mode)
+            if principal.key_id is not None:
+                response.key.CopyFrom(
+                    orders_pb2.ApiKey(
+                        id=str(principal.key_id), name=principal.name, quota_per_min=principal.quota_per_min
+                    )
+                )
+            return response
+
+        return await self._guard(context, run)
+
+    async def CreateApiKey(
+        self, request: orders_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.CreateApiKeyResponse:
+        async def run() -> orders_pb2.CreateApiKeyResponse:
+            await self.auth.service(context)
+            row, secret = await self.keys.create(request.name, request.quota_per_min)
+            log.info("api key created", extra={"keyId": str(row["id"]), "keyName": row["name"]})
+            return orders_pb2.CreateApiKeyResponse(key=api_key_message(row), secret=secret)
+
+        return await self._guard(context, run)
+
+    async def ListApiKeys(
+        self, request: orders_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListApiKeysResponse:
+        async def run() -> orders_pb2.ListApiKeysResponse:
+            await self.auth.service(context)
+            rows = await self.keys.list(request.include_revoked)
+            return orders_pb2.ListApiKeysResponse(keys=[api_key_message(row) for row in rows])
+
+        return await self._guard(context, run)
+
+    async def RevokeApiKey(
+        self, request: orders_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.RevokeApiKeyResponse:
+        async def run() -> orders_pb2.RevokeApiKeyResponse:
+            await self.auth.service(context)
+            if not request.key:
+                raise ValidationFailed([FieldViolation("key", "is required (a key id or the name of an active key)")])
+            row = await self.keys.revoke(request.key)
+            log.info("api key revoked", extra={"keyId": str(row["id"]), "keyName": row["name"]})
+            return orders_pb2.RevokeApiKeyResponse(key=api_key_message(row))
 
         return await self._guard(context, run)

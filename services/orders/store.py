@@ -29,12 +29,18 @@ _TS = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _EVENT_JSON = f"""jsonb_build_object('orderId', e.order_id::text, 'status', e.status, 'seq', e.seq,
     'timestamp', {_TS.format(col="e.created_at")}, 'data', e.data)"""
 
+# The outbox copy of an event also names the order's key, so that notifiers can
+# route it to the key's "mine" watchers; it never reaches a client.
+_OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.api_key_id::text)"
+
 CREATE_SQL = f"""
 WITH ins AS (
-    INSERT INTO orders (id, type, status, token_in, token_out, amount_in, slippage, idempotency_key, request_hash)
-    VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8)
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING {ORDER_COLUMNS}
+    INSERT INTO orders (id, type, status, token_in, token_out, amount_in, slippage, idempotency_key, request_hash,
+                        api_key_id)
+    VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $11)
+    ON CONFLICT ((COALESCE(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid)), idempotency_key)
+        WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {ORDER_COLUMNS}, api_key_id
 ), ev AS (
     INSERT INTO order_events (order_id, seq, status, data, created_at)
     SELECT id, 1, 'pending', $9::jsonb, created_at FROM ins
@@ -43,7 +49,7 @@ WITH ins AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
     SELECT ins.id, 'job', jsonb_build_object('orderId', ins.id::text, 'attempt', 1), $10::jsonb FROM ins
     UNION ALL
-    SELECT e.order_id, 'event', {_EVENT_JSON}, $10::jsonb FROM ev e
+    SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="ins")}, $10::jsonb FROM ev e, ins
 )
 SELECT * FROM ins
 """
@@ -65,14 +71,14 @@ WITH upd AS (
         updated_at = clock_timestamp(),
         completed_at = CASE WHEN $3 IN ('confirmed', 'failed') THEN clock_timestamp() END
     WHERE o.id = $1 AND o.status = $2
-    RETURNING {ORDER_COLUMNS}
+    RETURNING {ORDER_COLUMNS}, o.api_key_id
 ), ev AS (
     INSERT INTO order_events (order_id, seq, status, data, created_at)
     SELECT id, seq, status, $13::jsonb, updated_at FROM upd
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    SELECT e.order_id, 'event', {_EVENT_JSON}, $14::jsonb FROM ev e
+    SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="upd")}, $14::jsonb FROM ev e, upd
 )
 SELECT * FROM upd
 """
@@ -121,7 +127,14 @@ class OrderStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def create(self, order: OrderInput, idempotency_key: str | None, trace_headers: dict[str, str]) -> Created:
+    async def create(
+        self,
+        order: OrderInput,
+        idempotency_key: str | None,
+        trace_headers: dict[str, str],
+        owner: uuid.UUID | None = None,
+    ) -> Created:
+        """A new order of ``owner`` (an API key's id; None: the anonymous caller of AUTH=off)."""
         digest = request_hash(order)
         row = await self.pool.fetchrow(
             CREATE_SQL,
@@ -135,19 +148,23 @@ class OrderStore:
             digest,
             _dumps({"tokenIn": order.token_in, "tokenOut": order.token_out, "amountIn": str(order.amount_in)}),
             _dumps(trace_headers),
+            owner,
         )
         if row is not None:
             return Created(row, True)
         assert idempotency_key is not None  # only the idempotency key can conflict
-        replayed = await self.replay(order, idempotency_key)
+        replayed = await self.replay(order, idempotency_key, owner)
         if replayed is None:  # pragma: no cover - the conflicting row cannot vanish
             raise NotFound(idempotency_key)
         return replayed
 
-    async def replay(self, order: OrderInput, idempotency_key: str) -> Created | None:
-        """The order an earlier request with this key created, if any (a different body is a conflict)."""
+    async def replay(self, order: OrderInput, idempotency_key: str, owner: uuid.UUID | None = None) -> Created | None:
+        """The order an earlier request of ``owner`` with this key created, if any (a different body is a conflict)."""
         existing = await self.pool.fetchrow(
-            f"SELECT {ORDER_COLUMNS}, request_hash FROM orders WHERE idempotency_key = $1", idempotency_key
+            f"""SELECT {ORDER_COLUMNS}, request_hash FROM orders
+                WHERE idempotency_key = $1 AND api_key_id IS NOT DISTINCT FROM $2""",
+            idempotency_key,
+            owner,
         )
         if existing is None:
             return None
@@ -177,11 +194,33 @@ class OrderStore:
             )
         return row, list(events)
 
-    async def list(self, status: str, limit: int, before: tuple[Any, uuid.UUID] | None) -> list[asyncpg.Record]:
+    async def owner(self, order_id: uuid.UUID) -> uuid.UUID | None:
+        """The key that created the order (None: the anonymous caller); NotFound when there is no such order."""
+        row = await self.pool.fetchrow("SELECT api_key_id FROM orders WHERE id = $1", order_id)
+        if row is None:
+            raise NotFound(str(order_id))
+        owner: uuid.UUID | None = row["api_key_id"]
+        return owner
+
+    async def list(
+        self,
+        status: str,
+        limit: int,
+        before: tuple[Any, uuid.UUID] | None,
+        owner: uuid.UUID | None = None,
+        live: bool = False,
+    ) -> list[asyncpg.Record]:
+        """Most recent first; only ``owner``'s orders when one is given, only live ones when ``live``."""
         clauses, args = [], []
+        if owner is not None:
+            args.append(owner)
+            clauses.append(f"api_key_id = ${len(args)}")
         if status:
             args.append(status)
             clauses.append(f"status = ${len(args)}")
+        if live:
+            args.append(LIVE_STATUSES)
+            clauses.append(f"status = ANY(${len(args)}::text[])")
         if before is not None:
             args.extend(before)
             clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")

@@ -17,6 +17,7 @@ from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TEST_BACKOFF_MS, TestInfra
 from tests.support.inprocess import serve
 from tests.support.mesh import Mesh, mesh_env
+from tests.support.secured import Secured, secured_servers
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +76,10 @@ async def localnet(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
         yield net
     finally:
         await net.stop()
+
+
+@pytest.fixture(scope="package")
+async def secured(infra: TestInfra) -> AsyncIterator[Secured]:
+    """Orders, notifier and gateway with AUTH=apikey on a database of their own (no router, no executor)."""
+    async with secured_servers(infra.derive("keys")) as servers:
+        yield servers
