@@ -94,13 +94,8 @@ def forwarded(authorization: str | None) -> tuple[tuple[str, str], ...]:
     return ((AUTHORIZATION, authorization),) if authorization else ()
 
 
-class _InternalToken(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds the internal token to every call of a channel."""
+class _WithToken:
+    """Adds the internal token to every call it intercepts."""
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -112,15 +107,24 @@ class _InternalToken(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# grpc.aio files an interceptor under the first kind it is, so each kind has its own class.
+class _UnaryUnary(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStream(_WithToken, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnary(_WithToken, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStream(_WithToken, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
@@ -128,4 +132,6 @@ class _InternalToken(
 def internal_interceptors(token: str | None = None) -> list[Any]:
     """The interceptor that presents the internal token (INTERNAL_TOKEN unless given); none without a token."""
     token = os.environ.get("INTERNAL_TOKEN", "").strip() if token is None else token
-    return [_InternalToken(token)] if token else []
+    if not token:
+        return []
+    return [kind(token) for kind in (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)]

@@ -149,6 +149,18 @@ class Gateway:
                     return f"Bearer {protocol.removeprefix(WS_BEARER_PROTOCOL)}"
         raise AuthFailed("API_KEY_MISSING", "an API key is required: send 'Authorization: Bearer <key>'", "is required")
 
+    async def check_key(self, authorization: str | None) -> RpcErrorInfo | None:
+        """None when the key is valid (or AUTH=off); else orders' answer (unknown or revoked key)."""
+        if authorization is None:
+            return None
+        try:
+            await self.orders.WhoAmI(
+                orders_pb2.WhoAmIRequest(), timeout=RPC_TIMEOUT_S, metadata=auth.forwarded(authorization)
+            )
+        except grpc.aio.AioRpcError as err:
+            return parse_rpc_error(err)
+        return None
+
     async def check_order(self, order_id: str, authorization: str | None) -> RpcErrorInfo | None:
         """None when the caller may watch the order; else why not (unknown, another key's, bad key)."""
         try:
@@ -277,9 +289,12 @@ class Gateway:
 
     async def tokens(self, request: web.Request) -> web.Response:
         try:
-            self.authorization(request)
+            authorization = self.authorization(request)
         except AuthFailed as exc:
             return exc.response()
+        refused = await self.check_key(authorization)
+        if refused is not None:
+            return from_rpc(refused)
         return web.Response(body=TOKENS_BODY, content_type=_JSON)
 
     @staticmethod
@@ -300,13 +315,9 @@ class Gateway:
         ws = web.WebSocketResponse(heartbeat=20, protocols=(WS_PROTOCOL,))
         if not ws.can_prepare(request).ok:
             return self._upgrade_required()
-        if authorization is not None:  # a bad key is refused before the upgrade, like on /api
-            try:
-                await self.orders.WhoAmI(
-                    orders_pb2.WhoAmIRequest(), timeout=RPC_TIMEOUT_S, metadata=auth.forwarded(authorization)
-                )
-            except grpc.aio.AioRpcError as err:
-                return from_rpc(parse_rpc_error(err))
+        refused = await self.check_key(authorization)  # a bad key is refused before the upgrade, like on /api
+        if refused is not None:
+            return from_rpc(refused)
         await ws.prepare(request)
         socket = MuxSocket(self, ws, authorization)
         self.sockets.add(socket)
