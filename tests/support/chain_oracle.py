@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
-from solana.rpc.types import TokenAccountOpts
+from solana.rpc.models import TokenAccountOpts
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 

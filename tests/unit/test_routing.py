@@ -1,4 +1,8 @@
-"""Routing over the seeded market: crossover, splits, determinism, a moving market."""
+"""Routing over the seeded pools (still): crossover, splits, reasons, minimums.
+
+The market's motion (random walk, background flow, arbitrage) lives in the
+localnet now and is tested there (tests/localnet).
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,48 @@ import pytest
 
 from services.router.amm import (
     InsufficientLiquidityError,
-    Market,
     NoPoolError,
     SlippageExceededError,
+    VenueQuote,
     decide,
     min_amount_out,
 )
+from venues.pools import VENUES, Pool, seed_pools
+from venues.quote import venue_quote
 from venues.tokens import BONK, MSOL, SOL, USDC, USDT, Token
 
 
-class FakeClock:
+class Market:
+    """The seeded pools, standing still: quotes change nothing, swaps replace a pool's state."""
+
     def __init__(self) -> None:
-        self.now = 1_000.0
+        self.pools = seed_pools()
 
-    def __call__(self) -> float:
-        return self.now
+    def venues(self) -> list[str]:
+        return list(VENUES)
+
+    def has_pair(self, a: str, b: str) -> bool:
+        return a != b and any((v, frozenset((a, b))) in self.pools for v in VENUES)
+
+    def pool(self, venue: str, a: str, b: str) -> Pool:
+        found = self.pools.get((venue, frozenset((a, b))))
+        if found is None or a == b:
+            raise NoPoolError(f"{venue} has no pool for this pair")
+        return found
+
+    def quote(self, venue: str, mint_in: str, mint_out: str, amount: int) -> VenueQuote:
+        return venue_quote(venue, self.pool(venue, mint_in, mint_out).swap(mint_in, amount))
+
+    def swap(self, venue: str, mint_in: str, mint_out: str, amount: int, min_out: int) -> VenueQuote:
+        pool = self.pool(venue, mint_in, mint_out)
+        fill = pool.swap(mint_in, amount)
+        pool.check_min_out(fill, min_out)
+        self.pools[(venue, frozenset((mint_in, mint_out)))] = fill.state
+        return venue_quote(venue, fill)
 
 
-def still_market(seed: int = 42) -> Market:
-    return Market(seed=seed, clock=FakeClock(), drift=False)
+def still_market() -> Market:
+    return Market()
 
 
 def sol(n: str) -> int:
@@ -121,7 +148,7 @@ def test_quotes_change_nothing_and_swaps_respect_the_minimum() -> None:
     assert q1 == q2
     with pytest.raises(SlippageExceededError) as err:
         market.swap("raydium", SOL.mint, USDC.mint, sol("10"), q1.amount_out + 1)
-    assert err.value.code == "RAYDIUM_EXCEEDED_SLIPPAGE_0x1e"
+    assert err.value.code == "RAYDIUM_CPMM_EXCEEDED_SLIPPAGE_0x1775"
     assert market.quote("raydium", SOL.mint, USDC.mint, sol("10")) == q1  # a failed swap moves nothing
     done = market.swap("raydium", SOL.mint, USDC.mint, sol("10"), min_amount_out(q1.amount_out, Decimal("0.01")))
     assert done.amount_out == q1.amount_out
@@ -131,55 +158,3 @@ def test_quotes_change_nothing_and_swaps_respect_the_minimum() -> None:
 def test_min_amount_out_floors() -> None:
     assert min_amount_out(10392472, Decimal("0.01")) == 10288547  # floor(10392472 * 0.99)
     assert min_amount_out(1000, Decimal(0)) == 1000
-
-
-def test_a_seeded_market_replays_exactly() -> None:
-    def run() -> list[tuple[str, tuple, int]]:
-        clock = FakeClock()
-        market = Market(seed=7, clock=clock)
-        seen = []
-        for size in ("1", "150", "300", "50", "800"):
-            clock.now += 3.7
-            market.advance()
-            d = route(market, sol(size))
-            seen.append((d.kind, tuple((leg.venue, leg.amount_in) for leg in d.legs), d.amount_out))
-            market.swap(d.legs[0].venue, SOL.mint, USDC.mint, d.legs[0].amount_in, 0)
-        return seen
-
-    assert run() == run()
-    other = Market(seed=8, clock=FakeClock())
-    assert other.mids == Market(seed=7, clock=FakeClock()).mids  # same start, different path
-
-
-def test_the_market_moves_and_executes_at_execution_time() -> None:
-    clock = FakeClock()
-    market = Market(seed=42, clock=clock)
-    quoted = market.quote("raydium", SOL.mint, USDC.mint, sol("10"))
-    clock.now += 60
-    market.advance()
-    later = market.quote("raydium", SOL.mint, USDC.mint, sol("10"))
-    assert later.amount_out != quoted.amount_out
-    executed = market.swap("raydium", SOL.mint, USDC.mint, sol("10"), 0)
-    assert executed.amount_out == later.amount_out
-
-
-def test_arbitrage_keeps_venues_near_the_mid() -> None:
-    clock = FakeClock()
-    market = Market(seed=3, clock=clock)
-    for _ in range(20):
-        clock.now += 30
-        market.advance()
-        mid = market.mids[frozenset((SOL.mint, USDC.mint))]
-        for venue in market.venues():
-            spot = market.pool(venue, SOL.mint, USDC.mint).spot_price(SOL.mint)
-            assert abs(spot / mid - 1) < Decimal("0.006"), (venue, spot, mid)
-
-
-def test_a_trend_moves_the_price_against_the_seller() -> None:
-    clock = FakeClock()
-    market = Market(seed=42, clock=clock, trend_bps_per_s=Decimal(-100))
-    before = market.quote("raydium", SOL.mint, USDC.mint, sol("1")).amount_out
-    clock.now += 5
-    market.advance()
-    after = market.quote("raydium", SOL.mint, USDC.mint, sol("1")).amount_out
-    assert after < before * Decimal("0.97")
