@@ -14,12 +14,21 @@ def instructions() -> list[tuple[str, str]]:
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
 
 
-def test_multi_stage_with_pinned_bases() -> None:
-    froms = [args for op, args in instructions() if op == "FROM"]
+def test_multi_stage_on_a_current_python_pinned_by_digest() -> None:
+    ops = instructions()
+    args = dict(a.split("=", 1) for op, a in ops if op == "ARG" and "=" in a)
+    froms = [a.split()[0] for op, a in ops if op == "FROM"]
     assert len(froms) >= 2
-    for args in froms:
-        image = args.split()[0]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image), image
+    for written in froms:
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], written)
+        assert re.fullmatch(r"python:3\.1[23]\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), image
+
+
+def test_the_image_carries_every_module_the_manifests_run() -> None:
+    """services.*, services.migrate and the localnet (with the venues it shares)."""
+    copied = {a.split()[0].rstrip("/") for op, a in instructions() if op == "COPY" and not a.startswith("--from")}
+    assert {"services", "venues", "localnet", "protos"} <= copied
+    assert (ROOT / "services" / "migrate.py").exists()
 
 
 def test_runtime_is_non_root_unbuffered_and_runs_a_service_module() -> None:
