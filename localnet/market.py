@@ -1,12 +1,12 @@
-"""A moving, seeded market of venue pools with an injectable clock.
+"""A moving, seeded market over the cluster's pool accounts.
 
-Between calls the market is brought forward to ``clock()`` in fixed ticks:
-each pair's mid price random-walks (sigma 1.4 bps per sqrt second, plus an
+Brought forward in fixed ticks of wall time: each pair's mid price
+random-walks (sigma 1.4 bps per sqrt second, 0.1 bps for stable pairs, plus an
 optional trend), background swaps arrive as a Poisson process with lognormal
 sizes, and arbitrage pulls every pool whose price strays beyond its fee back
-to the mid. Quotes price against the state at quote time and change nothing;
-swaps price against the state at execution time and fail with the venue's
-slippage error when the output is below the minimum.
+to the mid. Each trade runs the venue's exact math at the tick's unix time and
+is written to the pool's accounts (state and vault balances; the counterparty
+is off-chain), so readers and subscribers see the market move.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from solders.pubkey import Pubkey
+
+from localnet.bank import View
+from localnet.pools import PoolCache, move_reserves, write_swap
 from venues.dlmm import DlmmPool, bin_for_price
-from venues.errors import AmmError, NoPoolError
-from venues.fills import Fill
-from venues.pools import VENUES, Pool, seed_pools
+from venues.errors import AmmError
+from venues.onchain import PoolSnapshot
 from venues.raydium import ConstantProductPool
-from venues.quote import VenueQuote, venue_quote
-from venues.tokens import TOKENS
 
 TICK_S = 0.5
 MAX_CATCH_UP_S = 120.0
@@ -36,118 +36,102 @@ BACKGROUND_MEDIAN_USD = 1_500.0
 STABLES = {"USDC", "USDT"}
 
 
+@dataclass(frozen=True)
+class Trade:
+    pool: Pubkey
+    mint_in: Pubkey
+    amount_in: int
+    amount_out: int
+
 
 class Market:
     def __init__(
         self,
+        cache: PoolCache,
+        symbol_of: Callable[[Pubkey], str | None],
         seed: int = 42,
-        clock: Callable[[], float] = time.monotonic,
         *,
         drift: bool = True,
         trend_bps_per_s: Decimal = Decimal(0),
     ) -> None:
+        self.cache = cache
+        self.symbol_of = symbol_of
         self.rng = random.Random(seed)
-        self.clock = clock
         self.drift = drift
         self.trend = float(trend_bps_per_s) / 10_000
-        self.started = clock()
-        self.now = 0.0
-        self.pools: dict[tuple[str, frozenset[str]], Pool] = seed_pools()
-        # Per pair: the base token (the first of its seeded pools) and the mid
-        # price in raw quote units per raw base unit. A negative trend makes
-        # the base cheaper.
-        self.bases: dict[frozenset[str], str] = {}
-        self.mids: dict[frozenset[str], Decimal] = {}
-        for (_, pair), pool in sorted(self.pools.items(), key=lambda kv: kv[1].pool_id):
-            base = self.bases.setdefault(pair, pool.mints[0])
-            self.mids.setdefault(pair, pool.spot_price(base))
+        self.bases: dict[frozenset[Pubkey], Pubkey] = {}
+        self.mids: dict[frozenset[Pubkey], Decimal] = {}  # raw quote units per raw base unit
+        self.clock: float | None = None
 
-    def venues(self) -> list[str]:
-        return list(VENUES)
+    # -- pools -------------------------------------------------------------------------
 
-    def has_pair(self, mint_a: str, mint_b: str) -> bool:
-        pair = frozenset((mint_a, mint_b))
-        return mint_a != mint_b and any((venue, pair) in self.pools for venue in VENUES)
+    def _snapshots(self, view: View, pools: list[Pubkey]) -> dict[Pubkey, PoolSnapshot]:
+        out = {}
+        for address in sorted(pools, key=bytes):
+            with contextlib.suppress(KeyError, ValueError):
+                out[address] = self.cache.get(view, address)
+        for address, snapshot in out.items():
+            pair = frozenset(snapshot.mints)
+            if pair not in self.mids:
+                base = self.bases.setdefault(pair, snapshot.mints[0])
+                self.mids[pair] = snapshot.pool.spot_price(str(base))
+            del address
+        return out
 
-    def pool(self, venue: str, mint_a: str, mint_b: str) -> Pool:
-        pool = self.pools.get((venue, frozenset((mint_a, mint_b))))
-        if pool is None or mint_a == mint_b:
-            raise NoPoolError(f"{venue} has no pool for this pair")
-        return pool
+    def _trade(
+        self, view: View, snapshots: dict[Pubkey, PoolSnapshot], address: Pubkey, mint_in: Pubkey, amount: int, now: int
+    ) -> Trade | None:
+        snapshot = snapshots[address]
+        try:
+            fill = snapshot.pool.swap(str(mint_in), amount, now)
+        except (AmmError, ValueError):
+            return None  # a size the pool cannot fill just does not trade
+        after = write_swap(view, snapshot, mint_in, fill)
+        move_reserves(view, snapshot, mint_in, fill.amount_in, fill.amount_out)
+        self.cache.remember(view, after)
+        snapshots[address] = after
+        return Trade(address, mint_in, fill.amount_in, fill.amount_out)
 
-    def _venue_quote(self, venue: str, fill: Fill) -> VenueQuote:
-        tin, tout = TOKENS[fill.mint_in], TOKENS[fill.mint_out]
-        return VenueQuote(
-            venue=venue,
-            token_in=fill.mint_in,
-            token_out=fill.mint_out,
-            amount_in=fill.amount_in,
-            amount_out=fill.amount_out,
-            fee=fill.fee,
-            price_impact=fill.price_impact,
-            spot_price=fill.spot_price.scaleb(tin.decimals - tout.decimals),
-            pool_id=fill.pool_id,
-        )
+    # -- time --------------------------------------------------------------------------
 
-    def quote(self, venue: str, mint_in: str, mint_out: str, amount_in: int) -> VenueQuote:
-        """Price an exact-in swap against the current state; nothing changes."""
-        pool = self.pool(venue, mint_in, mint_out)
-        return self._venue_quote(venue, pool.swap(mint_in, amount_in, self.now))
+    def advance(self, view: View, pools: list[Pubkey], now: float) -> list[Trade]:
+        """Bring the market forward to ``now`` (unix seconds); the trades it made."""
+        if self.clock is None or not self.drift:
+            self.clock = now
+            return []
+        if now - self.clock > MAX_CATCH_UP_S:
+            self.clock = now - MAX_CATCH_UP_S
+        snapshots = self._snapshots(view, pools)
+        trades: list[Trade] = []
+        while self.clock < now:
+            dt = min(TICK_S, now - self.clock)
+            self.clock += dt
+            trades += self._tick(view, snapshots, dt, int(self.clock))
+        return trades
 
-    def swap(self, venue: str, mint_in: str, mint_out: str, amount_in: int, min_out: int) -> VenueQuote:
-        """Execute: the pool changes only when the output meets ``min_out``."""
-        key = (venue, frozenset((mint_in, mint_out)))
-        pool = self.pool(venue, mint_in, mint_out)
-        fill = pool.swap(mint_in, amount_in, self.now)
-        pool.check_min_out(fill, min_out)
-        self.pools[key] = fill.state
-        return self._venue_quote(venue, fill)
-
-    def swap_legs(self, mint_in: str, mint_out: str, legs: list[tuple[str, int, int]]) -> list[VenueQuote]:
-        """Execute ``(venue, amount_in, min_out)`` legs as one transaction: all or nothing."""
-        staged: dict[tuple[str, frozenset[str]], Pool] = {}
-        done = []
-        for venue, amount_in, min_out in legs:
-            key = (venue, frozenset((mint_in, mint_out)))
-            pool = staged.get(key) or self.pool(venue, mint_in, mint_out)
-            fill = pool.swap(mint_in, amount_in, self.now)
-            pool.check_min_out(fill, min_out)
-            staged[key] = fill.state
-            done.append(self._venue_quote(venue, fill))
-        self.pools.update(staged)
-        return done
-
-    # -- time -------------------------------------------------------------
-
-    def advance(self) -> None:
-        """Bring the market forward to ``clock()``."""
-        target = self.clock() - self.started
-        if not self.drift:
-            self.now = target
-            return
-        if target - self.now > MAX_CATCH_UP_S:
-            self.now = target - MAX_CATCH_UP_S
-        while self.now < target:  # whole ticks, then the remainder: any elapsed time moves the market
-            dt = min(TICK_S, target - self.now)
-            self.now += dt
-            self._tick(dt)
-
-    def _tick(self, dt: float) -> None:
-        for pair in sorted(self.mids, key=sorted):
-            sigma = STABLE_SIGMA_PER_SQRT_S if self._stable(pair) else SIGMA_PER_SQRT_S
-            trend = 0.0 if self._stable(pair) else self.trend
+    def _tick(self, view: View, snapshots: dict[Pubkey, PoolSnapshot], dt: float, now: int) -> list[Trade]:
+        for pair in sorted(self.mids, key=lambda p: sorted(bytes(m) for m in p)):
+            stable = self._stable(pair)
+            sigma = STABLE_SIGMA_PER_SQRT_S if stable else SIGMA_PER_SQRT_S
+            trend = 0.0 if stable else self.trend
             step = sigma * math.sqrt(dt) * self.rng.gauss(0.0, 1.0) + trend * dt
             self.mids[pair] = self.mids[pair] * Decimal(repr(math.exp(step)))
-        arrivals = self._poisson(BACKGROUND_SWAPS_PER_S * dt)
-        keys = sorted(self.pools, key=lambda k: self.pools[k].pool_id)
-        for _ in range(arrivals):
-            self._background_swap(keys[self.rng.randrange(len(keys))])
-        for key in keys:
-            self._arbitrage(key)
+        trades = []
+        keys = list(snapshots)
+        if keys:
+            for _ in range(self._poisson(BACKGROUND_SWAPS_PER_S * dt)):
+                address = keys[self.rng.randrange(len(keys))]
+                trade = self._background_swap(view, snapshots, address, now)
+                if trade:
+                    trades.append(trade)
+        for address in keys:
+            trade = self._arbitrage(view, snapshots, address, None, now)
+            if trade:
+                trades.append(trade)
+        return trades
 
-    @staticmethod
-    def _stable(pair: frozenset[str]) -> bool:
-        return all(TOKENS[m].symbol in STABLES for m in pair)
+    def _stable(self, pair: frozenset[Pubkey]) -> bool:
+        return all(self.symbol_of(m) in STABLES for m in pair)
 
     def _poisson(self, lam: float) -> int:
         threshold, k, p = math.exp(-lam), 0, 1.0
@@ -157,60 +141,107 @@ class Market:
                 return k
             k += 1
 
-    def _usd_value_raw(self, mint: str, usd: float) -> int:
+    def _usd_value_raw(self, snapshot: PoolSnapshot, mint: Pubkey, usd: float) -> int:
         """Raw units of ``mint`` worth about ``usd``, from the mids."""
-        token = TOKENS[mint]
-        if token.symbol in STABLES:
-            return int(usd * 10**token.decimals)
+        decimals = snapshot.decimals[snapshot.mints.index(mint)]
+        if self.symbol_of(mint) in STABLES:
+            return int(usd * 10**decimals)
         for pair, mid in self.mids.items():
             if mint in pair:
                 other = next(iter(pair - {mint}))
-                if TOKENS[other].symbol in STABLES:
+                if self.symbol_of(other) in STABLES:
+                    other_decimals = snapshot.decimals[1 - snapshot.mints.index(mint)] if other in snapshot.mints else 6
                     per_raw = mid if mint == self.bases[pair] else 1 / mid  # raw stable per raw token
-                    return int(Decimal(usd * 10 ** TOKENS[other].decimals) / per_raw)
-        return int(usd / 150 * 10**token.decimals)  # priced via SOL
+                    return int(Decimal(usd * 10**other_decimals) / per_raw)
+        return int(usd / 150 * 10**decimals)  # priced via SOL
 
-    def _background_swap(self, key: tuple[str, frozenset[str]]) -> None:
-        pool = self.pools[key]
-        mint_in = sorted(key[1])[self.rng.randrange(2)]
+    def _background_swap(
+        self, view: View, snapshots: dict[Pubkey, PoolSnapshot], address: Pubkey, now: int
+    ) -> Trade | None:
+        snapshot = snapshots[address]
+        mint_in = snapshot.mints[self.rng.randrange(2)]
         usd = self.rng.lognormvariate(math.log(BACKGROUND_MEDIAN_USD), 1.0)
-        amount = self._usd_value_raw(mint_in, usd)
+        amount = self._usd_value_raw(snapshot, mint_in, usd)
         if amount <= 0:
-            return
-        with contextlib.suppress(AmmError):  # a size the pool cannot fill just does not trade
-            self.pools[key] = pool.swap(mint_in, amount, self.now).state
+            return None
+        return self._trade(view, snapshots, address, mint_in, amount, now)
 
-    def _arbitrage(self, key: tuple[str, frozenset[str]]) -> None:
-        pool = self.pools[key]
-        base = self.bases[key[1]]
-        quote_mint = next(iter(key[1] - {base}))
-        mid = self.mids[key[1]]
-        spot = pool.spot_price(base)
-        band = self._fee_band(pool)
+    # -- arbitrage ---------------------------------------------------------------------
+
+    def _arbitrage(
+        self,
+        view: View,
+        snapshots: dict[Pubkey, PoolSnapshot],
+        address: Pubkey,
+        target: Decimal | None,
+        now: int,
+        band: Decimal | None = None,
+    ) -> Trade | None:
+        """Trade ``address`` until its spot (raw quote per raw base) is within ``band`` of ``target`` (the mid)."""
+        snapshot = snapshots[address]
+        pair = frozenset(snapshot.mints)
+        base = self.bases.setdefault(pair, snapshot.mints[0])
+        quote = next(iter(pair - {base}))
+        mid = self.mids.get(pair) if target is None else target
+        if mid is None or mid <= 0:
+            return None
+        pool = snapshot.pool
+        spot = pool.spot_price(str(base))
+        band = self._fee_band(pool) if band is None else band
         if abs(spot / mid - 1) <= band:
-            return
-        mint_in, amount = (base, 0) if spot > mid else (quote_mint, 0)
+            return None
+        mint_in = base if spot > mid else quote
+        amount = 0
         if isinstance(pool, ConstantProductPool):
-            target = mid if mint_in == base else 1 / mid
-            amount = pool.input_for_price(mint_in, target)
+            amount = pool.input_for_price(str(mint_in), mid if mint_in == base else 1 / mid)
         elif isinstance(pool, DlmmPool):
-            y_per_x = mid if pool.mint_x == base else 1 / mid
-            amount = self._dlmm_arb_input(pool, mint_in, bin_for_price(y_per_x, pool.bin_step))
-        if amount > 0:
-            with contextlib.suppress(AmmError):
-                self.pools[key] = pool.swap(mint_in, amount, self.now).state
+            y_per_x = mid if Pubkey.from_string(pool.mint_x) == base else 1 / mid
+            amount = self._dlmm_arb_input(pool, str(mint_in), bin_for_price(y_per_x, pool.bin_step), now)
+        if amount <= 0:
+            return None
+        return self._trade(view, snapshots, address, mint_in, amount, now)
 
-    def _dlmm_arb_input(self, pool: DlmmPool, mint_in: str, target: int) -> int:
+    @staticmethod
+    def _dlmm_arb_input(pool: DlmmPool, mint_in: str, target: int, now: int) -> int:
         step = -1 if mint_in == pool.mint_x else 1
         total, bin_id = 0, pool.active_id
         while (bin_id - target) * step < 0 and bin_id in pool.bins:
-            total += pool.drain_input(mint_in, bin_id, self.now)
+            total += pool.drain_input(mint_in, bin_id, now)
             bin_id += step
         return total
 
     @staticmethod
-    def _fee_band(pool: Pool) -> Decimal:
+    def _fee_band(pool: ConstantProductPool | DlmmPool) -> Decimal:
         if isinstance(pool, ConstantProductPool):
             return Decimal(pool.fee_numerator) / Decimal(pool.fee_denominator)
-        assert isinstance(pool, DlmmPool)
         return Decimal(pool.base_fee_rate()) / Decimal(1_000_000_000) + Decimal(pool.bin_step) / 10_000
+
+    # -- scenario control ----------------------------------------------------------------
+
+    def set_price(
+        self,
+        view: View,
+        pools: list[Pubkey],
+        base: Pubkey,
+        quote: Pubkey,
+        raw_price: Decimal,
+        now: int,
+        only: Pubkey | None = None,
+    ) -> list[Trade]:
+        """Move the pools of (base, quote) -- or just ``only`` -- to ``raw_price`` as an arbitrageur would.
+
+        Moving the whole pair also moves its mid, so the drift continues from there.
+        """
+        snapshots = self._snapshots(view, pools)
+        pair = frozenset((base, quote))
+        if only is None:
+            self.mids[pair] = raw_price if self.bases.get(pair, base) == base else 1 / raw_price
+        trades = []
+        for address, snapshot in list(snapshots.items()):
+            if frozenset(snapshot.mints) != pair or (only is not None and address != only):
+                continue
+            mid = raw_price if self.bases.get(pair, base) == base else 1 / raw_price
+            trade = self._arbitrage(view, snapshots, address, mid, now, band=Decimal(0))
+            if trade:
+                trades.append(trade)
+        return trades

@@ -362,3 +362,19 @@ def decode_swap_args(data: bytes) -> tuple[int, int]:
         raise LayoutError(f"swap data is {_SWAP_ARGS.size} bytes, got {len(data)}")
     _, amount_in, min_amount_out = _SWAP_ARGS.unpack(data)
     return amount_in, min_amount_out
+
+
+def patch_bin_array(data: bytes, amounts: dict[int, tuple[int, int]]) -> bytes:
+    """The bin array with new (amount_x, amount_y) for some of its bins (liquidity supply follows)."""
+    buf = bytearray(data)
+    index = struct.unpack_from("<q", buf, 8)[0]
+    lower = index * MAX_BIN_PER_ARRAY
+    for bin_id, (x, y) in amounts.items():
+        offset = _BIN_ARRAY_HEADER.size + (bin_id - lower) * BIN_LEN
+        if not 0 <= bin_id - lower < MAX_BIN_PER_ARRAY:
+            raise ValueError(f"bin {bin_id} is not in bin array {index}")
+        price = int.from_bytes(buf[offset + 16 : offset + 32], "little")
+        liquidity = min(price * x + (y << 64), (1 << 128) - 1)
+        _AMOUNTS.pack_into(buf, offset, x, y)
+        buf[offset + 32 : offset + 48] = liquidity.to_bytes(16, "little")
+    return bytes(buf)
