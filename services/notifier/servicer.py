@@ -219,13 +219,14 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
         metrics.WATCHERS.inc()
         follower = _Follower()
         try:
-            await context.send_initial_metadata(())  # subscribed: whatever happens from now on is in the stream
             try:
-                live = await self._live_orders(authorization)
+                live = await self._live_orders(authorization)  # read after subscribing: nothing falls between
             except grpc.aio.AioRpcError as err:
                 info = parse_rpc_error(err)
                 await abort(context, info.code, info.message, reason=info.reason)
                 return
+            # Live: an order created from now on was not in that read, so it begins with its pending event.
+            await context.send_initial_metadata(())
             for order in live:
                 for event in follower.snapshot(order):
                     yield codec.event_from_view(event)
