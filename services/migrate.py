@@ -47,7 +47,8 @@ async def run(names: list[str], settings: config.Settings) -> dict[str, list[str
     applied: dict[str, list[str]] = {}
     for name in names:
         chosen = SETS[name]
-        conn = await asyncpg.connect(chosen.dsn(settings), timeout=CONNECT_TIMEOUT_S)
+        # No prepared-statement cache: a transaction pooler (PgBouncer) may hand every statement another server.
+        conn = await asyncpg.connect(chosen.dsn(settings), timeout=CONNECT_TIMEOUT_S, statement_cache_size=0)
         try:
             applied[name] = await migrate(conn, chosen.directory, chosen.table)
         finally:
