@@ -161,7 +161,7 @@ class PubSub:
             status = self.node.status(sig)
             if status is not None:  # landed already: tell at once, as the subscription would have
                 self._drop(sub.id)
-                return sub.id, [_note("signatureNotification", sub.id, _ctx(status[0], {"err": status[1]}))]
+                return sub.id, [_note("signatureNotification", sub.id, _ctx(status[0], _signature_value(status[1])))]
             self.by_signature.setdefault(sig, set()).add(sub.id)
             return sub.id, []
         if method == "slotSubscribe":
@@ -258,7 +258,7 @@ class PubSub:
         for tx in txs:
             for sub_id in list(self.by_signature.get(tx.signature, ())):
                 sub = self.subs[sub_id]
-                sub.conn.send(_note("signatureNotification", sub_id, _ctx(slot, {"err": tx.err})))
+                sub.conn.send(_note("signatureNotification", sub_id, _ctx(slot, _signature_value(tx.err))))
                 self._drop(sub_id)
         if not self.logs_subs:
             return
@@ -284,6 +284,21 @@ def _pubkey(value: Any) -> Pubkey:
         return Pubkey.from_string(value)
     except (ValueError, TypeError):
         raise invalid_params("Invalid param: Invalid") from None
+
+
+def _signature_value(err: Any) -> dict[str, Any]:
+    """``{"err": ...}`` of a signatureNotification.
+
+    A real node writes a custom program error as ``{"InstructionError": [i, {"Custom": n}]}``
+    (as getSignatureStatuses does here too); solders 0.29 cannot parse that inside a
+    signatureNotification (it drops the whole WebSocket), and reads ``[i, n]`` instead, which
+    is what this sends.
+    """
+    if isinstance(err, dict) and "InstructionError" in err:
+        index, inner = err["InstructionError"]
+        if isinstance(inner, dict) and "Custom" in inner:
+            return {"err": {"InstructionError": [index, inner["Custom"]]}}
+    return {"err": err}
 
 
 def _ctx(slot: int, value: Any) -> dict[str, Any]:
