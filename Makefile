@@ -16,6 +16,10 @@ venv: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements.lock
+	@# tests/deploy drives promtool (Debian package prometheus) and pgbouncer; installed when missing and root.
+	@command -v promtool >/dev/null && command -v pgbouncer >/dev/null || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends prometheus pgbouncer >/dev/null; } || echo "install promtool and pgbouncer: apt-get install prometheus pgbouncer"
 	touch $(STAMP)
 
 proto: $(STUBS)
