@@ -20,7 +20,8 @@ _REMEMBERED = 2 * MAX_PROCESSING_AGE
 
 
 class SlotClock:
-    def __init__(self, genesis_time: float, genesis_hash: Hash) -> None:
+    def __init__(self, genesis_time: float, genesis_hash: Hash, valid_slots: int = MAX_PROCESSING_AGE) -> None:
+        self.valid_slots = valid_slots
         self.genesis_time = genesis_time
         self.genesis_hash = genesis_hash
         self._seed = bytes(genesis_hash)
@@ -49,12 +50,12 @@ class SlotClock:
         return Hash(hashlib.sha256(self._seed + slot.to_bytes(8, "little")).digest())
 
     def last_valid_block_height(self, slot: int) -> int:
-        return slot + MAX_PROCESSING_AGE
+        return slot + self.valid_slots
 
     def slot_of(self, blockhash: Hash, slot: int | None = None) -> int | None:
         """The slot of a recent blockhash (within the last 300 slots), else None."""
         current = self.slot() if slot is None else slot
-        low = max(0, current - _REMEMBERED)
+        low = max(0, current - max(_REMEMBERED, 2 * self.valid_slots))
         if low > self._known_to or current < self._known_from:
             self._hashes.clear()
             self._known_from, self._known_to = low, low - 1
@@ -71,4 +72,4 @@ class SlotClock:
     def is_valid(self, blockhash: Hash, slot: int | None = None) -> bool:
         current = self.slot() if slot is None else slot
         found = self.slot_of(blockhash, current)
-        return found is not None and current <= found + MAX_PROCESSING_AGE
+        return found is not None and current <= found + self.valid_slots

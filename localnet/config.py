@@ -21,6 +21,7 @@ class Settings:
     ws_port: int = 8900
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     landing_ms: tuple[int, int] = (2000, 3000)
+    blockhash_valid_slots: int = 150
     market_seed: int = 42
     market_drift: bool = True
     trend_bps_per_s: Decimal = Decimal(0)
@@ -31,18 +32,22 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
-        return cls(
+        settings = cls(
             host=env.get("LOCALNET_HOST", d.host),
             rpc_port=_port(env, "LOCALNET_RPC_PORT", d.rpc_port),
             ws_port=_port(env, "LOCALNET_WS_PORT", d.ws_port),
             database_url=env.get("LOCALNET_DATABASE_URL") or d.database_url,
             landing_ms=_range(env, "LOCALNET_LANDING_MS", d.landing_ms),
+            blockhash_valid_slots=_int(env, "LOCALNET_BLOCKHASH_VALID_SLOTS", d.blockhash_valid_slots),
             market_seed=_int(env, "MARKET_SEED", d.market_seed),
             market_drift=_bool(env, "MARKET_DRIFT", d.market_drift),
             trend_bps_per_s=_decimal(env, "MARKET_TREND_BPS_PER_S", d.trend_bps_per_s),
             fund=_pubkeys(env, "LOCALNET_FUND"),
             log_level=env.get("LOG_LEVEL", d.log_level).upper(),
         )
+        if settings.blockhash_valid_slots < 1:
+            raise ConfigError("LOCALNET_BLOCKHASH_VALID_SLOTS: at least 1")
+        return settings
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

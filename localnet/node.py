@@ -79,7 +79,7 @@ FUND_WHOLE_TOKENS = 100_000_000
 FUND_WHOLE_SOL = 1_000_000
 NATIVE_LOADER = Pubkey.from_string("NativeLoader1111111111111111111111111111111")
 BPF_UPGRADEABLE_LOADER = Pubkey.from_string("BPFLoaderUpgradeab1e11111111111111111111111")
-REMEMBER_SLOTS = 2 * MAX_PROCESSING_AGE
+REMEMBER_SLOTS = 2 * MAX_PROCESSING_AGE  # landed signatures kept for dedup: longer than any blockhash lives
 RATE_WINDOW_S = 10.0
 
 
@@ -185,7 +185,9 @@ class Node:
             genesis = await self._genesis()
         else:
             await self.store.load()
-        self.clock = SlotClock(float(genesis["time"]), Hash.from_string(genesis["hash"]))
+        self.clock = SlotClock(
+            float(genesis["time"]), Hash.from_string(genesis["hash"]), self.settings.blockhash_valid_slots
+        )
         self.faucet = Keypair.from_bytes(bytes(genesis["faucet"]))
         self.store.slot = self.clock.slot()
         await self.fund_at_genesis(self.settings.fund)
@@ -194,7 +196,8 @@ class Node:
                 account = self.store.get(key)
                 if account is not None and is_pool_account(account):
                     self.pools.add(key)
-        for row in await self.store.recent_signatures(max(0, self.clock.slot() - REMEMBER_SLOTS)):
+        remember = max(REMEMBER_SLOTS, 2 * self.clock.valid_slots)
+        for row in await self.store.recent_signatures(max(0, self.clock.slot() - remember)):
             self._remember(row["signature"], row["slot"], None if row["err"] is None else orjson.loads(row["err"]))
         for row in await self.store.load_pending():
             try:
@@ -265,7 +268,7 @@ class Node:
     def _remember(self, signature: str, slot: int, err: Any) -> None:
         self.recent[signature] = (slot, err)
         self._recent_order.append((slot, signature))
-        horizon = self.clock.slot() - REMEMBER_SLOTS
+        horizon = self.clock.slot() - max(REMEMBER_SLOTS, 2 * self.clock.valid_slots)
         while self._recent_order and self._recent_order[0][0] < horizon:
             _, old = self._recent_order.popleft()
             self.recent.pop(old, None)

@@ -22,7 +22,6 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from localnet.bank import View, mint_decimals, ui_token_amount
-from localnet.clock import MAX_PROCESSING_AGE
 from localnet.encoding import account_encoding, encode_account, matches, parse_filters
 from localnet.errors import (
     INVALID_REQUEST,
@@ -183,7 +182,10 @@ class Rpc:
         del params
         slot = self.node.slot()
         return self.context(
-            {"blockhash": str(self.node.clock.blockhash(slot)), "lastValidBlockHeight": slot + MAX_PROCESSING_AGE}
+            {
+                "blockhash": str(self.node.clock.blockhash(slot)),
+                "lastValidBlockHeight": self.node.clock.last_valid_block_height(slot),
+            }
         )
 
     async def get_block_height(self, params: list[Any]) -> Any:
@@ -347,7 +349,7 @@ class Rpc:
             slot = self.node.slot()
             replacement = {
                 "blockhash": str(self.node.clock.blockhash(slot)),
-                "lastValidBlockHeight": slot + MAX_PROCESSING_AGE,
+                "lastValidBlockHeight": self.node.clock.last_valid_block_height(slot),
             }
         return self.context(self.node.simulation_value(outcome, replacement))
 

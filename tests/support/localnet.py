@@ -120,13 +120,18 @@ class Localnet:
         await self.start()
 
     async def call(self, method: str, params: Any = None) -> Any:
-        """A raw JSON-RPC call (the ``localnet_*`` methods); raises ``LocalnetRpcError`` on an error answer."""
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": [] if params is None else params}
-        async with aiohttp.ClientSession() as session, session.post(self.rpc_url, json=body) as resp:
-            answer = await resp.json()
+        """A JSON-RPC call (the ``localnet_*`` methods); its result, or ``LocalnetRpcError``."""
+        answer = await self.call_raw(method, params)
         if "error" in answer:
             raise LocalnetRpcError(answer["error"])
         return answer["result"]
+
+    async def call_raw(self, method: str, params: Any = None) -> dict[str, Any]:
+        """A JSON-RPC call; the whole answer (``result`` or ``error``)."""
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": [] if params is None else params}
+        async with aiohttp.ClientSession() as session, session.post(self.rpc_url, json=body) as resp:
+            answer: dict[str, Any] = await resp.json()
+        return answer
 
 
 def _with_database(url: str, name: str) -> str:
