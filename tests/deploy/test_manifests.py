@@ -29,6 +29,9 @@ OWN_IMAGE = "ghcr.io/dexengine/dexengine"
 # Created out of band in production (deploy/README.md), so absent from the rendered prod overlay.
 OUT_OF_BAND_SECRETS = {"dexengine-secrets", "dexengine-wallet", "dexengine-tls"}
 # Settings the localnet owns; the engine reaches the cluster by RPC only.
+LOCALNET_REQUIRED = {
+    "LOCALNET_DATABASE_URL", "LOCALNET_HOST", "LOCALNET_LANDING_MS", "MARKET_SEED", "MARKET_DRIFT", "LOCALNET_FUND",
+}  # fmt: skip
 LOCALNET_ONLY = {"MARKET_DRIFT", "MARKET_TREND_BPS_PER_S", "EXECUTION_LATENCY_MS", "CHAIN_DATABASE_URL"}
 
 
@@ -193,8 +196,10 @@ def test_the_localnet_runs_in_dev_only_and_funds_the_engine_wallet() -> None:
     assert container["args"] == ["localnet"] and repository(container["image"]) == OWN_IMAGE
     env = container_env(objects, container)
     config_py = ROOT / "localnet" / "config.py"
-    if config_py.exists():  # the localnet's own settings reader: every variable it reads is set here
-        assert env_names_read_by(config_py) - {"LOG_LEVEL"} <= set(env), sorted(env_names_read_by(config_py) - set(env))
+    assert set(env) >= LOCALNET_REQUIRED, sorted(LOCALNET_REQUIRED - set(env))
+    if config_py.exists():  # the localnet's own settings reader: nothing set here that it does not read
+        read = env_names_read_by(config_py)
+        assert set(env) <= read | {"LOG_LEVEL"}, f"the localnet reads no {sorted(set(env) - read - {'LOG_LEVEL'})}"
     assert env["LOCALNET_HOST"] == "0.0.0.0", "reachable through its Service, not only on loopback"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"rpc": 8899, "pubsub": 8900}
