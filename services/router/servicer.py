@@ -10,6 +10,7 @@ open pools for the pair, its quote is the best of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -44,6 +45,7 @@ from venues.quote import venue_quote
 
 log = logging.getLogger(__name__)
 QUOTE_TTL_MS = 8_000  # ~20 slots of 400 ms
+FEED_WAIT_S = 3.0
 
 
 class QuoteTimeout(Exception):
@@ -143,6 +145,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def GetQuotes(
         self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.GetQuotesResponse:
+        if not self.feed.ready.is_set():
+            with contextlib.suppress(TimeoutError):  # just started or reconnecting: wait a moment for the load
+                await asyncio.wait_for(self.feed.ready.wait(), FEED_WAIT_S)
         if not self.feed.ready.is_set():
             await abort(
                 context,

@@ -19,7 +19,7 @@ import pytest
 from tests.support.client import SOL, USDC, follow, post_order
 from tests.support.mesh import Mesh
 
-SLIPPAGE_CODES = ("RAYDIUM_EXCEEDED_SLIPPAGE_0x1e", "METEORA_EXCEEDED_AMOUNT_SLIPPAGE_TOLERANCE_0x1773")
+SLIPPAGE_CODES = ("RAYDIUM_CPMM_EXCEEDED_SLIPPAGE_0x1775", "METEORA_EXCEEDED_AMOUNT_SLIPPAGE_TOLERANCE_0x1773")
 
 
 @pytest.fixture

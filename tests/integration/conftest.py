@@ -67,10 +67,12 @@ async def pg(database: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture(scope="session")
-async def localnet(base_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+async def localnet(
+    base_env: dict[str, str], database: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Mesh]:
     """A real localnet process (its own ports and wallet; schema localnet of the run's database)."""
     log_dir = tmp_path_factory.mktemp("localnet")
-    net = Mesh(mesh_env(base_env, log_dir), log_dir)
+    net = Mesh(mesh_env({**base_env, "DATABASE_URL": database}, log_dir), log_dir)
     try:
         await net.start("localnet")
         yield net
