@@ -20,6 +20,7 @@ from solders.hash import Hash
 from solders.message import Message, MessageV0
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.transaction import VersionedTransaction
 
 from localnet.bank import View, mint_decimals, ui_token_amount
 from localnet.encoding import account_encoding, encode_account, matches, parse_filters
@@ -416,8 +417,6 @@ class Rpc:
         row = await self.node.store.transaction(sig)
         if row is None:
             return None
-        from solders.transaction import VersionedTransaction
-
         raw = bytes(row["raw"])
         tx = VersionedTransaction.from_bytes(raw)
         version = version_of(tx)

@@ -11,6 +11,7 @@ and do subscribers hear of it. A restart loads the accounts back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -108,6 +109,8 @@ class Store:
         self.tokens_by_owner: dict[Pubkey, set[Pubkey]] = defaultdict(set)
         self.symbols: dict[Pubkey, str] = {}
         self.slot = 0
+        self._pending_rows: list[tuple[str, bytes, float, asyncio.Future[None]]] = []
+        self._pending_writer: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -225,12 +228,29 @@ class Store:
     # -- pending transactions --------------------------------------------------------
 
     async def add_pending(self, signature: str, raw: bytes, land_at: float) -> None:
-        await self.pool.execute(
-            "INSERT INTO localnet.pending (signature, raw, land_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            signature,
-            raw,
-            land_at,
-        )
+        """Durably queue a received transaction; concurrent calls share one INSERT round trip."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending_rows.append((signature, raw, land_at, done))
+        if self._pending_writer is None or self._pending_writer.done():
+            self._pending_writer = asyncio.create_task(self._write_pending())
+        await done
+
+    async def _write_pending(self) -> None:
+        while self._pending_rows:
+            rows, self._pending_rows = self._pending_rows, []
+            try:
+                await self.pool.executemany(
+                    "INSERT INTO localnet.pending (signature, raw, land_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    [(sig, raw, land_at) for sig, raw, land_at, _ in rows],
+                )
+            except Exception as exc:  # noqa: BLE001 - every waiter gets the failure
+                for *_, done in rows:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for *_, done in rows:
+                if not done.done():
+                    done.set_result(None)
 
     async def load_pending(self) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT signature, raw, land_at FROM localnet.pending ORDER BY land_at")
