@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +30,7 @@ from solana.rpc.models import TxOpts
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.signature import Signature
+from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
 from services.common.cluster import ClusterStream
 from venues.onchain import Account, PoolSnapshot, decode_pool, dependencies
@@ -66,12 +66,14 @@ class Landed:
 
 
 def _err_json(err: Any) -> Any:
+    """A transaction error as the JSON-RPC shows it: ``{"InstructionError": [i, {"Custom": n}]}``."""
     if err is None:
         return None
-    try:
-        return json.loads(err.to_json()) if hasattr(err, "to_json") else json.loads(json.dumps(err, default=str))
-    except (TypeError, ValueError):
-        return str(err)
+    if isinstance(err, TransactionErrorInstructionError):
+        detail = err.err
+        shown: Any = {"Custom": detail.code} if isinstance(detail, InstructionErrorCustom) else str(detail)
+        return {"InstructionError": [err.index, shown]}
+    return str(err)
 
 
 class Cluster:

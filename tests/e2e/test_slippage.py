@@ -1,48 +1,32 @@
-"""A market moving against the order trips the venue's slippage check for real.
+"""A market moving against the order trips the venue program's slippage check on chain.
 
-The router is restarted with a strong downward trend in the SOL price, so by
-the time a transaction lands (tens of milliseconds after its quote) arbitrage
-has pulled the pools below the quote's minimum out. Every attempt fails with
-the venue's own slippage error, each retry re-quotes against the moved market,
-and the order ends failed after the last attempt — through RabbitMQ's wait
-queues and back.
+Driven deterministically through the localnet's scenario methods: landing is
+halted, and each time the order's transaction has been sent (``submitted``)
+the SOL/USDC pools are moved 2 % down (``localnet_setPrice``) before landing
+resumes. The transaction lands with the venue program's own error (minimum
+out not met), each retry re-quotes against the moved pools, and the order
+ends failed after the last attempt — through RabbitMQ's wait queues and back.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import aiohttp
-import pytest
 
-from tests.support.client import SOL, USDC, follow, post_order
+from tests.support.client import SOL, USDC
 from tests.support.mesh import Mesh
+from tests.support.scenarios import slipping_order
 
 SLIPPAGE_CODES = ("RAYDIUM_CPMM_EXCEEDED_SLIPPAGE_0x1775", "METEORA_EXCEEDED_AMOUNT_SLIPPAGE_TOLERANCE_0x1773")
 
 
-@pytest.fixture
-async def falling_market(mesh: Mesh) -> AsyncIterator[Mesh]:
-    await mesh.stop_one("router")
-    await mesh.start_one("router", {"MARKET_DRIFT": "true", "MARKET_TREND_BPS_PER_S": "-2000"})
-    await mesh.wait_ready("router")
-    try:
-        yield mesh
-    finally:
-        await mesh.stop_one("router")
-        await mesh.start_one("router")
-        await mesh.wait_ready("router")
-
-
-async def test_slippage_fails_the_swap_and_each_retry_requotes(falling_market: Mesh) -> None:
+async def test_slippage_fails_the_swap_and_each_retry_requotes(mesh: Mesh) -> None:
     async with aiohttp.ClientSession() as session:
-        status, body = await post_order(
-            session, falling_market.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.005"}
+        events = await slipping_order(
+            session, mesh, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.005"}
         )
-        assert status == 201, body
-        events = await follow(session, body["websocketUrl"])
-        async with session.get(f"{falling_market.http}/api/orders/{body['orderId']}") as resp:
+        async with session.get(f"{mesh.http}/api/orders/{events[0]['orderId']}") as resp:
             order = await resp.json()
 
     assert events[-1]["status"] == "failed", [e["status"] for e in events]

@@ -12,6 +12,7 @@ from tests.support.client import SOL, USDC, follow, post_order
 from tests.support.infra import TestInfra, isolated
 from tests.support.mesh import Mesh, mesh_env
 from tests.support.otlp import Receiver, Span
+from tests.support.scenarios import slipping_order
 
 SERVER, CLIENT, PRODUCER, CONSUMER = 2, 3, 4, 5
 
@@ -111,7 +112,7 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
     quotes = [s for s in trace_spans if s.name.startswith("quote ")]
     assert {s.attributes["dex.venue"] for s in quotes} == {"raydium", "meteora"}
     assert all(parent_of(trace_spans, q).name.endswith("/GetQuotes") for q in quotes)  # type: ignore[union-attr]
-    assert {"chain submit", "chain confirm"} <= {s.name for s in trace_spans}
+    assert {"solana sendTransaction", "solana confirm"} <= {s.name for s in trace_spans}
     fanouts = [s for s in trace_spans if s.name == "notifier fan-out"]
     assert {s.attributes["order.status"] for s in fanouts} >= {"pending", "routing", "confirmed"}
     root = next(s for s in trace_spans if not s.parent_id)
@@ -123,22 +124,12 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
 
 async def test_a_retried_order_shows_each_attempt_in_its_trace(traced: tuple[Mesh, Receiver], tmp_path: Path) -> None:
     mesh, receiver = traced
-    await mesh.stop_one("router")
-    await mesh.start_one("router", {"MARKET_DRIFT": "true", "MARKET_TREND_BPS_PER_S": "-2000"})
-    await mesh.wait_ready("router")
-    try:
-        async with aiohttp.ClientSession() as session:
-            status, body = await post_order(
-                session, mesh.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.005"}
-            )
-            assert status == 201
-            events = await follow(session, body["websocketUrl"])
-    finally:
-        await mesh.stop_one("router")
-        await mesh.start_one("router")
-        await mesh.wait_ready("router")
+    async with aiohttp.ClientSession() as session:
+        events = await slipping_order(
+            session, mesh, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.005"}
+        )
     assert events[-1]["status"] == "failed"
-    order_id = body["orderId"]
+    order_id = events[0]["orderId"]
 
     def jobs(spans: list[Span]) -> list[Span]:
         return [s for s in spans if s.name == "executor job" and s.attributes.get("order.id") == order_id]
