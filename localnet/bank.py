@@ -136,7 +136,6 @@ class Invocation:
     logs: list[str]
     units: int = 0
     depth: int = 1
-    memo: str | None = None
 
     def log(self, text: str) -> None:
         self.logs.append(f"Program log: {text}")
@@ -169,7 +168,6 @@ class Outcome:
     view: View | None  # the fee-charged view with the instructions' writes merged on success
     pre_balances: list[int] = field(default_factory=list)
     post_balances: list[int] = field(default_factory=list)
-    memos: list[str] = field(default_factory=list)
     token_balances: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
 
 
@@ -259,7 +257,6 @@ class Bank:
         logs: list[str] = []
         units = 0
         err: TxError | None = None
-        memos: list[str] = []
         for index, ix in enumerate(tx.message.instructions):
             program_id = keys[ix.program_id_index]
             metas = [Meta(keys[i], signers[i], writable[i]) for i in bytes(ix.accounts)]
@@ -292,14 +289,12 @@ class Bank:
                 logs.append(f"Program {program_id} failed: exceeded CUs meter at BPF instruction")
                 break
             inv.view.merge_into_parent()
-            if inv.memo is not None:
-                memos.append(inv.memo)
         if err is None:
             run_view.merge_into_parent()
         final = fee_view
         post_balances = [(a.lamports if (a := final.get(k)) is not None else 0) for k in keys]
         post_tokens = self._token_balances(final, keys)
-        return Outcome(err, fee, logs, units, final, pre_balances, post_balances, memos, (pre_tokens, post_tokens))
+        return Outcome(err, fee, logs, units, final, pre_balances, post_balances, (pre_tokens, post_tokens))
 
     def _check_writes(self, inv: Invocation, writable: list[bool], keys: list[Pubkey]) -> None:
         index_of = {k: i for i, k in enumerate(keys)}

@@ -20,7 +20,7 @@ MAX_BASE58_BYTES = 128
 ENCODINGS = {"base64", "base58", "binary", "jsonParsed", "base64+zstd"}
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=512)
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

@@ -141,6 +141,16 @@ def version_of(tx: VersionedTransaction) -> str | int:
     return 0 if isinstance(tx.message, MessageV0) else "legacy"
 
 
+def memos_of(tx: VersionedTransaction) -> list[str]:
+    """The memos a transaction's message carries (executed or not), as the node extracts them."""
+    keys = tx.message.account_keys
+    return [
+        bytes(ix.data).decode(errors="replace")
+        for ix in tx.message.instructions
+        if keys[ix.program_id_index] in (MEMO_PROGRAM_ID, MEMO_V1_PROGRAM_ID)
+    ]
+
+
 def memo_field(memos: list[str]) -> str | None:
     """How the node shows memos in getSignaturesForAddress: ``[len] text`` joined by ``; ``."""
     return "; ".join(f"[{len(m.encode())}] {m}" for m in memos) if memos else None
@@ -440,7 +450,10 @@ class Node:
         for signature, err in statuses:
             self._remember(signature, slot, err)
         if rows:
-            self._landed_at.append((time.time(), len(rows)))
+            now = time.time()
+            self._landed_at.append((now, len(rows)))
+            while self._landed_at and self._landed_at[0][0] < now - RATE_WINDOW_S:
+                self._landed_at.popleft()
         self._notify_accounts(slot, view.writes)
         if landed:
             for listener in self.listeners:
@@ -475,7 +488,7 @@ class Node:
             block_time=block_time,
             err=err,
             fee=outcome.fee,
-            memo=memo_field(outcome.memos),
+            memo=memo_field(memos_of(entry.tx)),
             accounts=[str(k) for k in entry.tx.message.account_keys],
             meta=orjson.dumps(meta),
             deltas=orjson.dumps({o: ms for o, ms in deltas.items() if ms}),

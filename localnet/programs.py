@@ -309,7 +309,6 @@ def memo_program(inv: Invocation) -> int:
         raise ProgramError("InvalidInstructionData") from None
     if inv.program_id == MEMO_PROGRAM_ID:
         inv.log(f"Memo (len {len(inv.data)}): {_debug_str(text)}")
-    inv.memo = text
     return UNITS["memo"] + 10 * len(inv.data)
 
 

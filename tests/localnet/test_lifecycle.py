@@ -193,3 +193,20 @@ async def test_set_price_moves_a_pair_as_an_arbitrage_would(net: Localnet, clien
         spot = pool.pool.spot_price(SOL.mint).scaleb(9 - 6)
         assert abs(spot / 160 - 1) < 0.003, (venue, spot)
     await net.call("localnet_setPrice", [{"mints": [SOL.mint, USDC.mint], "price": "150"}])
+
+
+async def test_unsubscribe_ends_notifications(net: Localnet, client: AsyncClient) -> None:
+    wallet = await funded_wallet(net)
+    owner = wallet.pubkey()
+    pool = await load_pool(client, seeded(RAYDIUM, SOL.mint, USDC.mint))
+    async with SolanaWsClient(net.ws_url) as ws:
+        account = await ws.account_subscribe(pubkey=pool.address, commitment=Confirmed, encoding="base64")
+        program = await ws.program_subscribe(program_id=RAYDIUM_CPMM_PROGRAM_ID, encoding="base64")
+        slots = await ws.slot_subscribe()
+        for sub in (account, program, slots):
+            await ws.unsubscribe(sub)  # raises unless the node answers true
+        ata = create_ata_idempotent_instruction(owner, owner, USDC_MINT)
+        tx = sign(wallet, [*budget(), ata, swap(pool, owner, SOL_MINT, 10**9, 0)], await blockhash(client))
+        assert (await send_and_confirm(client, net.ws_url, tx)).err is None
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.6)
