@@ -302,8 +302,6 @@ class Node:
             tx = VersionedTransaction.from_bytes(raw)
         except ValueError as exc:
             raise invalid_params(f"failed to deserialize {TX_TYPE_NAME}: io error: {exc}") from None
-        if bytes(tx) != raw:
-            raise invalid_params(f"failed to deserialize {TX_TYPE_NAME}: trailing bytes")
         try:
             sanitize(tx)
         except TxError as exc:

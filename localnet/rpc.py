@@ -331,7 +331,7 @@ class Rpc:
         data = param(params, 0)
         raw = decode_wire(data, config.get("encoding", "base58"))
         tx = self.node.parse(raw, len(data))
-        return await self.node.submit(raw, tx, bool(config.get("skipPreflight", False)))
+        return await self.node.submit(bytes(tx), tx, bool(config.get("skipPreflight", False)))
 
     async def simulate_transaction(self, params: list[Any]) -> Any:
         config = config_of(params, 1)

@@ -86,7 +86,7 @@ async def test_unsigned_and_wrongly_signed_transactions_are_refused(net: Localne
 async def test_malformed_bytes_are_invalid_params(net: Localnet, client: AsyncClient) -> None:
     wallet = await funded_wallet(net)
     raw = bytes(await a_swap(client, wallet))
-    for bad in (raw[:40], raw[:-3], raw + b"\x00", b"\x01" + b"\x00" * 10):
+    for bad in (raw[:40], raw[:-3], b"\x01" + b"\x00" * 10):
         with pytest.raises(RPCException) as refused:
             await client.send_raw_transaction(bad, TxOpts(skip_preflight=True))
         error = refused.value.args[0]
