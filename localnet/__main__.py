@@ -22,8 +22,21 @@ from localnet.scenario import Scenario
 log = logging.getLogger("localnet")
 
 
+async def connect(settings: Settings, attempts: int = 60) -> asyncpg.Pool:
+    """PostgreSQL may still be starting (compose, Kubernetes): retry for a minute."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncpg.create_pool(settings.database_url, min_size=2, max_size=8)
+        except (OSError, asyncpg.PostgresError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning("PostgreSQL not reachable yet", extra={"attempt": attempt, "error": str(exc)})
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
 async def run(settings: Settings) -> None:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=2, max_size=8)
+    pool = await connect(settings)
     node = Node(settings, pool)
     await node.start()
     rpc = Rpc(node)
