@@ -1,0 +1,126 @@
+"""What the sync and async clients share: requests, metadata, and which calls may be retried."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import grpc
+
+from dexclient import tokens
+from dexclient.errors import InvalidArgument, Violation
+from dexclient.models import status_value
+from dexengine.v1 import orders_pb2, router_pb2
+
+AUTHORIZATION = "authorization"
+INTERNAL = "x-dexengine-internal"
+DEFAULT_TIMEOUT_S = 10.0
+
+Amount = Decimal | str | int
+Metadata = tuple[tuple[str, str], ...]
+
+# Calls that change nothing, or that the server deduplicates: retried on UNAVAILABLE.
+# CreateOrder always carries an idempotency key (the client makes one), so a retry
+# after a lost answer returns the same order. CancelOrder and CreateApiKey are not.
+SAFE = frozenset(
+    {"CreateOrder", "GetOrder", "ListOrders", "WhoAmI", "GetQuotes", "ListApiKeys", "RevokeApiKey", "Watch"}
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, within the call's deadline."""
+
+    attempts: int = 4  # the first included
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    multiplier: float = 2.0
+    retryable: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+    def delays(self) -> Iterator[float]:
+        """The waits before attempts 2, 3, …"""
+        backoff = self.initial_backoff_s
+        for _ in range(self.attempts - 1):
+            yield random.uniform(0, backoff)
+            backoff = min(backoff * self.multiplier, self.max_backoff_s)
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def decimal_text(value: Amount, name: str) -> str:
+    """A decimal as the API's string; floats are refused (money is never a float)."""
+    if isinstance(value, float | bool):
+        raise TypeError(f"{name} must be a Decimal, str or int, not {type(value).__name__}: money is never a float")
+    try:
+        number = Decimal(value)
+    except (InvalidOperation, ValueError):
+        raise InvalidArgument(
+            "INVALID_ARGUMENT", f"{name} is not a decimal", violations=[Violation(name, "must be a decimal")]
+        ) from None
+    return format(number, "f")
+
+
+def key_metadata(api_key: str | None) -> Metadata:
+    return ((AUTHORIZATION, f"Bearer {api_key}"),) if api_key else ()
+
+
+def admin_metadata(admin_token: str | None) -> Metadata:
+    return ((INTERNAL, admin_token),) if admin_token else ()
+
+
+def create_request(
+    token_in: str,
+    token_out: str,
+    amount_in: Amount,
+    slippage: Amount,
+    order_type: str,
+    idempotency_key: str | None,
+    extra: dict[str, Amount | str],
+) -> orders_pb2.CreateOrderRequest:
+    """A CreateOrderRequest; tokens may be symbols. ``extra`` sets fields of other order types when the
+    engine's protos have them (limit_price, min_liquidity, expires_at …)."""
+    try:
+        mint_in, mint_out = tokens.resolve(token_in), tokens.resolve(token_out)
+    except ValueError as exc:
+        raise InvalidArgument("INVALID_ARGUMENT", str(exc)) from None
+    request = orders_pb2.CreateOrderRequest(
+        token_in=mint_in,
+        token_out=mint_out,
+        amount_in=decimal_text(amount_in, "amount_in"),
+        slippage=decimal_text(slippage, "slippage"),
+        type=order_type,
+        idempotency_key=idempotency_key or str(uuid.uuid4()),
+    )
+    fields = orders_pb2.CreateOrderRequest.DESCRIPTOR.fields_by_name
+    for name, value in extra.items():
+        if name not in fields:
+            raise InvalidArgument(
+                "INVALID_ARGUMENT",
+                f"this engine does not take {name} yet",
+                violations=[Violation(name, "is not a field of CreateOrderRequest in this version")],
+            )
+        setattr(request, name, value if isinstance(value, str) else decimal_text(value, name))
+    return request
+
+
+def list_request(status: str | None, limit: int, cursor: str | None, live: bool) -> orders_pb2.ListOrdersRequest:
+    return orders_pb2.ListOrdersRequest(
+        status=status_value(status) if status else 0, limit=limit, cursor=cursor or "", live=live
+    )
+
+
+def quote_request(token_in: str, token_out: str, amount_in: Amount, slippage: Amount) -> router_pb2.GetQuotesRequest:
+    try:
+        mint_in, mint_out = tokens.resolve(token_in), tokens.resolve(token_out)
+    except ValueError as exc:
+        raise InvalidArgument("INVALID_ARGUMENT", str(exc)) from None
+    return router_pb2.GetQuotesRequest(
+        token_in=mint_in,
+        token_out=mint_out,
+        amount_in=decimal_text(amount_in, "amount_in"),
+        slippage=decimal_text(slippage, "slippage"),
+    )

@@ -1,0 +1,135 @@
+"""What a failed call means, as exceptions: one class per kind of answer.
+
+Every error carries the gRPC code, the server's message, the ErrorInfo
+reason (``VALIDATION_FAILED``, ``QUOTA_EXCEEDED`` …), the fields it names and,
+when the server said, how long to wait before retrying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+DETAILS_KEY = "grpc-status-details-bin"
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    issue: str
+
+
+@dataclass
+class DexError(Exception):
+    """A call the engine refused or could not answer."""
+
+    code: str  # the gRPC status code's name, e.g. "INVALID_ARGUMENT"
+    message: str
+    reason: str = ""  # ErrorInfo reason, e.g. "QUOTA_EXCEEDED"
+    violations: list[Violation] = field(default_factory=list)
+    retry_after_s: float | None = None
+    http_status: int | None = None  # set when the answer came over HTTP
+
+    def __str__(self) -> str:
+        fields = "; ".join(f"{v.field}: {v.issue}" for v in self.violations)
+        head = f"{self.reason or self.code}: {self.message}"
+        return f"{head} ({fields})" if fields and fields not in self.message else head
+
+
+class InvalidArgument(DexError):
+    """Bad input; nothing was changed. ``violations`` names every field."""
+
+
+class Unauthenticated(DexError):
+    """No API key, a malformed one, an unknown one or a revoked one."""
+
+
+class PermissionDenied(DexError):
+    """The caller may not call this (an API key on an admin method)."""
+
+
+class NotFound(DexError):
+    """No such order (another key's order does not exist for you), key or route."""
+
+
+class Conflict(DexError):
+    """The order is not in a state that allows this (e.g. cancel once routing), or a name is taken."""
+
+
+class RateLimited(DexError):
+    """Too many orders: the key's quota or the engine's backlog; wait ``retry_after_s``."""
+
+
+class Unavailable(DexError):
+    """The engine could not be reached or did not answer in time; safe calls were already retried."""
+
+
+class Unimplemented(DexError):
+    """The engine does not do this yet."""
+
+
+_BY_CODE: dict[grpc.StatusCode, type[DexError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
+    grpc.StatusCode.ABORTED: Conflict,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimited,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: Unavailable,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}
+_BY_HTTP: dict[int, tuple[grpc.StatusCode, type[DexError]]] = {
+    400: (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
+    401: (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
+    403: (grpc.StatusCode.PERMISSION_DENIED, PermissionDenied),
+    404: (grpc.StatusCode.NOT_FOUND, NotFound),
+    409: (grpc.StatusCode.FAILED_PRECONDITION, Conflict),
+    415: (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
+    422: (grpc.StatusCode.INVALID_ARGUMENT, InvalidArgument),
+    429: (grpc.StatusCode.RESOURCE_EXHAUSTED, RateLimited),
+    501: (grpc.StatusCode.UNIMPLEMENTED, Unimplemented),
+    503: (grpc.StatusCode.UNAVAILABLE, Unavailable),
+}
+
+
+def from_rpc_error(err: grpc.RpcError) -> DexError:
+    """The exception for a failed gRPC call (sync or async), with its rich status details."""
+    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+    message: str = err.details() or ""  # type: ignore[attr-defined]
+    reason, violations, retry_after = "", [], None
+    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key != DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations.extend(Violation(v.field, v.description) for v in bad.field_violations)
+            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                retry_after = retry.retry_delay.ToMilliseconds() / 1000
+    kind = _BY_CODE.get(code, DexError)
+    return kind(code.name, message, reason, violations, retry_after)
+
+
+def from_http(status: int, body: Any, retry_after: str | None = None) -> DexError:
+    """The exception for an HTTP error answer (the API's ``{"error": {...}}`` body)."""
+    code, kind = _BY_HTTP.get(status, (grpc.StatusCode.UNKNOWN, DexError))
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return kind(code.name, f"HTTP {status}", http_status=status)
+    violations = [Violation(str(d.get("field", "")), str(d.get("issue", ""))) for d in error.get("details") or []]
+    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+    return kind(code.name, str(error.get("message", "")), str(error.get("code", "")), violations, wait, status)
