@@ -70,12 +70,11 @@ class Market:
         for address in sorted(pools, key=bytes):
             with contextlib.suppress(KeyError, ValueError):
                 out[address] = self.cache.get(view, address)
-        for address, snapshot in out.items():
+        for snapshot in out.values():
             pair = frozenset(snapshot.mints)
             if pair not in self.mids:
                 base = self.bases.setdefault(pair, snapshot.mints[0])
                 self.mids[pair] = snapshot.pool.spot_price(str(base))
-            del address
         return out
 
     def _trade(

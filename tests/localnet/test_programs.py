@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from decimal import Decimal
 
 import pytest
@@ -14,12 +13,13 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction_status import TransactionErrorInstructionError
+from spl.token import instructions as spl_token
+from spl.token import models as spl_models
 
 from tests.localnet.chain import USDC_MINT, blockhash, funded_wallet, load_pool, seeded, send_and_confirm, sign
 from tests.localnet.chain import token_balance as balance
 from tests.support.localnet import Localnet, LocalnetRpcError
 from venues.onchain import (
-    ASSOCIATED_TOKEN_PROGRAM_ID,
     COMPUTE_BUDGET_PROGRAM_ID,
     MEMO_V1_PROGRAM_ID,
     TOKEN_PROGRAM_ID,
@@ -32,14 +32,22 @@ from venues.tokens import SOL, USDT
 
 
 def token_transfer(source: Pubkey, dest: Pubkey, owner: Pubkey, amount: int, checked: int | None = None) -> Instruction:
+    """Built by solana-py's SPL Token client, so the emulated layouts are checked against it."""
     if checked is None:
-        data = bytes([3]) + struct.pack("<Q", amount)
-        keys = [source, dest, owner]
-    else:
-        data = bytes([12]) + struct.pack("<QB", amount, checked)
-        keys = [source, USDC_MINT, dest, owner]
-    metas = [AccountMeta(k, is_signer=k == owner, is_writable=k in (source, dest)) for k in keys]
-    return Instruction(TOKEN_PROGRAM_ID, data, metas)
+        return spl_token.transfer(
+            spl_models.TransferParams(program_id=TOKEN_PROGRAM_ID, source=source, dest=dest, owner=owner, amount=amount)
+        )
+    return spl_token.transfer_checked(
+        spl_models.TransferCheckedParams(
+            program_id=TOKEN_PROGRAM_ID,
+            source=source,
+            mint=USDC_MINT,
+            dest=dest,
+            owner=owner,
+            amount=amount,
+            decimals=checked,
+        )
+    )
 
 
 async def test_system_and_token_transfers(net: Localnet, client: AsyncClient) -> None:
@@ -76,9 +84,7 @@ async def test_system_and_token_transfers(net: Localnet, client: AsyncClient) ->
 async def test_associated_token_account_create_and_memo_v1(net: Localnet, client: AsyncClient) -> None:
     payer = await funded_wallet(net)
     owner = Keypair().pubkey()
-    create = Instruction(
-        ASSOCIATED_TOKEN_PROGRAM_ID, b"", create_ata_idempotent_instruction(payer.pubkey(), owner, USDC_MINT).accounts
-    )
+    create = spl_token.create_associated_token_account(payer.pubkey(), owner, USDC_MINT)  # Create, with rent
     memo_v1 = Instruction(MEMO_V1_PROGRAM_ID, b"v1 memo", [])
     assert (
         await send_and_confirm(client, net.ws_url, sign(payer, [create, memo_v1], await blockhash(client)))

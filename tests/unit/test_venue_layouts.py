@@ -19,6 +19,9 @@ from solders.pubkey import Pubkey
 from solders.token.associated import get_associated_token_address
 from solders.token.state import Mint as SoldersMint
 from solders.token.state import TokenAccount as SoldersTokenAccount
+from spl.memo import instructions as spl_memo
+from spl.memo.models import MemoParams
+from spl.token import instructions as spl_token
 
 from venues import cpmm_layout as cpmm
 from venues import dlmm_layout as dlmm
@@ -174,6 +177,17 @@ def test_associated_token_accounts() -> None:
         (SYSTEM_PROGRAM_ID, False, False),
         (TOKEN_PROGRAM_ID, False, False),
     ]
+    assert ix == spl_token.create_idempotent_associated_token_account(USER, USER, mint)  # solana-py's SPL client
+    memo = onchain.memo_instruction("hello", [USER])
+    theirs = spl_memo.create_memo(MemoParams(program_id=onchain.MEMO_PROGRAM_ID, signer=USER, message=b"hello"))
+    # The same program, data and signer; spl_memo::build_memo marks the signer read-only (solana-py: writable).
+    assert (memo.program_id, bytes(memo.data), memo.accounts[0].pubkey, memo.accounts[0].is_signer) == (
+        theirs.program_id,
+        bytes(theirs.data),
+        theirs.accounts[0].pubkey,
+        True,
+    )
+    assert not memo.accounts[0].is_writable
 
 
 # -- SPL token layouts ------------------------------------------------------------------
