@@ -48,6 +48,7 @@ from localnet.market import Market
 from localnet.pools import PoolCache
 from localnet.programs import programs
 from localnet.store import Batch, LedgerRow, Store
+from venues.dlmm import DlmmPool
 from venues.onchain import (
     ASSOCIATED_TOKEN_PROGRAM_ID,
     COMPUTE_BUDGET_PROGRAM_ID,
@@ -66,6 +67,7 @@ from venues.onchain import (
     token_account,
 )
 from venues.pools import seed_pools
+from venues.raydium import ConstantProductPool
 from venues.token_layout import set_token_amount, token_amount
 from venues.tokens import TOKENS
 
@@ -257,8 +259,9 @@ class Node:
             batch.accounts[Pubkey.from_string(token.mint)] = mint_account(token.decimals, 0, faucet.pubkey())
             batch.mints.append((token.mint, token.symbol, token.decimals))
         for pool in seed_pools().values():
-            decimals = tuple(TOKENS[m].decimals for m in pool.mints)
-            _, accounts = pool_accounts(pool, decimals)  # type: ignore[arg-type]
+            assert isinstance(pool, ConstantProductPool | DlmmPool)
+            mint_a, mint_b = pool.mints
+            _, accounts = pool_accounts(pool, (TOKENS[mint_a].decimals, TOKENS[mint_b].decimals))
             batch.accounts.update(accounts)
         await self.store.commit(batch)
         log.info("genesis", extra={"accounts": len(batch.accounts)})

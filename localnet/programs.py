@@ -20,6 +20,7 @@ from localnet.bank import Invocation, Program, ProgramError
 from localnet.pools import PoolCache, vault_of, write_swap
 from venues import cpmm_layout as cpmm
 from venues import dlmm_layout as dlmm
+from venues.dlmm import DlmmPool
 from venues.errors import InsufficientLiquidityError, NoPoolError
 from venues.onchain import (
     ASSOCIATED_TOKEN_PROGRAM_ID,
@@ -33,6 +34,7 @@ from venues.onchain import (
     TOKEN_PROGRAM_ID,
     Account,
     InstructionLayoutError,
+    SwapCall,
     associated_token_address,
     decode_swap_instruction,
     token_account,
@@ -327,7 +329,7 @@ class Venues:
     def __init__(self, cache: PoolCache) -> None:
         self.cache = cache
 
-    def _call(self, inv: Invocation, names: dict[int, tuple[str, str]]):  # type: ignore[no-untyped-def]
+    def _call(self, inv: Invocation, names: dict[int, tuple[str, str]]) -> SwapCall:
         try:
             return decode_swap_instruction(inv.program_id, [m.key for m in inv.accounts], inv.data)
         except InstructionLayoutError as exc:
@@ -444,7 +446,8 @@ class Venues:
             anchor_fail(inv, dlmm.ERR_PAIR_INSUFFICIENT_LIQUIDITY, dlmm.ERRORS)
         except ValueError:
             anchor_fail(inv, 6002, dlmm.ERRORS)
-        old_active, new_active = snapshot.pool.active_id, fill.state.active_id  # type: ignore[union-attr]
+        assert isinstance(snapshot.pool, DlmmPool) and isinstance(fill.state, DlmmPool)
+        old_active, new_active = snapshot.pool.active_id, fill.state.active_id
         low, high = sorted((old_active, new_active))
         given = set(call.remaining)
         for index in range(dlmm.bin_array_index(low), dlmm.bin_array_index(high) + 1):

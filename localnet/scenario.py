@@ -8,6 +8,7 @@ accounts change.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -268,8 +269,6 @@ class Scenario:
             snapshot = self._snapshot(view, opts.get("pool"))
             account = view.get(snapshot.address)
             assert account is not None
-            from dataclasses import replace
-
             if snapshot.venue == RAYDIUM:
                 data = cpmm.encode_pool_state(replace(cpmm.decode_pool_state(account.data), open_time=open_time))
             else:
