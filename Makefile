@@ -8,8 +8,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PROTOS := $(wildcard protos/dexengine/v1/*.proto)
 STUBS  := dexengine/v1/.stamp
+CLI    := $(VENV)/bin/dexctl
 
-.PHONY: venv proto run test test-chaos lint fmt bench check-infra clean
+.PHONY: venv proto cli browser run test test-chaos lint fmt bench check-infra clean
 
 venv: $(STAMP)
 
@@ -24,6 +25,18 @@ $(STAMP): requirements.txt requirements-dev.txt requirements.lock
 
 proto: $(STUBS)
 
+# The Python client and `dexctl`, installed into the virtualenv (editable: the repository's code).
+cli: $(CLI)
+
+$(CLI): pyproject.toml $(STUBS)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(CLI)
+
+# Debian's Chromium and its driver for the browser test (tests/e2e/test_browser.py); never a downloaded browser.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
 $(STUBS): $(PROTOS) $(STAMP)
 	mkdir -p dexengine/v1
 	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
@@ -32,10 +45,10 @@ $(STUBS): $(PROTOS) $(STAMP)
 check-infra: proto
 	$(PY) -m services.launcher --check
 
-run: proto
+run: proto cli
 	$(PY) -m services.launcher
 
-test: proto
+test: proto cli
 	$(PY) -m pytest
 
 test-chaos: proto
