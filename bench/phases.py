@@ -222,7 +222,9 @@ async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: li
         simulated_quotes = sum(
             float((e.get("data") or {}).get("simulatedMs") or 0) for e in history if e["status"] == "building"
         )
-        chain_ms = float(((order.get("execution") or {}).get("chainMs")) or 0)
+        # The cluster's part: sendTransaction -> landed as the executor saw it (the localnet's landing latency plus
+        # the confirmation round trip; with LOCALNET_LANDING_MS=0 it is the confirmation alone).
+        chain_ms = float(((order.get("execution") or {}).get("landedMs")) or 0)
         floor = simulated_quotes + chain_ms
         e2e = record.e2e_ms
         if e2e is not None:

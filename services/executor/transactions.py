@@ -15,13 +15,12 @@ from pathlib import Path
 
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
-from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from venues.onchain import MEMO_PROGRAM_ID, PoolSnapshot, create_ata_idempotent_instruction, swap_instruction
+from venues.onchain import PoolSnapshot, create_ata_idempotent_instruction, memo_instruction, swap_instruction
 
 
 def load_keypair(path: str) -> Keypair:
@@ -49,10 +48,6 @@ class SwapLeg:
 
 def memo_text(order_id: str, attempt: int) -> str:
     return f"dexengine order={order_id} attempt={attempt}"
-
-
-def memo_instruction(text: str) -> Instruction:
-    return Instruction(MEMO_PROGRAM_ID, text.encode(), [])
 
 
 def build_swap(
