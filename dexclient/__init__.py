@@ -7,7 +7,7 @@ and retry only what is safe to repeat. See the README's "Clients".
 """
 
 from dexclient._common import NO_RETRY, RetryPolicy
-from dexclient.aio import AsyncClient
+from dexclient.aio import AsyncClient, MineStream
 from dexclient.errors import (
     Conflict,
     DexError,
@@ -44,6 +44,7 @@ __all__ = [
     "CreatedOrder",
     "DexError",
     "InvalidArgument",
+    "MineStream",
     "NewApiKey",
     "NotFound",
     "Order",

@@ -193,6 +193,17 @@ class AsyncClient:
             finally:
                 call.cancel()
 
+    async def open_mine(self) -> MineStream:
+        """Like ``watch_mine``, but returns once the stream is live: an order created after it is in the stream."""
+        call = self.notifier.WatchMine(notifier_pb2.WatchMineRequest(), metadata=_common.key_metadata(self.api_key))
+        await call.initial_metadata()
+        if call.done() and await call.code() != grpc.StatusCode.OK:
+            try:
+                await call.read()
+            except grpc.RpcError as err:
+                raise from_rpc_error(err) from None
+        return MineStream(call)
+
     async def watch_mine(self) -> AsyncIterator[OrderEvent]:
         """Every event of the key's orders (every order with AUTH=off), new ones included; never ends by itself.
 
@@ -270,4 +281,26 @@ class AsyncClient:
         return ApiKey.from_proto(resp.key)
 
 
-__all__ = ["AsyncClient", "DexError"]
+class MineStream:
+    """Every event of the key's orders, from a stream already live (``AsyncClient.open_mine``)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __aiter__(self) -> MineStream:
+        return self
+
+    async def __anext__(self) -> OrderEvent:
+        try:
+            message = await self._call.read()
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        if message is grpc.aio.EOF:
+            raise StopAsyncIteration
+        return OrderEvent.from_proto(message)
+
+    async def aclose(self) -> None:
+        self._call.cancel()
+
+
+__all__ = ["AsyncClient", "DexError", "MineStream"]
