@@ -1,0 +1,91 @@
+"""The executor as an operator sees it: its 'order executed' log line, and the global rate limit at work."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+
+import aiohttp
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from tests.support.client import SOL, USDC, follow, post_order
+from tests.support.mesh import Mesh
+
+ORDER = {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "0.1", "slippage": "0.05"}
+RATE_PER_MIN = 30
+BURST = 2
+
+
+async def test_a_confirmed_order_writes_one_order_executed_json_line(mesh: Mesh) -> None:
+    async with aiohttp.ClientSession() as session:
+        status, body = await post_order(
+            session, mesh.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1.5", "slippage": "0.02"}
+        )
+        assert status == 201
+        events = await follow(session, body["websocketUrl"])
+    final = events[-1]
+    assert final["status"] == "confirmed"
+    lines = []
+    for _ in range(50):  # the line is flushed right after the commit; give the file a moment
+        raw = (mesh.log_dir / "executor.log").read_text(errors="replace").splitlines()
+        lines = [orjson.loads(x) for x in raw if x.startswith("{") and body["orderId"] in x]
+        if any(x.get("msg") == "order executed" for x in lines):
+            break
+        await asyncio.sleep(0.1)
+    (line,) = [x for x in lines if x.get("msg") == "order executed"]
+    assert line["orderId"] == body["orderId"] and line["service"] == "executor"
+    assert line["venue"] == final["data"]["venue"]
+    assert line["executedPrice"] == final["data"]["executedPrice"]
+    assert line["amountOut"] == final["data"]["amountOut"]
+    assert line["txHash"] == final["data"]["txHash"]
+    assert isinstance(line["durationMs"], int) and line["durationMs"] > 0
+
+
+@pytest.fixture
+async def limited(mesh: Mesh) -> AsyncIterator[Mesh]:
+    """The executor restarted with the limiter on: 30 orders/min, burst 2 (a fresh limiter key)."""
+    client = aioredis.from_url(mesh.env["REDIS_URL"])
+    try:
+        await client.delete("ratelimit:orders")
+    finally:
+        await client.aclose()
+    await mesh.stop_one("executor")
+    await mesh.start_one("executor", {"RATE_LIMIT_PER_MIN": str(RATE_PER_MIN), "RATE_LIMIT_BURST": str(BURST)})
+    await mesh.wait_ready("executor")
+    try:
+        yield mesh
+    finally:
+        await mesh.stop_one("executor")
+        await mesh.start_one("executor")
+        await mesh.wait_ready("executor")
+
+
+async def test_the_rate_limit_spaces_executions_at_its_rate(limited: Mesh) -> None:
+    """Six orders at once: two start at once (the burst), the rest one every 2 s, within 10 %."""
+    async with aiohttp.ClientSession() as session:
+        created = await asyncio.gather(
+            *(
+                post_order(
+                    session, limited.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "0.1", "slippage": "0.05"}
+                )
+                for _ in range(6)
+            )
+        )
+        assert all(status == 201 for status, _ in created)
+        streams = await asyncio.gather(*(follow(session, body["websocketUrl"], timeout=60) for _, body in created))
+    assert all(events[-1]["status"] == "confirmed" for events in streams)
+    # When each order started: its first `routing` event, written right after the limiter let it through.
+    started = sorted(
+        datetime.fromisoformat(next(e for e in events if e["status"] == "routing")["timestamp"].replace("Z", "+00:00"))
+        for events in streams
+    )
+    gaps = [Decimal(str((b - a).total_seconds())) for a, b in itertools.pairwise(started)]
+    interval = Decimal(60) / RATE_PER_MIN
+    assert gaps[0] < Decimal("0.5"), gaps  # the burst: the second starts with the first
+    for gap in gaps[BURST - 1 :]:
+        assert abs(gap - interval) <= interval * Decimal("0.1"), gaps
