@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   tokens: new Map(), // mint -> {symbol, decimals}
   current: null, // order id shown in the live panel
+  lastSeq: 0, // the last seq of it shown
   startedAt: null, // its pending timestamp (ms)
   orders: new Map(), // order id -> row data for the recent table
   socket: null,
@@ -131,6 +132,7 @@ async function submit(event) {
 function showOrder(orderId) {
   state.current = orderId;
   state.startedAt = null;
+  state.lastSeq = 0;
   $("live-id").textContent = orderId;
   for (const li of $("stages").children) {
     li.className = "";
@@ -139,6 +141,35 @@ function showOrder(orderId) {
   }
   $("live-status").textContent = "Submitted; waiting for its first update…";
   renderQuotes(null);
+}
+
+function stageTime(status, timestamp) {
+  const li = $("stages").querySelector(`[data-stage="${status}"]`);
+  if (!li || !timestamp) return;
+  const time = li.querySelector("time");
+  time.dateTime = timestamp;
+  const elapsed = state.startedAt ? ` +${((Date.parse(timestamp) - state.startedAt) / 1000).toFixed(3)} s` : "";
+  time.textContent = `${clock(timestamp)}${elapsed}`;
+}
+
+// The socket's first message may be a snapshot taken after some stages went by: their times come from
+// the order's history. Only the times: the stage shown as current is the socket's to set.
+async function fillFromHistory(orderId) {
+  try {
+    const resp = await fetch(`/api/orders/${orderId}`, { headers: headers() });
+    if (!resp.ok) return;
+    const order = await resp.json();
+    if (state.current !== orderId) return;
+    if (order.createdAt) state.startedAt = Date.parse(order.createdAt);
+    for (const event of order.history || []) {
+      if (event.seq > state.lastSeq) break;
+      const li = $("stages").querySelector(`[data-stage="${event.status}"]`);
+      if (li && !li.querySelector("time").textContent) stageTime(event.status, event.timestamp);
+      if (event.status === "building" && !$("quotes").querySelector("tr.chosen")) renderQuotes(event.data);
+    }
+  } catch (err) {
+    // The live stream goes on; a missing time is not worth an error.
+  }
 }
 
 function markStage(status, timestamp, data) {
@@ -157,10 +188,7 @@ function markStage(status, timestamp, data) {
   const li = items[index];
   if (li) {
     if (status !== "failed") li.classList.add(TERMINAL.has(status) ? "done" : "current");
-    const time = li.querySelector("time");
-    time.dateTime = timestamp || "";
-    const elapsed = state.startedAt && timestamp ? ` +${((Date.parse(timestamp) - state.startedAt) / 1000).toFixed(3)} s` : "";
-    time.textContent = `${clock(timestamp)}${elapsed}`;
+    stageTime(status, timestamp);
   }
   const attempt = data && data.attempt > 1 ? ` (attempt ${data.attempt})` : "";
   let text = `Status: ${status}${attempt}.`;
@@ -253,11 +281,13 @@ function onEvent(event) {
   if (event.status === "confirmed") Object.assign(update, { amountOut: data.amountOut, dexProvider: data.venue });
   if (event.status === "building") update.dexProvider = data.venue;
   upsertRow(update);
-  if (event.orderId !== state.current) return;
+  if (event.orderId !== state.current || event.seq <= state.lastSeq) return;
+  state.lastSeq = event.seq;
   if (order && order.createdAt) state.startedAt = Date.parse(order.createdAt);
   if (event.status === "building") renderQuotes(data);
   else if (order && order.routing) renderQuotes(order.routing);
   markStage(event.status, event.timestamp, data);
+  if (order && event.seq > 1) fillFromHistory(event.orderId);
 }
 
 function send(message) {
