@@ -5,6 +5,18 @@ duration. Outside it (not timed, not counted against the figures): waiting
 for the backlog to drain, and reading each sampled order back
 (``GET /api/orders/{id}``: its history timestamps and the simulated durations
 it recorded) to split end-to-end time into stages and into engine overhead.
+
+The floor of an order is what the outside world made it wait: the quote wait
+the router reports (``simulatedMs``) plus the cluster's landing latency. The
+executor's ``execution.landedMs`` is its own send → landed time: a status
+check, ``sendTransaction``, the ``signatureSubscribe`` notification and the
+``getTransaction`` read, each an engine round trip, plus the landing delay.
+It is an upper bound of the chain's part, never below it, so the floor takes
+``min(landedMs, the localnet's longest landing delay)``: with
+``LOCALNET_LANDING_MS=0`` the chain's part of the floor is 0 and the round
+trips count as the engine's (they are); with 2000–3000 it is at most 3 s.
+The localnet's own landed transactions per second in the window come from
+``localnet_stats``.
 """
 
 from __future__ import annotations
@@ -14,10 +26,13 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
+import orjson
 
 from bench import load as loadmod
 from bench.procstat import ProcSampler
@@ -35,6 +50,9 @@ SELECT count(*) FILTER (WHERE status NOT IN ('confirmed', 'failed')) AS live,
        (SELECT count(*) FROM outbox) AS outbox
 FROM orders
 """
+CONFIRMED_SINCE_SQL = """
+SELECT count(*) FROM orders WHERE status = 'confirmed' AND created_at >= to_timestamp($1)
+"""
 CONFIRMED_SQL = """
 SELECT count(*) FROM orders
 WHERE status = 'confirmed' AND completed_at >= to_timestamp($1) AND completed_at < to_timestamp($2)
@@ -46,6 +64,36 @@ def epoch(ts: str | None) -> float | None:
     if not ts:
         return None
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+class ChainMonitor:
+    """The localnet's own counters (``localnet_stats``) and its longest landing delay."""
+
+    def __init__(self, rpc_url: str, landing_max_ms: float | None) -> None:
+        self.rpc_url = rpc_url
+        self.landing_max_ms = landing_max_ms
+
+    async def stats(self) -> dict[str, Any] | None:
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "localnet_stats", "params": []})
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(
+                    self.rpc_url,
+                    data=body,
+                    headers={"content-type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as resp,
+            ):
+                answer: dict[str, Any] = orjson.loads(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        result = answer.get("result")
+        return result if isinstance(result, dict) else None
+
+
+def landed_total(stats: dict[str, Any] | None) -> int | None:
+    return None if stats is None else int(stats.get("landed", 0)) + int(stats.get("failed", 0))
 
 
 class DbMonitor:
@@ -67,6 +115,11 @@ class DbMonitor:
         row = await self.pool.fetchrow(COUNTS_SQL)
         assert row is not None
         return int(row["live"]), int(row["outbox"])
+
+    async def confirmed_since(self, start: float) -> int:
+        """Orders created since ``start`` (Unix seconds) and confirmed: a phase's own."""
+        assert self.pool is not None
+        return int(await self.pool.fetchval(CONFIRMED_SINCE_SQL, start))
 
     async def confirmed_between(self, start: float, end: float) -> int:
         assert self.pool is not None
@@ -96,8 +149,11 @@ async def run_phase(
     db: DbMonitor | None,
     *,
     count: int | None = None,
+    chain: ChainMonitor | None = None,
 ) -> PhaseResult:
     log.info("phase %r: %s", phase.name, phase.describe())
+    cpu_before = sampler.snapshot() if sampler is not None else None
+    chain_before = landed_total(await chain.stats()) if chain is not None else None
     monitor_samples: list[tuple[float, int, int]] = []
     if sampler is not None:
         sampler.begin()
@@ -133,6 +189,8 @@ async def run_phase(
             )
     finally:
         procs = sampler.end() if sampler is not None else []
+        chain_after = landed_total(await chain.stats()) if chain is not None else None
+        window_s = time.perf_counter() - mono0
         if monitor is not None:
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
@@ -142,8 +200,26 @@ async def run_phase(
         result = analyze_fanout(phase, fan)
     else:
         assert load is not None
-        result = await analyze_load(phase, client, load, db, wall0, monitor_samples)
+        landing_max = chain.landing_max_ms if chain is not None else None
+        drained: dict[str, dict[int, float]] = {}
+
+        def after_drain() -> None:
+            if sampler is not None:
+                drained.update(sampler.snapshot())
+
+        result = await analyze_load(phase, client, load, db, wall0, monitor_samples, landing_max, after_drain)
+        if cpu_before is not None and drained and db is not None and result.backlog_end == 0:
+            # Every order of the phase is terminal: all the CPU they cost is in [start, drained].
+            done = await db.confirmed_since(wall0)
+            used = ProcSampler.used_between(cpu_before, drained)
+            if done:
+                result.confirmed_total = done
+                for usage in procs:
+                    if usage.name in used:
+                        usage.cpu_ms_per_order = used[usage.name] * 1000 / done
     result.procs = procs
+    if chain_before is not None and chain_after is not None:
+        result.chain_landed_per_s = (chain_after - chain_before) / window_s
     return result
 
 
@@ -154,6 +230,8 @@ async def analyze_load(
     db: DbMonitor | None,
     wall0: float,
     monitor: list[tuple[float, int, int]],
+    landing_max_ms: float | None = None,
+    after_drain: Callable[[], None] | None = None,
 ) -> PhaseResult:
     duration = load.duration_s
     records = load.records
@@ -192,11 +270,18 @@ async def analyze_load(
         result.drain_s, result.backlog_end = await db.drain(phase.drain_s) if phase.drain_s else (0.0, None)
         if result.backlog_end is None:
             result.backlog_end = (await db.counts())[0]
-    await add_details(result, client, confirmed)
+    if after_drain is not None:
+        after_drain()
+    await add_details(result, client, confirmed, landing_max_ms)
     return result
 
 
-async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: list[loadmod.OrderRecord]) -> None:
+async def add_details(
+    result: PhaseResult,
+    client: loadmod.Client,
+    confirmed: list[loadmod.OrderRecord],
+    landing_max_ms: float | None = None,
+) -> None:
     """Stages and engine overhead, from a sample of confirmed orders read back."""
     if not confirmed:
         return
@@ -222,9 +307,10 @@ async def add_details(result: PhaseResult, client: loadmod.Client, confirmed: li
         simulated_quotes = sum(
             float((e.get("data") or {}).get("simulatedMs") or 0) for e in history if e["status"] == "building"
         )
-        # The cluster's part: sendTransaction -> landed as the executor saw it (the localnet's landing latency plus
-        # the confirmation round trip; with LOCALNET_LANDING_MS=0 it is the confirmation alone).
-        chain_ms = float(((order.get("execution") or {}).get("landedMs")) or 0)
+        # send -> landed as the executor saw it: the landing delay plus the engine's own round trips (module doc).
+        seen_ms = float(((order.get("execution") or {}).get("landedMs")) or 0)
+        stages["landed, executor"].append(seen_ms)
+        chain_ms = seen_ms if landing_max_ms is None else min(seen_ms, landing_max_ms)
         floor = simulated_quotes + chain_ms
         e2e = record.e2e_ms
         if e2e is not None:

@@ -7,6 +7,14 @@ squares RSS slope (a leak shows as a steady positive slope) and the CPU used,
 as a percentage of one core. The servers (PostgreSQL, Redis, RabbitMQ) are
 grouped by process name and only their CPU is reported: their RSS counts
 shared memory and says nothing useful here.
+
+Every process has a *role*: ``engine`` (the services and the servers' work for
+them), ``outside`` (the localnet: the cluster the engine talks to, and the
+PostgreSQL backends serving it, found by matching their TCP peers), ``load``
+(the generator), ``other`` (PostgreSQL backends of connections from processes
+not ours: other test runs on the box) or ``machine`` (everything on the box).
+A PostgreSQL backend is attributed to the process at the other end of its TCP
+connection. Engine CPU per order is the sum over ``engine`` only.
 """
 
 from __future__ import annotations
@@ -97,6 +105,37 @@ def pid_listening_on(port: int) -> int | None:
     return None
 
 
+def _tcp_table() -> dict[str, tuple[int, int]]:
+    """Socket inode -> (local port, remote port) of every IPv4/IPv6 TCP socket."""
+    table: dict[str, tuple[int, int]] = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9:
+                table[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+    return table
+
+
+def socket_inodes(pid: int) -> set[str]:
+    out: set[str] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
 def process_tree(root: int) -> list[int]:
     """``root`` and all its descendants (PostgreSQL's backends, RabbitMQ's helpers)."""
     children: dict[int, list[int]] = {}
@@ -127,6 +166,12 @@ class ProcUsage:
     late_rss_slope_mb_per_min: float | None
     cpu_percent: float | None
     cpu_seconds: float | None
+    role: str = "engine"
+    # CPU ms per confirmed order from the phase's start until its orders were all terminal (set by the phase).
+    cpu_ms_per_order: float | None = None
+
+
+ROLES = ("engine", "outside", "load", "other", "machine")
 
 
 @dataclass
@@ -142,12 +187,20 @@ class ProcSampler:
     """Samples named processes in the background; measures windows (phases)."""
 
     def __init__(
-        self, pids: Mapping[str, int], interval: float = 0.5, servers: Mapping[str, int] | None = None
+        self,
+        pids: Mapping[str, int],
+        interval: float = 0.5,
+        servers: Mapping[str, int] | None = None,
+        roles: Mapping[str, str] | None = None,
     ) -> None:
-        """``pids``: processes by name; ``servers``: server name -> the port it listens on."""
+        """``pids``: processes by name; ``servers``: server name -> the port it listens on;
+        ``roles``: a process's role when not ``engine`` (``{"localnet": "outside", "generator": "load"}``):
+        the servers' work for an ``outside`` process is reported apart, as ``<server> (<process>)``."""
         self.pids = dict(pids)
         self.interval = interval
-        self.servers = {name: pid for name, port in (servers or {}).items() if (pid := pid_listening_on(port))}
+        self.server_ports = dict(servers or {})
+        self.servers = {name: pid for name, port in self.server_ports.items() if (pid := pid_listening_on(port))}
+        self.roles = dict(roles or {})
         self._window: _Window | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -160,10 +213,39 @@ class ProcSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _infra_cpu(self) -> dict[str, dict[int, float]]:
+        """CPU seconds per server pid, by group: ``postgres`` for the engine's backends (and the server's own
+        processes), ``postgres (localnet)`` / ``postgres (generator)`` for a named process that is not the
+        engine, ``postgres (other clients)`` for connections from processes not ours (other test runs).
+        A single-process server (Redis, RabbitMQ) counts whole for the engine."""
         out: dict[str, dict[int, float]] = {}
-        for name, root in self.servers.items():
-            out[name] = {pid: cpu for pid in process_tree(root) if (cpu := cpu_seconds(pid)) is not None}
+        table = _tcp_table()
+        by_port: dict[int, str] = {}  # a client's local port -> the name of the process holding it
+        for name, pid in self.pids.items():
+            for inode in socket_inodes(pid):
+                if inode in table:
+                    by_port[table[inode][0]] = name
+        for server, root in self.servers.items():
+            port = self.server_ports[server]
+            for pid in process_tree(root):
+                group = server
+                if pid != root:
+                    peers = [table[i][1] for i in socket_inodes(pid) if i in table and table[i][0] == port]
+                    if peers:
+                        client = by_port.get(peers[0])
+                        if client is None:
+                            group = f"{server} (other clients)"
+                        elif self.roles.get(client, "engine") != "engine":
+                            group = f"{server} ({client})"
+                if (cpu := cpu_seconds(pid)) is not None:
+                    out.setdefault(group, {})[pid] = cpu
+            out.setdefault(server, {})
         return out
+
+    def _group_role(self, group: str) -> str:
+        if "(" not in group:
+            return "engine"
+        client = group[group.index("(") + 1 : -1]
+        return self.roles.get(client, "other")
 
     def begin(self) -> None:
         now = time.monotonic()
@@ -184,6 +266,30 @@ class ProcSampler:
         while True:
             self._sample()
             await asyncio.sleep(self.interval)
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        """CPU seconds so far per group and pid (processes by name, the servers' groups, the whole machine
+        as pid 0): two of them measure a span that is not a window, e.g. a phase until its orders drained."""
+        out: dict[str, dict[int, float]] = {
+            name: {pid: c} for name, pid in self.pids.items() if (c := cpu_seconds(pid)) is not None
+        }
+        out.update(self._infra_cpu())
+        out["whole machine"] = {0: machine_busy_seconds()}
+        return out
+
+    @staticmethod
+    def used_between(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+        """CPU seconds used per group between two snapshots (a backend counts by its pid, whatever its group)."""
+        flat = {
+            pid: cpu for group, per_pid in before.items() if group != "whole machine" for pid, cpu in per_pid.items()
+        }
+        used: dict[str, float] = {}
+        for group, per_pid in after.items():
+            if group == "whole machine":
+                used[group] = per_pid[0] - before.get(group, {0: per_pid[0]})[0]
+            else:
+                used[group] = sum(cpu - flat.get(pid, 0.0) for pid, cpu in per_pid.items())
+        return used
 
     def end(self) -> list[ProcUsage]:
         """Close the window; usage per process (services first, then the servers' CPU)."""
@@ -211,16 +317,22 @@ class ProcSampler:
                     late_rss_slope_mb_per_min=late * 60 if late is not None else None,
                     cpu_percent=used / elapsed * 100 if used is not None else None,
                     cpu_seconds=used,
+                    role=self.roles.get(name, "engine"),
                 )
             )
         end_infra = self._infra_cpu()
+        # A pid's CPU before the window, whichever group it was in then (a backend is classified by its peer).
+        before_all = {pid: cpu for per_pid in window.infra_cpu_start.values() for pid, cpu in per_pid.items()}
+        infra = []
         for group, per_pid in end_infra.items():
-            before = window.infra_cpu_start.get(group, {})
             # A pid born in the window counts whole; one that died in it is lost (rare: pools keep backends).
-            used = sum(cpu - before.get(pid, 0.0) for pid, cpu in per_pid.items())
-            if per_pid or before:
-                usages.append(ProcUsage(group, None, None, None, None, None, used / elapsed * 100, used))
+            used = sum(cpu - before_all.get(pid, 0.0) for pid, cpu in per_pid.items())
+            if per_pid or window.infra_cpu_start.get(group):
+                role = self._group_role(group)
+                infra.append(ProcUsage(group, None, None, None, None, None, used / elapsed * 100, used, role))
+        # Engine servers first, then the others' share of them.
+        usages += sorted(infra, key=lambda u: ROLES.index(u.role) if u.role in ROLES else len(ROLES))
         busy = machine_busy_seconds() - window.machine_start
-        usages.append(ProcUsage("whole machine", None, None, None, None, None, busy / elapsed * 100, busy))
+        usages.append(ProcUsage("whole machine", None, None, None, None, None, busy / elapsed * 100, busy, "machine"))
         self._window = None
         return usages

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import ProcUsage
 from bench.profiles import Profile, Target
 from bench.results import STAGES, PhaseResult
 from bench.stats import Summary, fmt_ms
@@ -122,6 +123,25 @@ def summary_table(results: list[PhaseResult]) -> list[str]:
     return lines
 
 
+def engine_cpu_lines(results: list[PhaseResult]) -> list[str]:
+    """Per phase: engine CPU ms per confirmed order, the localnet's apart."""
+    out = []
+    for r in results:
+        if not r.procs or not any(p.cpu_ms_per_order is not None for p in r.procs):
+            continue
+        engine = [p for p in r.procs if p.role == "engine" and p.cpu_ms_per_order is not None]
+        outside = sum(p.cpu_ms_per_order or 0 for p in r.procs if p.role == "outside")
+        parts = ", ".join(
+            f"{p.name} {p.cpu_ms_per_order:.2f}" for p in sorted(engine, key=lambda p: -(p.cpu_ms_per_order or 0))
+        )
+        total = sum(p.cpu_ms_per_order or 0 for p in engine)
+        out.append(
+            f"- {r.name}: engine CPU **{total:.2f} ms per confirmed order** ({parts}); "
+            f"the localnet and its PostgreSQL {outside:.2f} ms (the outside world, not counted)"
+        )
+    return [*out, ""] if out else []
+
+
 def targets_table(evaluated: list[tuple[Target, bool | None, str]]) -> list[str]:
     if not evaluated:
         return []
@@ -151,6 +171,8 @@ def phase_detail(r: PhaseResult) -> list[str]:
         )
     if r.drain_s is not None and r.backlog_end is not None:
         facts.append(f"after the window: drained in {r.drain_s:.1f} s, {r.backlog_end:,} still live")
+    if r.chain_landed_per_s is not None:
+        facts.append(f"the localnet landed {r.chain_landed_per_s:.1f} transactions/s in the window (localnet_stats)")
     if r.generator_lag_p99 is not None:
         facts.append(f"generator lag behind schedule p99 {fmt_ms(r.generator_lag_p99)} ms")
     if r.fanout_subscribers is not None:
@@ -174,7 +196,7 @@ def phase_detail(r: PhaseResult) -> list[str]:
         rows = [
             ("submit (HTTP 201)", r.submit),
             ("end to end (submit → confirmed on WS)", r.e2e),
-            ("simulated floor (quotes + chain)", r.floor),
+            ("floor (quote wait + the chain's landing delay)", r.floor),
             ("engine overhead (e2e − floor)", r.overhead),
             ("WS delivery (event committed → received)", r.delivery),
         ]
@@ -185,28 +207,92 @@ def phase_detail(r: PhaseResult) -> list[str]:
         ]
         lines.append("")
     if r.procs:
+        exact = any(p.cpu_ms_per_order is not None for p in r.procs)
         orders = (r.confirmed_per_s or 0) * r.duration_s or r.accepted
         lines += [
-            "| process | CPU % of one core | CPU s | CPU ms per order | peak RSS MB | RSS start → end MB "
+            "| process | role | CPU % of one core | CPU s | CPU ms per order | peak RSS MB | RSS start → end MB "
             "| RSS slope MB/min |",
-            "|---|---:|---:|---:|---:|---|---:|",
+            "|---|---|---:|---:|---:|---:|---|---:|",
         ]
         for p in r.procs:
-            per_order = f"{p.cpu_seconds * 1000 / orders:.1f}" if p.cpu_seconds is not None and orders else "–"
             cpu = f"{p.cpu_percent:.0f}" if p.cpu_percent is not None else "–"
             secs = f"{p.cpu_seconds:.1f}" if p.cpu_seconds is not None else "–"
             peak = f"{p.peak_rss_mb:.0f}" if p.peak_rss_mb is not None else "–"
             trend = f"{p.start_rss_mb:.0f} → {p.end_rss_mb:.0f}" if p.start_rss_mb is not None and p.end_rss_mb else "–"
             slope = f"{p.rss_slope_mb_per_min:+.1f}" if p.rss_slope_mb_per_min is not None else "–"
-            lines.append(f"| {p.name} | {cpu} | {secs} | {per_order} | {peak} | {trend} | {slope} |")
+            lines.append(
+                f"| {p.name} | {p.role} | {cpu} | {secs} | {_fmt(per_order(p, orders))} | {peak} | {trend} | {slope} |"
+            )
+        for role, label in (("engine", "**engine total**"), ("outside", "outside world total (localnet)")):
+            members = [p for p in r.procs if p.role == role and p.cpu_seconds is not None]
+            if members:
+                total = sum(p.cpu_seconds or 0 for p in members)
+                pct = sum(p.cpu_percent or 0 for p in members)
+                each = [per_order(p, orders) for p in members]
+                ms = sum(e for e in each if e is not None) if all(e is not None for e in each) else None
+                lines.append(f"| {label} | {role} | {pct:.0f} | {total:.1f} | {_fmt(ms)} | | | |")
         lines.append("")
-        if orders:
+        if exact:
+            lines += [
+                f"CPU % and CPU s: the window. CPU ms per order: the CPU each process used from the phase's start "
+                f"until every order of the phase was terminal, ÷ the {r.confirmed_total:,} of them confirmed. "
+                + ROLES_TEXT,
+                "",
+            ]
+        elif orders:
             kind = "confirmed" if r.confirmed_per_s else "accepted"
-            lines += [f"CPU ms per order: CPU seconds ÷ {orders:,.0f} orders ({kind} at the window's rate).", ""]
+            lines += [
+                f"CPU ms per order: the window's CPU seconds ÷ {orders:,.0f} orders ({kind} at the window's rate). "
+                + ROLES_TEXT,
+                "",
+            ]
     return lines
 
 
-def render(profile: Profile, results: list[PhaseResult], info: dict[str, str], command: str) -> tuple[str, str]:
+ROLES_TEXT = (
+    "Engine: the five services and the PostgreSQL backends, Redis and RabbitMQ serving them; "
+    "outside: the localnet and its PostgreSQL backends (matched by TCP peer); "
+    "other: backends of connections from processes not in this mesh (other test runs)."
+)
+
+
+def _fmt(ms: float | None) -> str:
+    return f"{ms:.2f}" if ms is not None else "–"
+
+
+def per_order(p: ProcUsage, orders: float) -> float | None:
+    """Exact (phase start → drained ÷ its confirmed orders) when measured, else the window's estimate."""
+    if p.cpu_ms_per_order is not None:
+        return p.cpu_ms_per_order
+    if p.cpu_seconds is None or not orders:
+        return None
+    return p.cpu_seconds * 1000 / orders
+
+
+def capacity_line(capacity: dict[str, Any] | None) -> list[str]:
+    """The localnet's own capacity (the outside world, not the engine), measured after the phases."""
+    if not capacity:
+        return []
+    if "skipped" in capacity:
+        return [f"Localnet capacity: not measured ({capacity['skipped']}).", ""]
+    return [
+        f"Localnet capacity (the outside world, measured apart from the engine after the phases: "
+        f"`localnet.bench` at {capacity['target_rate']:g} tx/s for {capacity['seconds']:g} s against this mesh's "
+        f"localnet): **{capacity['landed_per_s']:.0f} landed tx/s** ({capacity['landed']:,} landed, "
+        f"sent at {capacity['send_rate']:.0f}/s, {capacity['send_errors']} send errors, drained in "
+        f"{capacity['drain_s']:.1f} s; sendTransaction p50 / p99 {capacity['send_latency_ms_p50']} / "
+        f"{capacity['send_latency_ms_p99']} ms; localnet CPU {capacity.get('cpu_percent', 0):.0f} % of one core).",
+        "",
+    ]
+
+
+def render(
+    profile: Profile,
+    results: list[PhaseResult],
+    info: dict[str, str],
+    command: str,
+    capacity: dict[str, Any] | None = None,
+) -> tuple[str, str]:
     """(the full report of this run, the summary block for RESULTS.md)."""
     evaluated = evaluate(profile, results)
     head = [
@@ -215,7 +301,7 @@ def render(profile: Profile, results: list[PhaseResult], info: dict[str, str], c
         f"`{command}` · {machine_line(info)}",
         "",
     ]
-    summary = [*head, *summary_table(results), ""]
+    summary = [*head, *summary_table(results), "", *engine_cpu_lines(results), *capacity_line(capacity)]
     if evaluated:
         summary += [*targets_table(evaluated), ""]
     full = [*summary, *(line for r in results for line in phase_detail(r))]
@@ -236,10 +322,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write(profile: Profile, results: list[PhaseResult], full: str, block: str, info: dict[str, str]) -> Path:
+def write(
+    profile: Profile,
+    results: list[PhaseResult],
+    full: str,
+    block: str,
+    info: dict[str, str],
+    capacity: dict[str, Any] | None = None,
+) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{profile.name}.md").write_text(f"# Benchmark: profile `{profile.name}`\n\n{full}")
-    payload = {"profile": profile.name, "machine": info, "phases": _jsonable(results)}
+    payload = {"profile": profile.name, "machine": info, "phases": _jsonable(results), "localnet_capacity": capacity}
     (RESULTS_DIR / f"{profile.name}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     begin, end = f"<!-- bench:{profile.name} -->", f"<!-- /bench:{profile.name} -->"
     section = f"{begin}\n{block}{end}"

@@ -18,7 +18,8 @@ STAGES = (
     ("route, engine", "routing → building minus simulated quote time"),
     ("build", "building → submitted (transaction built, commit)"),
     ("settle", "submitted → confirmed (chain, polling, commit)"),
-    ("settle, engine", "submitted → confirmed minus simulated chain time"),
+    ("settle, engine", "submitted → confirmed minus the chain's part of the floor"),
+    ("landed, executor", "the executor's send → landed (execution.landedMs: status, send, notification, read)"),
     ("deliver", "confirmed committed → received on the WebSocket"),
 )
 
@@ -50,6 +51,8 @@ class PhaseResult:
     outbox_max: int | None = None
     drain_s: float | None = None
     generator_lag_p99: float | None = None
+    confirmed_total: int | None = None  # the phase's own orders confirmed once all were terminal
+    chain_landed_per_s: float | None = None  # the localnet's landed + failed transactions per second in the window
     errors: Counter[str] = field(default_factory=Counter)
     retry_after: Counter[str] = field(default_factory=Counter)
     procs: list[ProcUsage] = field(default_factory=list)

@@ -28,12 +28,16 @@ from pathlib import Path
 from bench import load as loadmod
 from bench import mesh as meshmod
 from bench import pyspy, report
-from bench.phases import DbMonitor, run_phase
-from bench.procstat import ProcSampler
+from bench.phases import ChainMonitor, DbMonitor, run_phase
+from bench.procstat import ProcSampler, cpu_seconds
 from bench.profiles import PROFILES, Profile, custom
 from bench.results import PhaseResult
+from localnet import bench as localnet_bench
+from localnet.config import Settings as LocalnetSettings
 
 log = logging.getLogger("bench")
+# Not the engine: the localnet is the cluster it talks to (the outside world), the generator is the load.
+ROLES = {"localnet": "outside", "generator": "load"}
 
 
 def raise_fd_limit() -> int:
@@ -73,6 +77,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="profile every service with py-spy during the first phase, into bench/results/pyspy/",
     )
     parser.add_argument("--native", action="store_true", help="with --py-spy: C frames too (pauses the services)")
+    parser.add_argument(
+        "--capacity-rate",
+        type=float,
+        default=1000.0,
+        help="after the phases, the localnet's own capacity: localnet.bench at this rate (0: skip; default 1000/s)",
+    )
+    parser.add_argument("--capacity-seconds", type=float, default=5.0)
     return parser.parse_args(argv)
 
 
@@ -126,6 +137,7 @@ async def run_phases(
     bench_mesh: meshmod.BenchMesh | None,
     py_spy: str | None = None,
     native: bool = False,
+    chain: ChainMonitor | None = None,
 ) -> list[PhaseResult]:
     results: list[PhaseResult] = []
     await warm_up(client, profile.warmup)
@@ -133,7 +145,7 @@ async def run_phases(
         spies = []
         if py_spy and n == 0 and bench_mesh is not None:
             spies = await pyspy.record(bench_mesh.pids(), phase.duration_s, py_spy, native=native)
-        result = await run_phase(phase, client, sampler, db, count=count)
+        result = await run_phase(phase, client, sampler, db, count=count, chain=chain)
         for spy in spies:
             await spy.wait()
         if spies:
@@ -147,6 +159,27 @@ async def run_phases(
     return results
 
 
+async def localnet_capacity(
+    bench_mesh: meshmod.BenchMesh, landing_max_ms: float, rate: float, seconds: float
+) -> dict[str, object]:
+    """The localnet's own landed tx/s, the engine idle: ``localnet.bench`` against the mesh's localnet."""
+    if rate <= 0:
+        return {"skipped": "--capacity-rate 0"}
+    if landing_max_ms > 0:
+        return {"skipped": f"the profile's landing delay is up to {landing_max_ms:g} ms; capacity needs 0"}
+    pid = bench_mesh.pids().get("localnet")
+    cpu0 = cpu_seconds(pid) if pid else None
+    started = time.monotonic()
+    result: dict[str, object] = await localnet_bench.run(bench_mesh.rpc_url, rate, seconds, wallets=8)
+    elapsed = time.monotonic() - started
+    cpu1 = cpu_seconds(pid) if pid else None
+    result["seconds"] = seconds
+    if cpu0 is not None and cpu1 is not None:
+        result["cpu_percent"] = (cpu1 - cpu0) / elapsed * 100
+    log.info("localnet capacity: %s", result)
+    return result
+
+
 async def main_async(args: argparse.Namespace) -> int:
     profile = shape_profile(args)
     fds = raise_fd_limit()
@@ -158,13 +191,15 @@ async def main_async(args: argparse.Namespace) -> int:
     sampler: ProcSampler | None = None
     db: DbMonitor | None = None
     bench_mesh: meshmod.BenchMesh | None = None
+    chain: ChainMonitor | None = None
+    capacity: dict[str, object] | None = None
     env: dict[str, str] = {}
     try:
         if args.url:
             base_url = args.url
             if args.database_url:
                 db = DbMonitor(args.database_url)
-            sampler = ProcSampler({"generator": os.getpid()}, servers=meshmod.server_ports())
+            sampler = ProcSampler({"generator": os.getpid()}, servers=meshmod.server_ports(), roles=ROLES)
         else:
             log_dir = Path(tempfile.mkdtemp(prefix=f"dexengine-bench-{profile.name}-"))
             env = meshmod.bench_env(profile.env, args.log_level, log_dir)
@@ -176,12 +211,25 @@ async def main_async(args: argparse.Namespace) -> int:
             await bench_mesh.start_all(profile.executors)
             base_url = bench_mesh.http
             db = DbMonitor(meshmod.database_url())
-            sampler = ProcSampler({**bench_mesh.pids(), "generator": os.getpid()}, servers=meshmod.server_ports())
+            landing_max = float(LocalnetSettings.from_env(env).landing_ms[1])
+            chain = ChainMonitor(bench_mesh.rpc_url, landing_max)
+            sampler = ProcSampler(
+                {**bench_mesh.pids(), "generator": os.getpid()}, servers=meshmod.server_ports(), roles=ROLES
+            )
         if db is not None:
             await db.open()
         sampler.start()
         async with loadmod.Client(base_url) as client:
-            results = await run_phases(profile, client, sampler, db, args.count, bench_mesh, args.py_spy, args.native)
+            results = await run_phases(
+                profile, client, sampler, db, args.count, bench_mesh, args.py_spy, args.native, chain
+            )
+        if bench_mesh is not None and chain is not None and chain.landing_max_ms is not None:
+            try:
+                capacity = await localnet_capacity(
+                    bench_mesh, chain.landing_max_ms, args.capacity_rate, args.capacity_seconds
+                )
+            except (RuntimeError, OSError) as exc:
+                capacity = {"skipped": f"failed: {exc}"}
         if args.hold and bench_mesh is not None:
             log.info("mesh held at %s (pids %s); Ctrl-C to stop", base_url, bench_mesh.pids())
             await asyncio.Event().wait()
@@ -193,10 +241,10 @@ async def main_async(args: argparse.Namespace) -> int:
         if bench_mesh is not None:
             await bench_mesh.stop()
             await meshmod.cleanup_infra(env)
-    full, block = report.render(profile, results, info, command)
+    full, block = report.render(profile, results, info, command, capacity)
     sys.stdout.write("\n" + full)
     if not args.no_write:
-        path = report.write(profile, results, full, block, info)
+        path = report.write(profile, results, full, block, info, capacity)
         log.info("written: %s and %s", path, path.parent / f"{profile.name}.md")
     return 1 if any(r.errors for r in results) else 0
 
