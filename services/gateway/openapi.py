@@ -27,12 +27,20 @@ _ERROR = {
         }
     },
 }
-_STATUS = {"type": "string", "enum": ["pending", "routing", "building", "submitted", "confirmed", "failed"]}
+_MINT = {
+    "type": "string",
+    "pattern": "^[1-9A-HJ-NP-Za-km-z]{32,44}$",
+    "description": "mint address (base58 of 32 bytes)",
+}
+_STATUS = {
+    "type": "string",
+    "enum": ["pending", "waiting", "routing", "building", "submitted", "confirmed", "failed", "expired", "cancelled"],
+}
 _ORDER = {
     "type": "object",
     "properties": {
         "orderId": {"type": "string", "format": "uuid"},
-        "type": {"type": "string", "enum": ["market"]},
+        "type": {"type": "string", "enum": ["market", "limit", "sniper"]},
         "status": _STATUS,
         "tokenIn": {"type": "string"},
         "tokenOut": {"type": "string"},
@@ -51,6 +59,9 @@ _ORDER = {
         "createdAt": {"type": "string", "format": "date-time"},
         "updatedAt": {"type": "string", "format": "date-time"},
         "completedAt": {"type": "string", "format": "date-time", "nullable": True},
+        "limitPrice": {**_DECIMAL, "nullable": True},
+        "minLiquidity": {**_DECIMAL, "nullable": True},
+        "expiresAt": {"type": "string", "format": "date-time", "nullable": True},
     },
 }
 _EVENT = {
@@ -118,9 +129,15 @@ DOCUMENT: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["tokenIn", "tokenOut", "amountIn", "slippage"],
                                 "additionalProperties": False,
+                                "example": {
+                                    "tokenIn": "So11111111111111111111111111111111111111112",
+                                    "tokenOut": "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v",
+                                    "amountIn": "1.5",
+                                    "slippage": "0.01",
+                                },
                                 "properties": {
-                                    "tokenIn": {"type": "string", "description": "mint address (base58, 32 bytes)"},
-                                    "tokenOut": {"type": "string", "description": "mint address (base58, 32 bytes)"},
+                                    "tokenIn": _MINT,
+                                    "tokenOut": _MINT,
                                     "amountIn": {
                                         "oneOf": [{"type": "number"}, _DECIMAL],
                                         "description": "whole tokens of tokenIn",
@@ -129,7 +146,24 @@ DOCUMENT: dict[str, Any] = {
                                         "oneOf": [{"type": "number"}, _DECIMAL],
                                         "description": "fraction, 0.01 = 1 %, 0.0001-0.5",
                                     },
-                                    "type": {"type": "string", "enum": ["market"], "default": "market"},
+                                    "type": {
+                                        "type": "string",
+                                        "enum": ["market", "limit", "sniper"],
+                                        "default": "market",
+                                    },
+                                    "limitPrice": {
+                                        "oneOf": [{"type": "number"}, _DECIMAL],
+                                        "description": "limit (required): least tokenOut per one tokenIn, > 0",
+                                    },
+                                    "minLiquidity": {
+                                        "oneOf": [{"type": "number"}, _DECIMAL],
+                                        "description": "sniper (required): least tokenIn reserve of the new pool",
+                                    },
+                                    "expiresAt": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                        "description": "limit/sniper: RFC 3339, future, at most 30 days; default +24 h",
+                                    },
                                 },
                             }
                         }
@@ -225,8 +259,7 @@ DOCUMENT: dict[str, Any] = {
                     "400": _err("Not a UUID"),
                     "401": _UNAUTHORIZED,
                     "404": _err("Unknown order (or another key's)"),
-                    "409": _err("NOT_CANCELLABLE: the order is routing or later; the message names its status"),
-                    "501": _err("CANCEL_UNAVAILABLE: a pending order cannot be cancelled by this version yet"),
+                    "409": _err("NOT_CANCELLABLE: the order is routing or later; error.status is its status"),
                 },
             }
         },
