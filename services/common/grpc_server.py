@@ -35,6 +35,8 @@ from grpc_reflection.v1alpha import reflection
 from services.common import config, logs, metrics, telemetry
 
 log = logging.getLogger(__name__)
+# Of SHUTDOWN_GRACE_S, what is kept for closing connections and pools after the server stopped.
+CLOSE_RESERVE_S = 0.5
 HEALTH_INTERVAL_S = 1.0
 LIVENESS = "liveness"
 # gRPC core adds +-10 % jitter, so replicas started together do not all reconnect at once.
@@ -107,11 +109,13 @@ async def serve(component: Component, port: int, settings: config.Settings) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    # One budget for the whole shutdown: in-flight work, open streams and closing must fit in the grace.
+    deadline = loop.time() + settings.shutdown_grace_s
     log.info("%s shutting down", component.name)
     watcher.cancel()
     await servicer.enter_graceful_shutdown()
     await component.stop_intake()
-    await server.stop(settings.shutdown_grace_s)
+    await server.stop(max(deadline - loop.time() - CLOSE_RESERVE_S, 0.1))
     await component.close()
     log.info("%s stopped", component.name)
 

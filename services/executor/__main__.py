@@ -112,7 +112,7 @@ class ExecutorComponent:
         if self.depths is not None:
             self.depths.cancel()
         if self.consumer is not None:
-            await self.consumer.stop(self.settings.shutdown_grace_s)
+            await self.consumer.stop(max(self.settings.shutdown_grace_s - grpc_server.CLOSE_RESERVE_S, 0.1))
 
     async def close(self) -> None:
         if self.connection is not None:

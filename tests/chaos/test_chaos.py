@@ -27,7 +27,17 @@ import pytest
 
 from dexengine.v1 import executor_pb2, executor_pb2_grpc
 from services.common import amqp
-from tests.chaos.harness import Load, Stack, check_invariants, drain, snapshot_wallet, submit
+from tests.chaos.harness import (
+    Load,
+    Stack,
+    Watch,
+    check_invariants,
+    drain,
+    snapshot_wallet,
+    submit,
+    watch_through_faults,
+)
+from tests.support import scenarios
 from tests.support.client import SOL, USDC, post_order
 
 pytestmark = pytest.mark.chaos
@@ -59,6 +69,7 @@ async def scenario(
     count: int = 60,
     rate: float = 20,
     parked: int | None = 0,
+    refusals: frozenset[int] = frozenset({429, 503}),
 ) -> None:
     load = Load()
     await snapshot_wallet(stack, load)
@@ -71,8 +82,8 @@ async def scenario(
     report(result.line(name) + (f" rejected={dict(load.rejected)}" if load.rejected else ""))
     assert load.accepted, "the scenario accepted orders"
     assert (result.lost, result.duplicated, result.stuck) == (0, 0, 0)
-    # A fault is a 503 (retry, Retry-After) or a 429, never a 500.
-    assert set(load.rejected) <= {429, 503}, dict(load.rejected)
+    # A fault is a 503 (retry, Retry-After) or a 429, never a 500 (0: no gateway to connect to).
+    assert set(load.rejected) <= refusals, dict(load.rejected)
 
 
 async def restart(stack: Stack, service: str, sig: int = signal.SIGTERM, env: dict[str, str] | None = None) -> None:
@@ -307,3 +318,67 @@ async def test_s15_localnet_stopped_20s(stack: Stack, report: Callable[[str], No
         await stack.mesh.wait_ready("localnet")
 
     await scenario(stack, report, "S15 localnet down 20 s", stop)
+
+
+async def sockets_through_a_restart(stack: Stack, service: str, sockets: int = 200) -> tuple[Load, float]:
+    """``sockets`` orders held in flight (landing halted) with a socket each, then ``service`` restarted."""
+    load = Load()
+    await snapshot_wallet(stack, load)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:  # 200 sockets at once
+        await scenarios.localnet(session, stack.mesh, "halt")
+        try:
+            for _ in range(sockets):
+                status, body = await post_order(
+                    session, stack.mesh.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "0.2", "slippage": "0.05"}
+                )
+                assert status == 201, body
+                load.accepted.append(body["orderId"])
+                watch = Watch()
+                load.watched[body["orderId"]] = watch
+                load.watchers.append(asyncio.create_task(watch_through_faults(session, body["websocketUrl"], watch)))
+            deadline = time.monotonic() + 30
+            while any(not w.connections or not w.connections[0] for w in load.watched.values()):
+                assert time.monotonic() < deadline, "every socket got its snapshot"
+                await asyncio.sleep(0.1)
+            await restart(stack, service)
+        finally:
+            await scenarios.localnet(session, stack.mesh, "resume")
+        drained = await drain(stack, load.accepted, timeout=120)
+        await asyncio.wait_for(asyncio.gather(*load.watchers), 120)
+    return load, drained
+
+
+@pytest.mark.parametrize("service", ["notifier", "gateway"])
+async def test_s16_sockets_reconnect_through_a_restart(
+    stack: Stack, report: Callable[[str], None], service: str
+) -> None:
+    """200 open sockets: each gets 1013 at the restart, reconnects, and reaches its terminal event with no gap."""
+    load, drained = await sockets_through_a_restart(stack, service)
+    result = await check_invariants(stack, load, drained)
+    told = sum(1 for w in load.watched.values() if 1013 in w.close_codes)
+    report(result.line(f"S16 {service} restarted under 200 sockets") + f" sockets_told_1013={told}")
+    assert (result.lost, result.duplicated, result.stuck) == (0, 0, 0)
+    assert told == len(load.watched), "every socket open at the restart was told to come back (1013)"
+    assert all(len(w.connections) >= 2 for w in load.watched.values())
+
+
+@pytest.mark.parametrize("service", ["gateway", "orders", "router", "executor", "notifier"])
+async def test_s17_sigterm_under_load(stack: Stack, report: Callable[[str], None], service: str) -> None:
+    """SIGTERM mid-load: the process exits within SHUTDOWN_GRACE_S, and its in-flight work finishes or is requeued."""
+    grace = float(stack.mesh.env["SHUTDOWN_GRACE_S"])
+    took: list[float] = []
+
+    async def terminate(_: Load) -> None:
+        await asyncio.sleep(1.0)
+        started = time.monotonic()
+        code = await stack.mesh.stop_one(service, signal.SIGTERM, timeout=grace + 10)
+        took.append(time.monotonic() - started)
+        assert code == 0, f"{service} exited with {code} on SIGTERM"
+        await stack.mesh.start_one(service)
+        await stack.mesh.wait_ready(service)
+
+    # While the gateway itself is down, a client cannot connect (0): nothing was accepted, so nothing is lost.
+    refusals = frozenset({0, 429, 503}) if service == "gateway" else frozenset({429, 503})
+    await scenario(stack, report, f"S17 SIGTERM {service} under load", terminate, refusals=refusals)
+    # One second on top of the grace: the interpreter's own exit after the last task is done.
+    assert took[0] <= grace + 1.0, f"{service} took {took[0]:.2f} s to exit (grace {grace} s)"
