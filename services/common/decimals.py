@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Context, Decimal, InvalidOperation
 
 SIGNIFICANT = Context(prec=12)
+MAX_CANONICAL_EXPONENT = 40
 
 
 def parse_decimal(raw: object) -> Decimal | None:
@@ -29,7 +30,11 @@ def parse_decimal(raw: object) -> Decimal | None:
             return None
     else:
         return None
-    return value if value.is_finite() else None
+    if not value.is_finite():
+        return None
+    # One spelling per number from here on ("1e1", "10.0" and "10" are all 10), so every view of
+    # the order shows the same string; absurd exponents are left for range checks to refuse.
+    return Decimal(fmt(value)) if abs(value.adjusted()) <= MAX_CANONICAL_EXPONENT else value
 
 
 def fmt(value: Decimal | int | None) -> str:
