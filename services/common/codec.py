@@ -30,8 +30,15 @@ _ORDER_STRINGS = (
     ("dex_provider", "dexProvider"),
     ("tx_hash", "txHash"),
     ("error_message", "errorMessage"),
+    ("limit_price", "limitPrice"),
+    ("min_liquidity", "minLiquidity"),
 )
-_ORDER_TIMES = (("created_at", "createdAt"), ("updated_at", "updatedAt"), ("completed_at", "completedAt"))
+_ORDER_TIMES = (
+    ("created_at", "createdAt"),
+    ("updated_at", "updatedAt"),
+    ("completed_at", "completedAt"),
+    ("expires_at", "expiresAt"),
+)
 _ORDER_STRUCTS = (("routing", "routing"), ("execution", "execution"))
 
 

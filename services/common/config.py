@@ -125,6 +125,12 @@ class Settings:
     max_live_orders: int = 10_000
     retry_backoff_ms: tuple[int, ...] = (1000, 2000, 4000)
     retry_jitter: Decimal = Decimal("0.1")
+    # Limit and sniper orders: default and longest life of a waiting order (expiresAt).
+    order_default_ttl_s: int = 86_400
+    order_max_ttl_s: int = 30 * 86_400
+    # The router's trigger: re-list the waiting orders this often (a safety net besides each reconnect).
+    trigger_resync_s: int = 300
+    trigger_enabled: bool = True
     # Relay.
     outbox_poll_ms: int = 500
     outbox_batch: int = 200
@@ -170,6 +176,10 @@ def load() -> Settings:
         max_attempts=_int("MAX_ATTEMPTS", 3, minimum=1),
         retry_backoff_ms=_ms_list("RETRY_BACKOFF_MS", "1000,2000,4000"),
         retry_jitter=_decimal("RETRY_JITTER", "0.1"),
+        order_default_ttl_s=_int("ORDER_DEFAULT_TTL_S", 86_400, minimum=1),
+        order_max_ttl_s=_int("ORDER_MAX_TTL_S", 30 * 86_400, minimum=1),
+        trigger_resync_s=_int("TRIGGER_RESYNC_S", 300, minimum=1),
+        trigger_enabled=_env("TRIGGER", "on").lower() not in ("off", "0", "false"),
         outbox_poll_ms=_int("OUTBOX_POLL_MS", 500, minimum=10),
         outbox_batch=_int("OUTBOX_BATCH", 200, minimum=1),
         shutdown_grace_s=_int("SHUTDOWN_GRACE_S", 10),

@@ -73,6 +73,13 @@ OUTBOX_LAG = TracedHistogram(
 )
 OUTBOX_PUBLISHED = Counter("dexengine_outbox_published", "Outbox rows published", ["kind"], registry=REGISTRY)
 QUOTES = Counter("dexengine_venue_quotes", "Venue quotes by outcome", ["venue", "outcome"], registry=REGISTRY)
+TRIGGERS = Counter(
+    "dexengine_triggers",
+    "Waiting orders the router's trigger moved on (limit, sniper, expired)",
+    ["kind"],
+    registry=REGISTRY,
+)
+ARMED = Gauge("dexengine_armed_orders", "Waiting limit/sniper orders the router's trigger holds", registry=REGISTRY)
 DECISIONS = Counter("dexengine_route_decisions", "Routing decisions by chosen venue", ["venue"], registry=REGISTRY)
 WEBSOCKETS = Gauge("dexengine_websocket_connections", "Open WebSocket connections", registry=REGISTRY)
 ORDER_FEEDS = Gauge(

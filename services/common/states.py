@@ -1,7 +1,9 @@
 """The order state machine, shared by orders (enforcement) and its callers.
 
 pending -> routing -> building -> submitted -> confirmed, and any live state
--> failed. Terminal states are final. A retry (a later attempt of the same
+-> failed. A limit or sniper order waits armed in between: pending -> waiting
+-> routing when its trigger fires, or waiting -> expired at its expiresAt.
+pending and waiting may be cancelled. Terminal states are final. A retry (a later attempt of the same
 order) re-enters ``routing`` from routing/building, and from submitted only
 once the chain has said the transaction can never land (expired).
 """
@@ -16,17 +18,24 @@ BUILDING = "building"
 SUBMITTED = "submitted"
 CONFIRMED = "confirmed"
 FAILED = "failed"
+WAITING = "waiting"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
 
-ORDERED = (PENDING, ROUTING, BUILDING, SUBMITTED, CONFIRMED, FAILED)
-TERMINAL = frozenset({CONFIRMED, FAILED})
+ORDERED = (PENDING, WAITING, ROUTING, BUILDING, SUBMITTED, CONFIRMED, FAILED, EXPIRED, CANCELLED)
+TERMINAL = frozenset({CONFIRMED, FAILED, EXPIRED, CANCELLED})
+CANCELLABLE = frozenset({PENDING, WAITING})
 
 FORWARD: dict[str, frozenset[str]] = {
-    PENDING: frozenset({ROUTING, FAILED}),
+    PENDING: frozenset({ROUTING, WAITING, FAILED, CANCELLED}),
+    WAITING: frozenset({ROUTING, EXPIRED, CANCELLED, FAILED}),
     ROUTING: frozenset({BUILDING, FAILED}),
     BUILDING: frozenset({SUBMITTED, FAILED}),
     SUBMITTED: frozenset({CONFIRMED, FAILED}),
     CONFIRMED: frozenset(),
     FAILED: frozenset(),
+    EXPIRED: frozenset(),
+    CANCELLED: frozenset(),
 }
 # Retry edges: back to routing for a new attempt (retry_count increases).
 RETRY: dict[str, frozenset[str]] = {

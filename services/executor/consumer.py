@@ -155,7 +155,9 @@ class JobConsumer:
             order = await self.pipeline.load(order_id)
             # PostgreSQL's retry_count is the truth; a stale header cannot rewind it.
             attempt = max(attempt, order.retry_count + 1)
-            if order.status == states.to_proto(states.PENDING):
+            if order.status == states.to_proto(states.PENDING) or (
+                order.type != "market" and order.status == states.to_proto(states.ROUTING) and order.retry_count == 0
+            ):  # a limit/sniper order's job is born in routing, when its trigger fires
                 await self.limiter.acquire()
             order = await self.pipeline.run(order, attempt)
             self.stats.done += 1
@@ -179,7 +181,7 @@ class JobConsumer:
         final = isinstance(exc, FinalError) or attempt >= self.settings.max_attempts
         try:
             order = await self.pipeline.load(order_id)
-            if order.status in (states.to_proto(states.CONFIRMED), states.to_proto(states.FAILED)):
+            if states.from_proto(order.status) in states.TERMINAL:
                 return
             if final:
                 await self.pipeline.transition(

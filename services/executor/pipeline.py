@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import grpc
@@ -95,6 +95,11 @@ def routing_view(resp: router_pb2.GetQuotesResponse) -> dict[str, Any]:
     }
 
 
+def limit_floor(amount_in: Decimal, limit_price: Decimal, decimals_out: int) -> int:
+    """A limit order's least out for ``amount_in`` whole tokens: amount_in x limitPrice in base units, rounded up."""
+    return int((amount_in * limit_price).scaleb(decimals_out).to_integral_value(ROUND_CEILING))
+
+
 class Pipeline:
     def __init__(
         self,
@@ -161,8 +166,8 @@ class Pipeline:
     async def _drive(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         while True:
             status = states.from_proto(order.status)
-            if status in states.TERMINAL:
-                return order
+            if status in states.TERMINAL or status == states.WAITING:
+                return order  # a waiting order belongs to its trigger until it fires (its job comes then)
             if status == states.PENDING:
                 order = await self.transition(order, states.ROUTING, data={"attempt": attempt})
             elif status == states.ROUTING:
@@ -211,13 +216,13 @@ class Pipeline:
                 raise RetryableError("POOL_GONE", f"pool {address} no longer exists")
             decimals_in = snapshot.decimals[snapshot.mints.index(mint_in)]
             decimals_out = snapshot.decimals[snapshot.mints.index(mint_out)]
-            legs.append(
-                SwapLeg(
-                    snapshot,
-                    to_base_units(Decimal(leg["amountIn"]), decimals_in),
-                    to_base_units(Decimal(leg["minAmountOut"]), decimals_out),
-                )
-            )
+            min_out = to_base_units(Decimal(leg["minAmountOut"]), decimals_out)
+            if order.limit_price:
+                min_out = max(min_out, limit_floor(Decimal(leg["amountIn"]), Decimal(order.limit_price), decimals_out))
+            legs.append(SwapLeg(snapshot, to_base_units(Decimal(leg["amountIn"]), decimals_in), min_out))
+        if order.limit_price:  # what the chain will enforce, recorded as such
+            floor = sum(leg.min_amount_out for leg in legs)
+            routing["minAmountOut"] = fmt(from_base_units(floor, decimals_out))
         tx = build_swap(
             self.wallet,
             mint_in,

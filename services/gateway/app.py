@@ -94,7 +94,7 @@ def parse_order_body(raw: bytes) -> dict[str, object]:
         raise ValidationFailed(unknown)
     values = {BODY_FIELDS[key]: value for key, value in body.items()}
     # A JSON number arrives as int or Decimal; pass it on as a decimal string.
-    for key in ("amount_in", "slippage"):
+    for key in ("amount_in", "slippage", "limit_price", "min_liquidity"):
         value = values.get(key)
         if isinstance(value, int | Decimal) and not isinstance(value, bool):
             values[key] = str(value)
@@ -187,7 +187,9 @@ class Gateway:
             )
         try:
             values = parse_order_body(await request.read())
-            order = validate_order(values)
+            order = validate_order(
+                values, default_ttl_s=self.settings.order_default_ttl_s, max_ttl_s=self.settings.order_max_ttl_s
+            )
             key = request.headers.get("Idempotency-Key", "")
             if "Idempotency-Key" in request.headers:
                 validate_idempotency_key(key)
@@ -204,6 +206,11 @@ class Gateway:
                     slippage=str(order.slippage),
                     type=order.type,
                     idempotency_key=key,
+                    limit_price=str(order.limit_price) if order.limit_price is not None else "",
+                    min_liquidity=str(order.min_liquidity) if order.min_liquidity is not None else "",
+                    # As the client sent it: orders applies the default itself, and the idempotency
+                    # hash must see the request, not a default computed at some instant.
+                    expires_at=str(values.get("expires_at") or ""),
                 ),
                 timeout=RPC_TIMEOUT_S,
                 metadata=auth.forwarded(authorization),
@@ -284,7 +291,12 @@ class Gateway:
                 metadata=auth.forwarded(authorization),
             )
         except grpc.aio.AioRpcError as err:
-            return from_rpc(parse_rpc_error(err))
+            info = parse_rpc_error(err)
+            if info.reason == "NOT_CANCELLABLE":  # 409 naming the status the order is in now
+                current = next((v.issue for v in info.violations if v.field == "status"), "")
+                body = {"error": {"code": info.reason, "message": info.message, "details": [], "status": current}}
+                return _json(body, 409)
+            return from_rpc(info)
         return _json(codec.order_to_view(resp.order))
 
     async def tokens(self, request: web.Request) -> web.Response:

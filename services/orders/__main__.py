@@ -42,7 +42,13 @@ class OrdersComponent:
         store = OrderStore(self.pool)
         self.admission = Admission(store, self.settings.max_live_orders)
         self.admission.start()
-        servicer = OrdersServicer(store, self.cache, self.admission, self.auth)
+        servicer = OrdersServicer(
+            store,
+            self.cache,
+            self.admission,
+            self.auth,
+            order_ttl_s=(self.settings.order_default_ttl_s, self.settings.order_max_ttl_s),
+        )
         orders_pb2_grpc.add_OrdersServicer_to_server(servicer, server)
         return [orders_pb2.DESCRIPTOR.services_by_name["Orders"].full_name]
 

@@ -22,7 +22,14 @@ from services.common.db import UNAVAILABLE_ERRORS
 from services.common.decimals import fmt, parse_decimal
 from services.common.errors import FieldViolation, ValidationFailed, abort
 from services.common.logs import order_id_var
-from services.common.validation import OrderInput, validate_idempotency_key, validate_order, validate_order_id
+from services.common.validation import (
+    DEFAULT_TTL_S,
+    MAX_TTL_S,
+    OrderInput,
+    validate_idempotency_key,
+    validate_order,
+    validate_order_id,
+)
 from services.orders.admission import Admission, BacklogFull
 from services.orders.cache import OrderCache
 from services.orders.keys import (
@@ -36,7 +43,14 @@ from services.orders.keys import (
     Unauthenticated,
 )
 from services.orders.quota import Quota, QuotaExceeded
-from services.orders.store import SETTABLE, IdempotencyConflict, NotFound, OrderStore, StaleTransition
+from services.orders.store import (
+    SETTABLE,
+    IdempotencyConflict,
+    NotFound,
+    OrderStore,
+    StaleTransition,
+    waiting_data,
+)
 from services.orders.views import event_view, order_view
 from venues.tokens import token_by_mint
 
@@ -44,17 +58,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-CANCELLABLE = frozenset({"pending", "waiting"})
+CANCELLABLE = states.CANCELLABLE
 
 
 class NotCancellable(Exception):
     def __init__(self, status: str) -> None:
         self.status = status
         super().__init__(f"order is {status}; only pending or waiting orders can be cancelled")
-
-
-class CancelUnavailable(Exception):
-    """The order could be cancelled, but this build has no cancelled status yet."""
 
 
 def check_amount(order: OrderInput) -> None:
@@ -118,7 +128,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         admission: Admission,
         auth_settings: AuthSettings | None = None,
         keys: KeyStore | None = None,
+        order_ttl_s: tuple[int, int] = (DEFAULT_TTL_S, MAX_TTL_S),
     ) -> None:
+        self.order_ttl_s = order_ttl_s  # (default, maximum) life of a waiting limit/sniper order
         self.store = store
         self.cache = cache
         self.admission = admission
@@ -181,9 +193,13 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         except PermissionDenied as exc:
             await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), reason="PERMISSION_DENIED")
         except NotCancellable as exc:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), reason="NOT_CANCELLABLE")
-        except CancelUnavailable as exc:
-            await abort(context, grpc.StatusCode.UNIMPLEMENTED, str(exc), reason="CANCEL_UNAVAILABLE")
+            await abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                str(exc),
+                reason="NOT_CANCELLABLE",
+                violations=[FieldViolation("status", exc.status)],
+            )
         except KeyNameTaken as exc:
             await abort(
                 context,
@@ -218,7 +234,12 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                     "amount_in": request.amount_in,
                     "slippage": request.slippage,
                     "type": request.type,
-                }
+                    "limit_price": request.limit_price,
+                    "min_liquidity": request.min_liquidity,
+                    "expires_at": request.expires_at,
+                },
+                default_ttl_s=self.order_ttl_s[0],
+                max_ttl_s=self.order_ttl_s[1],
             )
             check_amount(order)
             key = validate_idempotency_key(request.idempotency_key) if request.idempotency_key else None
@@ -243,8 +264,11 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 self.owners.put(created.row["id"], owner)
                 self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
-                await asyncio.shield(self.cache.append(view, self._first_event(view), terminal=False))
-                log.info("order created", extra={"status": "pending"})
+                first = [self._first_event(view)]
+                if view["status"] == states.WAITING:  # armed in the same transaction: pending, then waiting
+                    first.append({**first[0], "status": states.WAITING, "seq": 2, "data": waiting_data(order)})
+                await asyncio.shield(self.cache.fill(view, first, terminal=False))
+                log.info("order created", extra={"status": view["status"]})
             return orders_pb2.CreateOrderResponse(order=codec.order_from_view(view), created=created.created)
 
         return await self._guard(context, run)
@@ -363,11 +387,31 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             order_id = validate_order_id(request.order_id)
             await self._check_owner(principal, order_id)
             order, _ = await self.read(order_id, fresh=True)
-            if order["status"] not in CANCELLABLE:
-                raise NotCancellable(order["status"])
-            # The skeleton of cancel: who may cancel what is decided above; moving a pending or
-            # waiting order to a cancelled status comes with that status (limit and sniper orders).
-            raise CancelUnavailable("cancelling a pending order is not available yet: there is no cancelled status")
+            # A compare-and-set like every transition: a cancel racing the trigger (waiting -> routing)
+            # or the executor (pending -> routing) has exactly one winner; the loser sees the new status.
+            while order["status"] in CANCELLABLE:
+                try:
+                    cas = self.store.transition(
+                        order_id, order["status"], states.CANCELLED, {}, {"by": "client"}, telemetry.inject_headers()
+                    )
+                    row = await asyncio.shield(cas)
+                except StaleTransition as exc:
+                    await self.cache.drop(str(order_id))
+                    order["status"] = exc.current
+                    continue
+                view = order_view(row)
+                event = {
+                    "orderId": view["orderId"],
+                    "status": states.CANCELLED,
+                    "seq": view["seq"],
+                    "timestamp": view["updatedAt"],
+                    "data": {"by": "client"},
+                }
+                await asyncio.shield(self.cache.append(view, event, terminal=True))
+                metrics.ORDERS_FINISHED.labels(states.CANCELLED, "none", "ok").inc()
+                log.info("order cancelled", extra={"status": states.CANCELLED, "seq": view["seq"]})
+                return orders_pb2.CancelOrderResponse(order=codec.order_from_view(view))
+            raise NotCancellable(order["status"])
 
         return await self._guard(context, run)
 

@@ -1,9 +1,13 @@
 """Order persistence: every write is one SQL statement, so one transaction.
 
 CreateOrder inserts the order, its first event and two outbox rows (the
-execution job and the ``pending`` event). Transition is a compare-and-set on
-the current status that also appends the event and its outbox row. Both are
-single data-modifying CTEs: atomic, and one round trip each.
+execution job and the ``pending`` event). A limit or sniper order is armed in
+the same statement: ``pending`` (seq 1) and ``waiting`` (seq 2, what it waits
+for) and no job; its job is enqueued by the waiting -> routing transition
+(the trigger firing), in that transition's statement. Transition is a
+compare-and-set on the current status that also appends the event and its
+outbox row. Both are single data-modifying CTEs: atomic, and one round trip
+each.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from services.common.validation import OrderInput
 ORDER_COLUMNS = (
     "id, type, status, token_in, token_out, amount_in, amount_out, expected_price, executed_price, "
     "slippage, dex_provider, tx_hash, error_message, retry_count, seq, routing, execution, "
-    "created_at, updated_at, completed_at"
+    "created_at, updated_at, completed_at, limit_price, min_liquidity, expires_at"
 )
 _TS = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
@@ -35,21 +39,25 @@ _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.
 
 CREATE_SQL = f"""
 WITH ins AS (
-    INSERT INTO orders (id, type, status, token_in, token_out, amount_in, slippage, idempotency_key, request_hash,
-                        api_key_id)
-    VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $11)
+    INSERT INTO orders (id, type, status, seq, token_in, token_out, amount_in, slippage, idempotency_key,
+                        request_hash, api_key_id, limit_price, min_liquidity, expires_at)
+    VALUES ($1, $2, CASE WHEN $15::jsonb IS NULL THEN 'pending' ELSE 'waiting' END,
+            CASE WHEN $15::jsonb IS NULL THEN 1 ELSE 2 END, $3, $4, $5, $6, $7, $8, $11, $12, $13, $14)
     ON CONFLICT ((COALESCE(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid)), idempotency_key)
         WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {ORDER_COLUMNS}, api_key_id
 ), ev AS (
     INSERT INTO order_events (order_id, seq, status, data, created_at)
     SELECT id, 1, 'pending', $9::jsonb, created_at FROM ins
+    UNION ALL
+    SELECT id, 2, 'waiting', $15::jsonb, created_at FROM ins WHERE $15::jsonb IS NOT NULL
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
     SELECT ins.id, 'job', jsonb_build_object('orderId', ins.id::text, 'attempt', 1), $10::jsonb FROM ins
+        WHERE ins.status = 'pending'
     UNION ALL
-    SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="ins")}, $10::jsonb FROM ev e, ins
+    (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="ins")}, $10::jsonb FROM ev e, ins ORDER BY e.seq)
 )
 SELECT * FROM ins
 """
@@ -69,7 +77,7 @@ WITH upd AS (
         routing = COALESCE($11::jsonb, o.routing),
         execution = COALESCE(o.execution, '{{}}'::jsonb) || COALESCE($12::jsonb, '{{}}'::jsonb),
         updated_at = clock_timestamp(),
-        completed_at = CASE WHEN $3 IN ('confirmed', 'failed') THEN clock_timestamp() END
+        completed_at = CASE WHEN $3 IN ('confirmed', 'failed', 'expired', 'cancelled') THEN clock_timestamp() END
     WHERE o.id = $1 AND o.status = $2
     RETURNING {ORDER_COLUMNS}, o.api_key_id
 ), ev AS (
@@ -79,6 +87,10 @@ WITH upd AS (
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
     SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="upd")}, $14::jsonb FROM ev e, upd
+    UNION ALL
+    -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
+    SELECT upd.id, 'job', jsonb_build_object('orderId', upd.id::text, 'attempt', 1), $14::jsonb FROM upd
+        WHERE $2 = 'waiting' AND $3 = 'routing'
 )
 SELECT * FROM upd
 """
@@ -88,6 +100,8 @@ TEXT_FIELDS = ("dex_provider", "tx_hash", "error_message")
 JSON_FIELDS = ("routing", "execution")
 SETTABLE = frozenset(NUMERIC_FIELDS + TEXT_FIELDS + JSON_FIELDS)
 LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TERMINAL]
+# The execution backlog: an armed (waiting) order is live but queues no work until it fires.
+BACKLOG_STATUSES = [status for status in LIVE_STATUSES if status != states.WAITING]
 
 
 class NotFound(Exception):
@@ -112,15 +126,44 @@ class Created:
     created: bool
 
 
+def _norm(value: Any) -> str | None:
+    return None if value is None else str(value.normalize())
+
+
 def request_hash(order: OrderInput) -> str:
-    canonical = orjson.dumps(
-        [order.token_in, order.token_out, str(order.amount_in.normalize()), str(order.slippage.normalize()), order.type]
-    )
+    body: list[Any] = [
+        order.token_in,
+        order.token_out,
+        str(order.amount_in.normalize()),
+        str(order.slippage.normalize()),
+        order.type,
+    ]
+    if order.type != "market":  # a market order's hash stays what it always was
+        expires = None if order.expires_default or order.expires_at is None else order.expires_at.isoformat()
+        body += [_norm(order.limit_price), _norm(order.min_liquidity), expires]
+    canonical = orjson.dumps(body)
     return hashlib.sha256(canonical).hexdigest()
 
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def waiting_data(order: OrderInput) -> dict[str, Any]:
+    """What an armed order waits for: the data of its ``waiting`` event."""
+    data: dict[str, Any] = {
+        "type": order.type,
+        "tokenIn": order.token_in,
+        "tokenOut": order.token_out,
+        "amountIn": str(order.amount_in),
+    }
+    if order.limit_price is not None:
+        data["limitPrice"] = str(order.limit_price)
+    if order.min_liquidity is not None:
+        data["minLiquidity"] = str(order.min_liquidity)
+    if order.expires_at is not None:
+        data["expiresAt"] = order.expires_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return data
 
 
 class OrderStore:
@@ -149,6 +192,10 @@ class OrderStore:
             _dumps({"tokenIn": order.token_in, "tokenOut": order.token_out, "amountIn": str(order.amount_in)}),
             _dumps(trace_headers),
             owner,
+            order.limit_price,
+            order.min_liquidity,
+            order.expires_at,
+            _dumps(waiting_data(order)) if order.type != "market" else None,
         )
         if row is not None:
             return Created(row, True)
@@ -173,8 +220,8 @@ class OrderStore:
         return Created(existing, False)
 
     async def count_live(self) -> int:
-        """Orders accepted and not yet confirmed or failed."""
-        count = await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", LIVE_STATUSES)
+        """Orders accepted and not yet finished, armed (waiting) ones aside: the execution backlog."""
+        count = await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", BACKLOG_STATUSES)
         return int(count)
 
     async def get(self, order_id: uuid.UUID) -> asyncpg.Record:

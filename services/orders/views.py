@@ -44,6 +44,9 @@ def order_view(row: asyncpg.Record) -> dict[str, Any]:
         "createdAt": iso(row["created_at"]),
         "updatedAt": iso(row["updated_at"]),
         "completedAt": iso(row["completed_at"]) if row["completed_at"] else None,
+        "limitPrice": _num(row["limit_price"]),
+        "minLiquidity": _num(row["min_liquidity"]),
+        "expiresAt": iso(row["expires_at"]) if row["expires_at"] else None,
     }
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from dexengine.v1 import router_pb2, router_pb2_grpc
-from services.common import grpc_server
+from dexengine.v1 import orders_pb2_grpc, router_pb2, router_pb2_grpc
+from services.common import grpc_client, grpc_server
 from services.common.cluster import ClusterStream, rpc_client
 from services.common.config import Settings
 from services.router.pool_feed import PoolFeed
 from services.router.servicer import RouterServicer
+from services.router.trigger import Trigger
 
 
 class RouterComponent:
@@ -19,13 +20,21 @@ class RouterComponent:
         self.settings = settings
         self.stream: ClusterStream | None = None
         self.feed: PoolFeed | None = None
+        self.trigger: Trigger | None = None
+        self.orders_channel: grpc.aio.Channel | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
         rpc = rpc_client(self.settings.solana_rpc_url)
         self.stream = ClusterStream(self.settings.solana_ws_url)
         self.feed = PoolFeed(rpc, self.stream)
+        servicer = RouterServicer(self.settings, self.feed)
+        if self.settings.trigger_enabled:
+            # Limit and sniper orders: armed ones evaluated on every pool update (see trigger.py).
+            self.orders_channel = grpc_client.channel(self.settings.orders_target)
+            self.trigger = Trigger(self.settings, self.feed, servicer, orders_pb2_grpc.OrdersStub(self.orders_channel))
+            self.trigger.start()
         self.stream.start()
-        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(self.settings, self.feed), server)
+        router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
         return [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name]
 
     async def healthy(self) -> bool:
@@ -41,6 +50,10 @@ class RouterComponent:
         """Nothing consumes in the background."""
 
     async def close(self) -> None:
+        if self.trigger is not None:
+            await self.trigger.close()
+        if self.orders_channel is not None:
+            await self.orders_channel.close()
         if self.stream is not None:
             await self.stream.close()
         if self.feed is not None:

@@ -5,7 +5,8 @@ On every (re)connection of the PubSub stream the feed first subscribes
 token vaults and mints, which other programs own), then loads everything with
 getProgramAccounts and getMultipleAccounts: an update that races the load is
 applied after it, never lost. Each account update re-decodes only the pools
-that read that account. The router holds no market of its own: two replicas
+that read that account, then tells the listeners (the limit/sniper trigger)
+which pools changed. The router holds no market of its own: two replicas
 fed by the same cluster quote the same pools identically.
 """
 
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from solana.rpc.async_api import AsyncClient
@@ -26,6 +27,8 @@ from venues.onchain import VENUE_PROGRAMS, Account, PoolSnapshot, decode_pool, d
 
 log = logging.getLogger(__name__)
 MAX_ACCOUNTS_PER_CALL = 100
+# Told the pools that changed and when the update arrived (time.time()).
+PoolListener = Callable[[list[PoolSnapshot], float], None]
 
 
 def _account(value: Any) -> Account:
@@ -43,6 +46,7 @@ class PoolFeed:
         self.by_pair: dict[tuple[str, frozenset[str]], list[PoolSnapshot]] = {}
         self.ready = asyncio.Event()
         self.updates = 0
+        self.listeners: list[PoolListener] = []
         stream.on_connect(self._on_connect)
 
     # -- loading ----------------------------------------------------------
@@ -58,6 +62,7 @@ class PoolFeed:
         await self._resolve([a for a, acc in self.accounts.items() if is_pool_account(acc)])
         self.ready.set()
         log.info("pool feed loaded", extra={"pools": len(self.pools)})
+        self._tell(list(self.pools.values()), time.time())  # catch up: whatever moved while disconnected
 
     async def _fetch(self, addresses: Iterable[Pubkey]) -> None:
         wanted = list(dict.fromkeys(addresses))
@@ -81,6 +86,8 @@ class PoolFeed:
         for address in pools:
             self._decode(address)
         self._index()
+        if self.ready.is_set():
+            self._tell([self.pools[a] for a in pools if a in self.pools], time.time())
 
     def _owned_by_venue(self, address: Pubkey) -> bool:
         account = self.accounts.get(address)
@@ -126,6 +133,14 @@ class PoolFeed:
             self._decode(pool)
         if touched:
             self._index()
+            self._tell([self.pools[a] for a in touched if a in self.pools], time.time())
+
+    def _tell(self, snapshots: list[PoolSnapshot], at: float) -> None:
+        for listener in self.listeners:
+            try:
+                listener(snapshots, at)
+            except Exception:  # a listener's bug must not stop the feed
+                log.exception("pool listener failed")
 
     # -- reading ------------------------------------------------------------
     def pools_for(self, venue: str, mint_in: str, mint_out: str, now: float | None = None) -> list[PoolSnapshot]:

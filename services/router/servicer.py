@@ -110,6 +110,33 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             raise error
         return best
 
+    def executable(
+        self, token_in: str, token_out: str, amount_in: Decimal, at_least: Decimal | None = None
+    ) -> tuple[Decimal, str]:
+        """What ``amount_in`` whole token_in gets now, with the math and decision of GetQuotes (no latency).
+
+        Returns (price, venue or "split"): whole token_out per whole token_in, after fees and price impact;
+        AmmError when no open pool can fill it. What the limit trigger checks a candidate with. With
+        ``at_least``, a single venue reaching it answers at once (the decision can only do better).
+        """
+        tin, tout = self._token(token_in), self._token(token_out)
+        if tin is None or tout is None:
+            raise NoPoolError(f"no open pool trades {token_in} -> {token_out}")
+        raw = to_base_units(amount_in, tin.decimals)
+        venues = list(VENUE_PROGRAMS)
+        if at_least is not None:
+            for venue in venues:
+                try:
+                    quote = self._pool_quote(venue, tin, tout, raw)
+                except AmmError:
+                    continue
+                price = _price(raw, quote.amount_out, tin, tout)
+                if price >= at_least:
+                    return price, venue
+        decision = decide(lambda venue, amount: self._pool_quote(venue, tin, tout, amount), venues, raw, tin, tout)
+        venue = decision.legs[0].venue if decision.kind == "single" else "split"
+        return _price(raw, decision.amount_out, tin, tout), venue
+
     async def _quote_venue(self, venue: str, tin: Token, tout: Token, raw: int) -> tuple[VenueQuote, int]:
         with telemetry.tracer(__name__).start_as_current_span(
             f"quote {venue}", attributes={"dex.venue": venue, "dex.token_in": tin.symbol, "dex.token_out": tout.symbol}

@@ -108,7 +108,7 @@ async def test_bad_inputs_are_rejected_naming_the_field_and_write_nothing(mesh: 
         ({**good, "amountIn": True}, 400, "amountIn"),
         ({**good, "slippage": 0.9}, 400, "slippage"),
         ({**good, "slippage": 0}, 400, "slippage"),
-        ({**good, "type": "limit"}, 400, "type"),
+        ({**good, "type": "stop"}, 400, "type"),
         ({**good, "extra": 1}, 400, "extra"),
     ]
     conn = await asyncpg.connect(mesh.env["DATABASE_URL"])

@@ -65,5 +65,10 @@ def test_order_view_round_trips_through_protobuf() -> None:
         "createdAt": "2026-01-01T00:00:00.000001Z",
         "updatedAt": "2026-01-01T00:00:01.000000Z",
         "completedAt": "2026-01-01T00:00:01.000000Z",
+        "limitPrice": None,
+        "minLiquidity": None,
+        "expiresAt": None,
     }
     assert codec.order_to_view(codec.order_from_view(view)) == view
+    limit = {**view, "type": "limit", "limitPrice": "151.2", "expiresAt": "2026-01-02T00:00:00.000000Z"}
+    assert codec.order_to_view(codec.order_from_view(limit)) == limit

@@ -51,7 +51,17 @@ def test_a_good_order_parses_to_decimals() -> None:
         ({"slippage": "x"}, "slippage", "fraction"),
         ({"slippage": "0.00009"}, "slippage", "between"),
         ({"slippage": "0.51"}, "slippage", "between"),
-        ({"type": "limit"}, "type", "must be one of"),
+        ({"type": "stop"}, "type", "must be one of"),
+        ({"type": "limit"}, "limit_price", "is required"),
+        ({"type": "limit", "limit_price": "0"}, "limit_price", "greater than 0"),
+        ({"type": "sniper"}, "min_liquidity", "is required"),
+        ({"type": "sniper", "min_liquidity": "-1"}, "min_liquidity", "at least 0"),
+        ({"type": "limit", "limit_price": "1", "expires_at": "tomorrow"}, "expires_at", "RFC 3339"),
+        ({"type": "limit", "limit_price": "1", "expires_at": "2000-01-01T00:00:00Z"}, "expires_at", "future"),
+        ({"type": "limit", "limit_price": "1", "expires_at": "2999-01-01T00:00:00Z"}, "expires_at", "at most"),
+        ({"type": "limit", "limit_price": "1", "expires_at": "2999-01-01T00:00:00"}, "expires_at", "time zone"),
+        ({"limit_price": "1"}, "limit_price", "only to limit"),
+        ({"expires_at": "2999-01-01T00:00:00Z"}, "expires_at", "only to limit or sniper"),
     ],
 )
 def test_each_rule_names_its_field(change: dict[str, object], field: str, issue: str) -> None:
