@@ -169,9 +169,28 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         quote = self._pool_quote(venue, tin, tout, raw)
         return quote, int((time.monotonic() - started) * 1000)
 
-    async def GetQuotes(
-        self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
-    ) -> router_pb2.GetQuotesResponse:
+    async def CheckRoute(
+        self, request: router_pb2.CheckRouteRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.CheckRouteResponse:
+        await self._await_feed(context)
+        try:
+            tin, tout, _ = self._tokens(request.token_in, request.token_out, request.amount_in)
+        except ValidationFailed as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
+            raise
+        except NoPoolError as exc:
+            await abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                str(exc),
+                reason=exc.code,
+                violations=[FieldViolation("token_out", "no open pool trades this pair")],
+            )
+            raise
+        pools = [str(p.address) for venue in VENUE_PROGRAMS for p in self.feed.pools_for(venue, tin.mint, tout.mint)]
+        return router_pb2.CheckRouteResponse(pools=pools, decimals_in=tin.decimals, decimals_out=tout.decimals)
+
+    async def _await_feed(self, context: grpc.aio.ServicerContext) -> None:
         if not self.feed.ready.is_set():
             with contextlib.suppress(TimeoutError):  # just started or reconnecting: wait a moment for the load
                 await asyncio.wait_for(self.feed.ready.wait(), FEED_WAIT_S)
@@ -182,6 +201,11 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 "pool accounts not loaded from the cluster yet",
                 reason="NO_POOL_STATE",
             )
+
+    async def GetQuotes(
+        self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.GetQuotesResponse:
+        await self._await_feed(context)
         try:
             tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
             slippage = parse_decimal(request.slippage) if request.slippage else Decimal(0)

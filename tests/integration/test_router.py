@@ -123,3 +123,18 @@ async def test_two_replicas_quote_the_same_pools_identically(still: config.Setti
             answers.append(([(q.venue, q.amount_out, q.pool) for q in resp.quotes], resp.decision.amount_out))
     assert answers[0] == answers[1]
     assert all(pool for quotes, _ in answers for _, _, pool in quotes), "every quote names its pool account"
+
+
+async def test_check_route_answers_from_the_pool_accounts(router: router_pb2_grpc.RouterStub) -> None:
+    ok = await router.CheckRoute(router_pb2.CheckRouteRequest(token_in=SOL, token_out=USDC, amount_in="1"), timeout=5)
+    assert len(ok.pools) == 2 and (ok.decimals_in, ok.decimals_out) == (9, 6)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.CheckRoute(router_pb2.CheckRouteRequest(token_in=BONK, token_out=MSOL, amount_in="1"), timeout=5)
+    info = parse_rpc_error(err.value)
+    assert info.code == grpc.StatusCode.NOT_FOUND and [v.field for v in info.violations] == ["token_out"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.CheckRoute(
+            router_pb2.CheckRouteRequest(token_in=USDC, token_out=SOL, amount_in="0.0000001"), timeout=5
+        )
+    info = parse_rpc_error(err.value)
+    assert info.code == grpc.StatusCode.INVALID_ARGUMENT and [v.field for v in info.violations] == ["amount_in"]
