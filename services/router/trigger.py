@@ -217,6 +217,7 @@ class Trigger:
                     self._mark(order.pair, time.time())
                     count += 1
             self.caught_up.set()
+            metrics.ARMED.set(len(self.index))
             log.info("trigger caught up", extra={"armed": len(self.index), "new": count})
             self._evaluate_all()
             return
@@ -276,6 +277,7 @@ class Trigger:
 
     def _evaluate_dirty(self) -> None:
         self.scheduled = False
+        metrics.ARMED.set(len(self.index))
         if not self.feed.ready.is_set():
             return  # the feed tells every pool once loaded
         dirty, self.dirty = self.dirty, {}
