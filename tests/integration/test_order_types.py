@@ -1,0 +1,148 @@
+"""Limit/sniper orders in orders against real PostgreSQL, Redis and RabbitMQ: arming, the job born at the trigger,
+cancel racing the trigger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aio_pika
+import asyncpg
+import grpc
+import orjson
+
+from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
+from services.common import amqp, config, states
+from services.common.errors import parse_rpc_error
+from tests.support.client import SOL, USDC
+
+WAITING, ROUTING = states.to_proto(states.WAITING), states.to_proto(states.ROUTING)
+
+
+def limit_request(**over: str) -> orders_pb2.CreateOrderRequest:
+    fields = {
+        "token_in": SOL,
+        "token_out": USDC,
+        "amount_in": "1",
+        "slippage": "0.01",
+        "type": "limit",
+        "limit_price": "151.2",
+        **over,
+    }
+    return orders_pb2.CreateOrderRequest(**fields)
+
+
+async def _drain_for(queue: aio_pika.abc.AbstractQueue, order_id: str, seconds: float) -> list[dict[str, object]]:
+    found = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        message = await queue.get(fail=False)
+        if message is None:
+            await asyncio.sleep(0.05)
+            continue
+        await message.ack()
+        body = orjson.loads(message.body)
+        if body.get("orderId") == order_id:
+            found.append(body)
+    return found
+
+
+async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_fires(
+    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings, pg: asyncpg.Connection
+) -> None:
+    names = amqp.Names(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        events_q = await channel.declare_queue("", exclusive=True)
+        await events_q.bind(names.events_exchange)
+        work = await channel.get_queue(names.execute_queue)
+        resp = await orders.CreateOrder(
+            limit_request(expires_at=(datetime.now(UTC) + timedelta(hours=1)).isoformat()), timeout=5
+        )
+        assert resp.order.status == WAITING and resp.order.seq == 2
+        assert resp.order.limit_price == "151.2" and resp.order.expires_at.seconds > 0
+        order_id = resp.order.id
+        events = await pg.fetch(
+            "SELECT seq, status, data FROM order_events WHERE order_id = $1 ORDER BY seq", uuid.UUID(order_id)
+        )
+        assert [(e["seq"], e["status"]) for e in events] == [(1, "pending"), (2, "waiting")]
+        waiting = orjson.loads(events[1]["data"])
+        assert waiting["limitPrice"] == "151.2" and waiting["type"] == "limit"
+        assert await _drain_for(work, order_id, 1.0) == [], "an armed order queues no execution job"
+        published = await _drain_for(events_q, order_id, 1.0)
+        assert [(e["status"], e["seq"]) for e in published] == [("pending", 1), ("waiting", 2)]
+
+        fired = await orders.Transition(
+            orders_pb2.TransitionRequest(order_id=order_id, expected_status=WAITING, new_status=ROUTING), timeout=5
+        )
+        assert fired.order.status == ROUTING
+        jobs = await _drain_for(work, order_id, 2.0)
+        assert jobs == [{"orderId": order_id, "attempt": 1}], "waiting -> routing enqueued exactly one job"
+    finally:
+        await connection.close()
+
+
+async def test_cancel_racing_the_trigger_has_exactly_one_winner(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    ids = [(await orders.CreateOrder(limit_request(), timeout=5)).order.id for _ in range(40)]
+
+    async def race(order_id: str) -> tuple[bool, bool]:
+        cancel = orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order_id), timeout=5)
+        fire = orders.Transition(
+            orders_pb2.TransitionRequest(order_id=order_id, expected_status=WAITING, new_status=ROUTING), timeout=5
+        )
+        outcomes = await asyncio.gather(cancel, fire, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, grpc.aio.AioRpcError):
+                assert outcome.code() == grpc.StatusCode.FAILED_PRECONDITION, outcome
+                assert parse_rpc_error(outcome).reason in ("NOT_CANCELLABLE", "STALE_TRANSITION")
+        return tuple(not isinstance(o, BaseException) for o in outcomes)  # type: ignore[return-value]
+
+    results = await asyncio.gather(*(race(i) for i in ids))
+    assert all(cancelled != fired for cancelled, fired in results), "exactly one of cancel and trigger wins"
+    rows = await pg.fetch(
+        "SELECT id::text, status, seq FROM orders WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in ids]
+    )
+    final = {r["id"]: (r["status"], r["seq"]) for r in rows}
+    for order_id, (cancelled, _) in zip(ids, results, strict=True):
+        assert final[order_id] == ("cancelled" if cancelled else "routing", 3)
+
+
+async def test_expiry_and_cancel_are_terminal(orders: orders_pb2_grpc.OrdersStub) -> None:
+    order = (await orders.CreateOrder(limit_request(), timeout=5)).order
+    expired = await orders.Transition(
+        orders_pb2.TransitionRequest(
+            order_id=order.id, expected_status=WAITING, new_status=common_pb2.ORDER_STATUS_EXPIRED
+        ),
+        timeout=5,
+    )
+    assert expired.order.status == common_pb2.ORDER_STATUS_EXPIRED and expired.order.completed_at.seconds > 0
+    try:
+        await orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order.id), timeout=5)
+        raise AssertionError("an expired order is not cancellable")
+    except grpc.aio.AioRpcError as err:
+        info = parse_rpc_error(err)
+        assert (err.code(), info.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_CANCELLABLE")
+        assert [(v.field, v.issue) for v in info.violations] == [("status", "expired")]
+    try:
+        await orders.Transition(
+            orders_pb2.TransitionRequest(
+                order_id=order.id, expected_status=common_pb2.ORDER_STATUS_EXPIRED, new_status=ROUTING
+            ),
+            timeout=5,
+        )
+        raise AssertionError("expired is final")
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_waiting_orders_are_listed_by_status(
+    orders: orders_pb2_grpc.OrdersStub,
+) -> None:
+    order = (await orders.CreateOrder(limit_request(), timeout=5)).order
+    listed = await orders.ListOrders(orders_pb2.ListOrdersRequest(status=WAITING, limit=200), timeout=5)
+    assert order.id in {o.id for o in listed.orders}
+    assert all(o.status == WAITING for o in listed.orders)
