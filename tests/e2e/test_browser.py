@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -44,10 +45,28 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+class Waiter:
+    """WebDriverWait that, on a timeout, says what the page showed."""
+
+    def __init__(self, browser: webdriver.Chrome, timeout: float = 30) -> None:
+        self.browser = browser
+        self.wait = WebDriverWait(browser, timeout, poll_frequency=0.1)
+
+    def until(self, condition: Callable[[webdriver.Chrome], object]) -> None:
+        try:
+            self.wait.until(condition)
+        except TimeoutException:
+            page = {
+                element: self.browser.find_element(By.ID, element).get_attribute("outerHTML")
+                for element in ("connection", "form-error", "live-id", "stages", "live-status", "recent")
+            }
+            raise AssertionError(f"page: {page}; console: {self.browser.get_log('browser')}") from None
+
+
 def test_the_page_submits_an_order_and_watches_it_to_confirmed(
     mesh: Mesh, browser: webdriver.Chrome, tmp_path: Path
 ) -> None:
-    wait = WebDriverWait(browser, 30, poll_frequency=0.1)
+    wait = Waiter(browser)
     browser.get(f"{mesh.http}/")
     assert browser.title == "DEX order engine"
     wait.until(lambda d: d.find_element(By.ID, "connection").text == "live")

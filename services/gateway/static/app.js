@@ -117,6 +117,7 @@ async function submit(event) {
       return;
     }
     showOrder(answer.orderId);
+    fillFromHistory(answer.orderId); // whatever the socket brought before the page knew this order
     upsertRow({ orderId: answer.orderId, tokenIn: body.tokenIn, tokenOut: body.tokenOut, amountIn: body.amountIn,
       status: answer.status });
     send({ subscribe: [answer.orderId] });
@@ -152,8 +153,9 @@ function stageTime(status, timestamp) {
   time.textContent = `${clock(timestamp)}${elapsed}`;
 }
 
-// The socket's first message may be a snapshot taken after some stages went by: their times come from
-// the order's history. Only the times: the stage shown as current is the socket's to set.
+// Events can reach the socket before the page knows the order (its POST answer comes later), and a
+// subscription's snapshot may stand for stages that went by: the order's history fills what the live
+// stream did not show. Newer events are applied in full; older ones only add a missing time or quotes.
 async function fillFromHistory(orderId) {
   try {
     const resp = await fetch(`/api/orders/${orderId}`, { headers: headers() });
@@ -162,7 +164,10 @@ async function fillFromHistory(orderId) {
     if (state.current !== orderId) return;
     if (order.createdAt) state.startedAt = Date.parse(order.createdAt);
     for (const event of order.history || []) {
-      if (event.seq > state.lastSeq) break;
+      if (event.seq > state.lastSeq) {
+        showEvent(event);
+        continue;
+      }
       const li = $("stages").querySelector(`[data-stage="${event.status}"]`);
       if (li && !li.querySelector("time").textContent) stageTime(event.status, event.timestamp);
       if (event.status === "building" && !$("quotes").querySelector("tr.chosen")) renderQuotes(event.data);
@@ -282,12 +287,20 @@ function onEvent(event) {
   if (event.status === "building") update.dexProvider = data.venue;
   upsertRow(update);
   if (event.orderId !== state.current || event.seq <= state.lastSeq) return;
+  const gap = event.seq > state.lastSeq + 1;
+  showEvent(event);
+  if (gap) fillFromHistory(event.orderId);
+}
+
+// The live panel shows one more event of its order (newer than any it showed).
+function showEvent(event) {
+  const data = event.data || {};
+  const order = data.snapshot ? data.order : null;
   state.lastSeq = event.seq;
   if (order && order.createdAt) state.startedAt = Date.parse(order.createdAt);
   if (event.status === "building") renderQuotes(data);
   else if (order && order.routing) renderQuotes(order.routing);
   markStage(event.status, event.timestamp, data);
-  if (order && event.seq > 1) fillFromHistory(event.orderId);
 }
 
 function send(message) {
