@@ -363,7 +363,11 @@ def test_network_isolation(overlay: Manifests) -> None:
         for svc, p in ingress.items()
         if svc in SERVICES and svc != "gateway"
     }
-    assert callers == {"orders": {"gateway", "executor", "notifier"}, "router": {"executor"}, "notifier": {"gateway"}}
+    assert callers == {
+        "orders": {"gateway", "executor", "notifier", "router"},  # router: its limit/sniper trigger
+        "router": {"executor"},
+        "notifier": {"gateway"},
+    }
     # Egress: denied by default for the engine's pods, then opened per service.
     deny = policies["default-deny-egress"]["spec"]
     assert deny["policyTypes"] == ["Egress"] and "egress" not in deny
@@ -385,6 +389,7 @@ def test_network_isolation(overlay: Manifests) -> None:
     assert peers(egress["gateway"]) == {"orders", "notifier"}
     assert peers(egress["executor"]) == {"orders", "router"}
     assert peers(egress["notifier"]) == {"orders"}
+    assert peers(egress["router"]) == {"orders"} and 5672 in ports(egress["router"]), "the trigger: orders + events"
     assert {5432, 6379, 5672} <= ports(egress["orders"])
     assert {8899, 8900, 443} <= ports(egress["router"]) and {8899, 443, 5672, 6379} <= ports(egress["executor"])
     assert 5432 not in ports(egress["executor"]) | ports(egress["router"]), (
