@@ -13,7 +13,7 @@ import grpc
 from dexclient import tokens
 from dexclient.errors import InvalidArgument, Violation
 from dexclient.models import status_value
-from dexengine.v1 import orders_pb2, router_pb2
+from dexengine.v1 import common_pb2, orders_pb2, router_pb2
 
 AUTHORIZATION = "authorization"
 INTERNAL = "x-dexengine-internal"
@@ -109,7 +109,10 @@ def create_request(
 
 def list_request(status: str | None, limit: int, cursor: str | None, live: bool) -> orders_pb2.ListOrdersRequest:
     return orders_pb2.ListOrdersRequest(
-        status=status_value(status) if status else 0, limit=limit, cursor=cursor or "", live=live
+        status=status_value(status) if status else common_pb2.ORDER_STATUS_UNSPECIFIED,
+        limit=limit,
+        cursor=cursor or "",
+        live=live,
     )
 
 

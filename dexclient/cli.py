@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -131,7 +131,7 @@ def outcome(statuses: dict[str, str]) -> int:
 class Transport(Protocol):
     async def submit(self, body: dict[str, Any], idempotency_key: str) -> dict[str, Any]: ...
     async def get(self, order_id: str) -> dict[str, Any]: ...
-    async def list(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]: ...
+    async def list_orders(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]: ...
     async def cancel(self, order_id: str) -> dict[str, Any]: ...
     def watch(self, order_ids: list[str], url: str | None = None) -> AsyncIterator[Event]: ...
     def watch_mine(self) -> AsyncIterator[Event]: ...
@@ -172,7 +172,7 @@ class HttpTransport:
         answer: dict[str, Any] = await self._request("GET", f"/api/orders/{order_id}")
         return answer
 
-    async def list(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def list_orders(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
         params: dict[str, str] = {"limit": str(limit)}
         if status:
             params["status"] = status
@@ -270,7 +270,7 @@ class GrpcTransport:
     async def get(self, order_id: str) -> dict[str, Any]:
         return (await self.client.get_order(order_id)).to_json()
 
-    async def list(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def list_orders(self, status: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
         page = await self.client.list_orders(status=status, limit=limit, cursor=cursor)
         return {"orders": [o.to_json() for o in page.orders], "nextCursor": page.next_cursor}
 
@@ -373,7 +373,7 @@ async def cmd_get(args: argparse.Namespace, out: Output, api: Transport) -> int:
 
 
 async def cmd_list(args: argparse.Namespace, out: Output, api: Transport) -> int:
-    page = await api.list(args.status, args.limit, args.cursor)
+    page = await api.list_orders(args.status, args.limit, args.cursor)
     if not out.human:
         out.json(page)
         return OK
@@ -459,7 +459,7 @@ async def cmd_keys(args: argparse.Namespace, out: Output, client: AsyncClient) -
     return OK
 
 
-def table(out: Output, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def table(out: Output, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
         out.line("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())

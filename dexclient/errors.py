@@ -8,7 +8,7 @@ when the server said, how long to wait before retrying.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -100,10 +100,12 @@ _BY_HTTP: dict[int, tuple[grpc.StatusCode, type[DexError]]] = {
 
 def from_rpc_error(err: grpc.RpcError) -> DexError:
     """The exception for a failed gRPC call (sync or async), with its rich status details."""
-    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-    message: str = err.details() or ""  # type: ignore[attr-defined]
-    reason, violations, retry_after = "", [], None
-    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
+    call = cast(Any, err)  # sync and aio errors are both Calls, which grpc.RpcError does not declare
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or ""
+    reason, retry_after = "", None
+    violations: list[Violation] = []
+    for key, value in call.trailing_metadata() or ():
         if key != DETAILS_KEY or not isinstance(value, bytes):
             continue
         status = status_pb2.Status.FromString(value)

@@ -92,7 +92,7 @@ class Client:
                 return call(max(remaining, 0.001), metadata)
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
-                delay = next(delays, None) if err.code() in self.retry.retryable else None  # type: ignore[attr-defined]
+                delay = next(delays, None) if err.code() in self.retry.retryable else None
                 if delay is None or time.monotonic() + delay >= deadline:
                     raise error from None
                 self._sleep(delay)
@@ -182,7 +182,7 @@ class Client:
                         return
                 return
             except grpc.RpcError as err:
-                delay = next(delays, None) if err.code() in self.retry.retryable else None  # type: ignore[attr-defined]
+                delay = next(delays, None) if err.code() in self.retry.retryable else None
                 if delay is None:
                     raise from_rpc_error(err) from None
                 self._sleep(delay)
