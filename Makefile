@@ -39,7 +39,10 @@ browser:
 
 $(STUBS): $(PROTOS) $(STAMP)
 	mkdir -p dexengine/v1
-	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	@# Typed stubs (mypy-protobuf): *_pb2.pyi and *_pb2_grpc.pyi, so mypy sees every message and servicer.
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	  --mypy_out=. --mypy_grpc_out=. $(PROTOS)
 	touch dexengine/__init__.py dexengine/v1/__init__.py $(STUBS)
 
 check-infra: proto
@@ -56,6 +59,7 @@ test-chaos: proto
 
 lint: proto
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 fmt: proto
 	$(VENV)/bin/ruff format .

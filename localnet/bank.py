@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -204,7 +204,7 @@ def sanitize(tx: VersionedTransaction) -> None:
         raise TxError.of("AddressLookupTableNotFound")
 
 
-def compute_budget(message: Message | MessageV0) -> Budget:
+def compute_budget(message: Message | MessageV0 | MessageV1) -> Budget:
     keys = message.account_keys
     limit: int | None = None
     price = 0
@@ -223,7 +223,7 @@ def compute_budget(message: Message | MessageV0) -> Budget:
     return Budget(min(limit, MAX_COMPUTE_UNITS), price)
 
 
-def fee_of(message: Message | MessageV0) -> int:
+def fee_of(message: Message | MessageV0 | MessageV1) -> int:
     return LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures + compute_budget(message).priority_fee
 
 

@@ -463,7 +463,7 @@ class Node:
     def _ledger_row(self, entry: Pending, outcome: Outcome, slot: int, block_time: int) -> LedgerRow:
         err = None if outcome.err is None else outcome.err.json
         pre_tokens, post_tokens = outcome.token_balances
-        meta = {
+        meta: dict[str, Any] = {
             "err": err,
             "status": {"Ok": None} if err is None else {"Err": err},
             "fee": outcome.fee,
@@ -588,7 +588,7 @@ class Node:
         return VersionedTransaction(message, [self.faucet])
 
 
-def whole_to_raw(amount: str | int | float, decimals: int, field_name: str) -> int:
+def whole_to_raw(amount: Decimal | str | int | float, decimals: int, field_name: str) -> int:
     try:
         value = Decimal(str(amount))
     except ArithmeticError:

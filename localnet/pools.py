@@ -115,11 +115,11 @@ def write_swap(view: View, snapshot: PoolSnapshot, mint_in: Pubkey, fill: Fill) 
             amounts = new_pool.bins.get(bin_id)
             if amounts is not None and amounts != old_pool.bins.get(bin_id):
                 changed.setdefault(dlmm.bin_array_index(bin_id), {})[bin_id] = amounts
-        for index, amounts in changed.items():
+        for index, patch in changed.items():
             key = snapshot.bin_arrays[index]
             array = view.get(key)
             assert array is not None
-            view.set(key, Account(array.owner, dlmm.patch_bin_array(array.data, amounts), array.lamports))
+            view.set(key, Account(array.owner, dlmm.patch_bin_array(array.data, patch), array.lamports))
         reserves[side_in] += fill.amount_in
     reserves[1 - side_in] -= fill.amount_out
     return replace(snapshot, pool=new_pool, reserves=(reserves[0], reserves[1]))

@@ -451,8 +451,8 @@ class Venues:
         low, high = sorted((old_active, new_active))
         given = set(call.remaining)
         for index in range(dlmm.bin_array_index(low), dlmm.bin_array_index(high) + 1):
-            key = snapshot.bin_arrays.get(index)
-            if key is None or key not in given:
+            array_key = snapshot.bin_arrays.get(index)
+            if array_key is None or array_key not in given:
                 anchor_fail(inv, dlmm.ERR_BIN_ARRAY_NOT_FOUND, dlmm.ERRORS)
         if fill.amount_out < call.min_amount_out:
             anchor_fail(inv, dlmm.ERR_EXCEEDED_AMOUNT_SLIPPAGE_TOLERANCE, dlmm.ERRORS)

@@ -153,6 +153,8 @@ class PubSub:
         if method == "signatureSubscribe":
             raw = params[0] if params else None
             try:
+                if not isinstance(raw, str):
+                    raise TypeError(raw)
                 sig = str(Signature.from_string(raw))
             except (ValueError, TypeError):
                 raise invalid_params("Invalid param: Invalid") from None
@@ -170,15 +172,16 @@ class PubSub:
             return sub.id, []
         if method == "logsSubscribe":
             target = params[0] if params else "all"
+            mentions: Pubkey | None
             if target in ("all", "allWithVotes"):
-                key = None
+                mentions = None
             elif isinstance(target, dict) and isinstance(target.get("mentions"), list):
                 if len(target["mentions"]) != 1:
                     raise invalid_params("Invalid Request: Only 1 address supported")
-                key = _pubkey(target["mentions"][0])
+                mentions = _pubkey(target["mentions"][0])
             else:
                 raise invalid_params('Invalid params: expected "all" or {"mentions": [address]}')
-            sub = self._add(conn, "logs", key)
+            sub = self._add(conn, "logs", mentions)
             self.logs_subs.add(sub.id)
             return sub.id, []
         raise RpcError(METHOD_NOT_FOUND, "Method not found")
@@ -201,7 +204,12 @@ class PubSub:
         if sub is None:
             return
         sub.conn.subs.discard(sub_id)
-        index = {"account": self.by_account, "program": self.by_program, "signature": self.by_signature}.get(sub.kind)
+        indexes: dict[str, dict[Any, set[int]]] = {
+            "account": self.by_account,
+            "program": self.by_program,
+            "signature": self.by_signature,
+        }
+        index = indexes.get(sub.kind)
         if index is not None and sub.key in index:
             index[sub.key].discard(sub_id)
             if not index[sub.key]:

@@ -366,7 +366,7 @@ class Rpc:
         missing = [s for s, v in found.items() if v is None]
         if history and missing:
             found.update(await self.node.store.statuses(missing))
-        out = []
+        out: list[dict[str, Any] | None] = []
         for s in sigs:
             status = found.get(s)
             if status is None:

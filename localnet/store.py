@@ -218,8 +218,8 @@ class Store:
                     key,
                     orjson.dumps(value).decode(),
                 )
-        for key, account in batch.accounts.items():
-            self._apply(key, account)
+        for address, account in batch.accounts.items():
+            self._apply(address, account)
         self.executable |= batch.executable
         for mint, symbol, _ in batch.mints:
             if symbol:

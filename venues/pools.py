@@ -30,7 +30,8 @@ VENUES = (RAYDIUM, METEORA)
 
 
 class Pool(Protocol):
-    pool_id: str
+    @property
+    def pool_id(self) -> str: ...  # read-only: the pools are frozen dataclasses
 
     @property
     def mints(self) -> tuple[str, str]: ...

@@ -17,7 +17,7 @@ from typing import Any
 
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
-from solana.rpc.websocket_api import SolanaWsClient, Subscription
+from solana.rpc.websocket_api import OverflowPolicy, SolanaWsClient, Subscription
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
@@ -68,7 +68,7 @@ class ClusterStream:
         delay = RECONNECT_MIN_S
         while True:
             try:
-                self.client = await SolanaWsClient(self.ws_url, overflow="drop_oldest").connect()
+                self.client = await SolanaWsClient(self.ws_url, overflow=OverflowPolicy.DROP_OLDEST).connect()
                 for hook in self.hooks:
                     await hook()
                 self.connected.set()

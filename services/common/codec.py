@@ -9,7 +9,7 @@ Protobuf messages convert to and from it here and nowhere else.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -39,7 +39,10 @@ _ORDER_TIMES = (
     ("completed_at", "completedAt"),
     ("expires_at", "expiresAt"),
 )
-_ORDER_STRUCTS = (("routing", "routing"), ("execution", "execution"))
+_ORDER_STRUCTS: tuple[tuple[Literal["routing", "execution"], str], ...] = (
+    ("routing", "routing"),
+    ("execution", "execution"),
+)
 
 
 def iso(ts: datetime) -> str:

@@ -51,7 +51,7 @@ def decode(message: AbstractIncomingMessage) -> tuple[str, int]:
     try:
         body = orjson.loads(message.body)
         order_id = str(uuid.UUID(str(body["orderId"])))
-        attempt = int(message.headers.get("x-attempt", body.get("attempt", 1)))  # type: ignore[arg-type]
+        attempt = int(message.headers.get("x-attempt", body.get("attempt", 1)))
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise PoisonMessage(str(exc)) from exc
     if attempt < 1:

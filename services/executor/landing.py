@@ -157,8 +157,13 @@ class Cluster:
         """Until the signature lands (with or without an error) or can no longer land."""
         notified: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         sub = None
+
+        def on_notified(result: Any) -> None:
+            if not notified.done():
+                notified.set_result(result)
+
         with contextlib.suppress(Exception):  # no stream: polling alone still answers
-            sub = await self.stream.signature(signature, lambda result: notified.done() or notified.set_result(result))
+            sub = await self.stream.signature(signature, on_notified)
         try:
             while True:
                 outcome = await self.status(signature, last_valid_height)

@@ -104,8 +104,8 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        orders: orders_pb2_grpc.OrdersStub,
-        router: router_pb2_grpc.RouterStub,
+        orders: orders_pb2_grpc.OrdersAsyncStub,
+        router: router_pb2_grpc.RouterAsyncStub,
         cluster: Cluster,
         wallet: Keypair,
     ) -> None:

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dexengine.v1 import notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
+from dexengine.v1 import common_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import auth, codec, grpc_client, metrics, states
 from services.common.auth import AuthSettings
 from services.common.config import Settings
@@ -265,7 +265,7 @@ class Gateway:
         try:
             resp = await self.orders.ListOrders(
                 orders_pb2.ListOrdersRequest(
-                    status=states.to_proto(status_name) if status_name else 0,
+                    status=states.to_proto(status_name) if status_name else common_pb2.ORDER_STATUS_UNSPECIFIED,
                     limit=int(limit_raw),
                     cursor=request.query.get("cursor", ""),
                 ),

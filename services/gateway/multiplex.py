@@ -44,7 +44,7 @@ import grpc
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from dexengine.v1 import notifier_pb2
+from dexengine.v1 import common_pb2, notifier_pb2
 from services.common import auth, codec
 from services.common.errors import FieldViolation, RpcErrorInfo, parse_rpc_error
 from services.gateway.order_feeds import Item, OrderFeed
@@ -132,7 +132,7 @@ class MuxSocket:
         # Outgoing frames: (orderId, seq, text) for events, text for control frames.
         self.out: asyncio.Queue[tuple[str, int, str] | str] = asyncio.Queue(MAX_BACKLOG)
         self.sent: dict[str, int] = {}  # orderId -> last seq sent
-        self.closing: asyncio.Task[None] | None = None
+        self.closing: asyncio.Task[bool] | None = None
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._write(), name="mux-writer")
@@ -300,7 +300,7 @@ class MuxSocket:
             live.set_result(None)
             while True:
                 event = await call.read()
-                if event is grpc.aio.EOF:
+                if not isinstance(event, common_pb2.OrderEvent):  # grpc.aio.EOF: the stream ended
                     break
                 self._send((event.order_id, event.seq, orjson.dumps(codec.event_to_view(event)).decode()))
         except grpc.aio.AioRpcError as err:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import grpc
 import orjson
 
-from dexengine.v1 import notifier_pb2, notifier_pb2_grpc
+from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc
 from services.common import codec, metrics, states
 from services.common.errors import RpcErrorInfo, parse_rpc_error
 
@@ -75,7 +75,7 @@ class OrderFeed:
         try:
             while True:
                 event = await call.read()
-                if event is grpc.aio.EOF:
+                if not isinstance(event, common_pb2.OrderEvent):  # grpc.aio.EOF: the stream ended
                     break
                 frame = orjson.dumps(codec.event_to_view(event)).decode()
                 self.backlog.append(frame)
@@ -98,7 +98,7 @@ class OrderFeed:
 class OrderFeeds:
     """The feeds of this gateway, by order id."""
 
-    def __init__(self, stub: notifier_pb2_grpc.NotifierStub) -> None:
+    def __init__(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
         self.stub = stub
         self.feeds: dict[str, OrderFeed] = {}
 

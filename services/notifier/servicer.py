@@ -59,7 +59,9 @@ def snapshot_event(order: dict[str, Any]) -> dict[str, Any]:
 
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
-    def __init__(self, hub: Hub, orders: orders_pb2_grpc.OrdersStub, auth_settings: AuthSettings | None = None) -> None:
+    def __init__(
+        self, hub: Hub, orders: orders_pb2_grpc.OrdersAsyncStub, auth_settings: AuthSettings | None = None
+    ) -> None:
         self.hub = hub
         self.orders = orders
         self.auth = auth_settings or AuthSettings()

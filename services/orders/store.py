@@ -258,7 +258,8 @@ class OrderStore:
         live: bool = False,
     ) -> list[asyncpg.Record]:
         """Most recent first; only ``owner``'s orders when one is given, only live ones when ``live``."""
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
         if owner is not None:
             args.append(owner)
             clauses.append(f"api_key_id = ${len(args)}")

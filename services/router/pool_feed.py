@@ -81,7 +81,7 @@ class PoolFeed:
         outside = [a for a in needed if a not in self.watched and not self._owned_by_venue(a)]
         for address in outside:
             self.watched.add(address)
-            await self.stream.account(address, lambda result, a=address: self._on_account_update(a, result.value))
+            await self.stream.account(address, self._account_handler(address))
         await self._fetch(a for a in needed if a not in self.accounts or a in outside)
         for address in pools:
             self._decode(address)
@@ -117,6 +117,9 @@ class PoolFeed:
     def _on_program_update(self, result: Any) -> None:
         keyed = result.value
         self._apply(keyed.pubkey, _account(keyed.account))
+
+    def _account_handler(self, address: Pubkey) -> Callable[[Any], None]:
+        return lambda result: self._on_account_update(address, result.value)
 
     def _on_account_update(self, address: Pubkey, value: Any) -> None:
         if value is not None:

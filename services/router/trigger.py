@@ -53,6 +53,7 @@ PAGE = 200
 FIRE_CONCURRENCY = 64
 RPC_TIMEOUT_S = 5.0
 RETRY_S = 1.0
+STATS_EVERY_S = 5.0
 WAITING = states.to_proto(states.WAITING)
 
 
@@ -133,7 +134,7 @@ class Trigger:
         settings: Settings,
         feed: PoolFeed,
         quoter: Any,  # RouterServicer: executable(token_in, token_out, amount_in, at_least)
-        orders: orders_pb2_grpc.OrdersStub,
+        orders: orders_pb2_grpc.OrdersAsyncStub,
     ) -> None:
         self.settings = settings
         self.feed = feed
@@ -157,6 +158,17 @@ class Trigger:
     def start(self) -> None:
         self._spawn(self._run())
         self._spawn(self._expiry_loop())
+        self._spawn(self._report())
+
+    async def _report(self) -> None:
+        """A stats line when something changed (the bench reads the last one)."""
+        last: dict[str, Any] = {}
+        while True:
+            await asyncio.sleep(STATS_EVERY_S)
+            now = self.snapshot()
+            if now != last:
+                log.info("trigger stats", extra=now)
+                last = now
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
