@@ -43,7 +43,8 @@ def fmt(value: Decimal | int | None) -> str:
         return ""
     dec = Decimal(value)
     if dec == dec.to_integral_value():
-        return format(dec.quantize(Decimal(1)), "f")
+        # Not quantize(1): past the context's 28 digits it raises (1.1e+28 is a whole number too).
+        return format(dec.to_integral_value(), "f")
     return format(dec.normalize(), "f")
 
 

@@ -262,3 +262,20 @@ async def test_the_page_is_served_with_its_assets(secured: Secured) -> None:
                 assert resp.status == 200 and kind in resp.content_type
         async with session.get(f"{secured.http}/ws/orders", headers=auth_header("dex_x")) as resp:
             assert resp.status == 426, "a plain GET on a WebSocket path"
+
+
+async def test_absurd_json_numbers_are_400_naming_the_fields_never_500(secured: Secured) -> None:
+    _, secret = await secured.new_key(f"huge-{uuid.uuid4().hex[:6]}")
+    huge = "1.9311950608095174e+73"  # a JSON number far past any context's precision
+    body = f'{{"tokenIn": "{SOL}", "tokenOut": "{USDC}", "amountIn": {huge}, "slippage": 1.1271864952686597e+28}}'
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{secured.http}/api/orders/execute",
+            data=body,
+            headers={**auth_header(secret), "Content-Type": "application/json"},
+        ) as resp,
+    ):
+        answer = await resp.json()
+    assert resp.status == 400, answer
+    assert {d["field"] for d in answer["error"]["details"]} == {"amountIn", "slippage"}
