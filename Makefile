@@ -10,7 +10,7 @@ PROTOS := $(wildcard protos/dexengine/v1/*.proto)
 STUBS  := dexengine/v1/.stamp
 CLI    := $(VENV)/bin/dexctl
 
-.PHONY: venv proto cli browser run test test-chaos lint fmt bench check-infra clean
+.PHONY: venv proto cli browser run test test-chaos lint fmt bench bench-order-types check-infra clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,10 @@ fmt: proto
 
 bench: proto
 	$(PY) -m bench.run
+
+# The limit trigger with 100,000 armed limit orders: latency, CPU per pool update, RSS per 10,000 armed.
+bench-order-types: proto
+	$(PY) -m bench.order_types
 
 clean:
 	rm -rf dexengine .pytest_cache
