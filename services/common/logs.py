@@ -63,5 +63,6 @@ def setup(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiormq", "aio_pika", "asyncio"):
+    # httpx logs every request at INFO: the executor's RPC calls to the cluster were 8 records per order.
+    for noisy in ("aiormq", "aio_pika", "asyncio", "httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,8 +1,8 @@
 """Redis cache of live orders: the latest state and its event history.
 
-Keys: ``order:{id}:status`` (the order view, JSON), ``order:{id}:events`` (a
-list of event views, index = seq - 1) and ``order:{id}:active`` (present while
-the order is not terminal). Writes are Lua scripts that only ever move the
+Keys: ``order:{id}:status`` (the order view, JSON) and ``order:{id}:events``
+(a list of event views, index = seq - 1): what :meth:`OrderCache.get` reads,
+nothing else is written. Writes are Lua scripts that only ever move the
 cache forward by seq, so racing writers cannot put an older state back; a
 write that would leave a gap drops the entry instead (the next read refills
 it from PostgreSQL). Redis being down never fails a request: reads fall back
@@ -25,38 +25,36 @@ LIVE_TTL_S = 24 * 3600
 DONE_TTL_S = 3600
 TIMEOUT_S = 0.25
 
-# KEYS: status, events, active. ARGV: order json, seq, event json, ttl, terminal(0/1)
+# KEYS: status, events. ARGV: order json, seq, event json, ttl
 _APPEND = """
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
 if n ~= seq - 1 then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[1], KEYS[2])
   return -1
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-if ARGV[5] == '1' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], '1', 'EX', ARGV[4]) end
 return 1
 """
 
-# KEYS: status, events, active. ARGV: order json, seq, ttl, terminal, event json...
+# KEYS: status, events. ARGV: order json, seq, ttl, event json...
 _FILL = """
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
 redis.call('DEL', KEYS[2])
-for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], '1', 'EX', ARGV[3]) end
 return 1
 """
 
 
 def keys(order_id: str) -> list[str]:
-    return [f"order:{order_id}:status", f"order:{order_id}:events", f"order:{order_id}:active"]
+    return [f"order:{order_id}:status", f"order:{order_id}:events"]
 
 
 def _dumps(value: Any) -> str:
@@ -100,7 +98,7 @@ class OrderCache:
         try:
             await self._append(
                 keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], _dumps(event), ttl, "1" if terminal else "0"],
+                args=[_dumps(order), order["seq"], _dumps(event), ttl],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
@@ -112,7 +110,7 @@ class OrderCache:
         try:
             await self._fill(
                 keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], ttl, "1" if terminal else "0", *(_dumps(e) for e in events)],
+                args=[_dumps(order), order["seq"], ttl, *(_dumps(e) for e in events)],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)

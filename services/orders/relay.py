@@ -1,11 +1,14 @@
 """Outbox relay: publishes outbox rows to RabbitMQ, then deletes them.
 
-Rows are claimed with ``FOR UPDATE SKIP LOCKED`` (several orders replicas
-share the work), published with publisher confirms in one pipelined batch,
-and deleted in the same transaction. A crash or a failed publish rolls back,
-so the rows are published again later: delivery is at-least-once and every
-consumer is idempotent. LISTEN/NOTIFY wakes the relay at commit; polling
-every ``OUTBOX_POLL_MS`` covers missed notifications.
+A batch is one statement in one transaction: ``DELETE … RETURNING`` of the
+oldest rows not locked by another relay (``FOR UPDATE SKIP LOCKED``: several
+orders replicas share the work). The rows are published together with
+publisher confirms (pipelined, not one round trip each), and the transaction
+commits only once every confirm came back. A crash or a failed publish rolls
+back, so the rows are there again and published again later: delivery is
+at-least-once and every consumer is idempotent. LISTEN/NOTIFY wakes the
+relay at commit; polling every ``OUTBOX_POLL_MS`` covers missed
+notifications.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from services.common.config import Settings
 
 log = logging.getLogger(__name__)
 
+# Deleted, but only for this transaction until it commits: the rows come back if it rolls back.
 CLAIM_SQL = """
-SELECT id, order_id, kind, payload, headers, created_at FROM outbox
-ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, order_id, kind, payload, headers, created_at
 """
 
 
@@ -108,12 +112,12 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish one batch; return how many rows were published."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(CLAIM_SQL, self.settings.outbox_batch)
+            # RETURNING has no order: publish in id order, so one order's rows go out in seq order.
+            rows = sorted(await conn.fetch(CLAIM_SQL, self.settings.outbox_batch), key=lambda row: row["id"])
             if not rows:
                 return 0
             faults.crash_point("before_publish")
             await asyncio.gather(*(self._publish(row) for row in rows))
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
         self.published += len(rows)
         now = datetime.now(UTC)
         for row in rows:

@@ -374,7 +374,13 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             if new in states.TERMINAL:
                 reason = (order["errorMessage"] or "").split(":", 1)[0] if new == states.FAILED else "ok"
                 metrics.ORDERS_FINISHED.labels(new, order["dexProvider"] or "none", reason or "unknown").inc()
-            log.info("order %s", new, extra={"status": new, "seq": order["seq"]})
+            # One record per transition is DEBUG: at INFO an order logs its creation and its outcome.
+            log.log(
+                logging.INFO if new == states.FAILED else logging.DEBUG,
+                "order %s",
+                new,
+                extra={"status": new, "seq": order["seq"]},
+            )
             return orders_pb2.TransitionResponse(order=codec.order_from_view(order), event=codec.event_from_view(event))
 
         return await self._guard(context, run)
