@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -73,8 +74,8 @@ async def abort(
     reason: str = "",
     violations: list[FieldViolation] | None = None,
     retry_after_s: float | None = None,
-) -> None:
-    """Abort the RPC with a rich status (never returns)."""
+) -> NoReturn:
+    """Abort the RPC with a rich status: ``context.abort`` raises, so this never returns."""
     code, message, trailers = status_with_details(
         code, message, reason=reason, violations=violations, retry_after_s=retry_after_s
     )

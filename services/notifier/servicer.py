@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -96,7 +96,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             raise CallerError(info.code, info.message, info.reason, field) from None
 
     @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, exc: CallerError) -> None:
+    async def _abort(context: grpc.aio.ServicerContext, exc: CallerError) -> NoReturn:
         violations = [FieldViolation(exc.field, str(exc))] if exc.field else None
         await abort(context, exc.code, str(exc), reason=exc.reason, violations=violations)
 
@@ -128,7 +128,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             order_id = str(validate_order_id(request.order_id))
         except ValidationFailed as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-            return
         try:
             authorization = self._authorization(context)
             if authorization is not None:  # a client: orders says whether the key may see the order
@@ -139,7 +138,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
                 )
         except CallerError as exc:
             await self._abort(context, exc)
-            return
         subscribed = time.monotonic()
         queue = self.hub.subscribe(order_id)
         metrics.WATCHERS.inc()
@@ -149,7 +147,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             except grpc.aio.AioRpcError as err:
                 info = parse_rpc_error(err)
                 await abort(context, info.code, info.message, reason=info.reason)
-                return
             yield codec.event_from_view(snapshot_event(order))
             last = order["seq"]
             if order["status"] in states.TERMINAL:
@@ -216,7 +213,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             owner = await self._owner(authorization)
         except CallerError as exc:
             await self._abort(context, exc)
-            return
         queue = self.hub.subscribe_owner(owner)
         metrics.WATCHERS.inc()
         follower = _Follower()
@@ -226,7 +222,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             except grpc.aio.AioRpcError as err:
                 info = parse_rpc_error(err)
                 await abort(context, info.code, info.message, reason=info.reason)
-                return
             # Live: an order created from now on was not in that read, so it begins with its pending event.
             await context.send_initial_metadata(())
             for order in live:

@@ -219,7 +219,6 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         except UNAVAILABLE_ERRORS as exc:
             log.warning("database unavailable: %s", exc)
             await abort(context, grpc.StatusCode.UNAVAILABLE, "database unavailable", reason="DATABASE_UNAVAILABLE")
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext

@@ -177,7 +177,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             tin, tout, _ = self._tokens(request.token_in, request.token_out, request.amount_in)
         except ValidationFailed as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-            raise
         except NoPoolError as exc:
             await abort(
                 context,
@@ -186,7 +185,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 reason=exc.code,
                 violations=[FieldViolation("token_out", "no open pool trades this pair")],
             )
-            raise
         pools = [str(p.address) for venue in VENUE_PROGRAMS for p in self.feed.pools_for(venue, tin.mint, tout.mint)]
         return router_pb2.CheckRouteResponse(pools=pools, decimals_in=tin.decimals, decimals_out=tout.decimals)
 
@@ -213,10 +211,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 raise ValidationFailed([FieldViolation("slippage", "must be a fraction between 0 and 1")])
         except ValidationFailed as exc:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-            raise
         except NoPoolError as exc:
             await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), reason=exc.code)
-            raise
         deadline = self.settings.quote_deadline_ms / 1000
         remaining = context.time_remaining()
         if remaining is not None:
@@ -265,7 +261,6 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             )
         except AmmError as err:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err), reason=err.code)
-            raise
         metrics.DECISIONS.labels(decision.legs[0].venue if decision.kind == "single" else "split").inc()
         response = router_pb2.GetQuotesResponse(
             decision=self._decision(decision, tin, tout, raw, slippage), simulated_ms=simulated_ms
