@@ -3,8 +3,9 @@
     python -m bench.order_types [--armed N] [--steps N] [--no-write]
 
 Starts the localnet, orders, router, notifier and gateway as real processes
-(``bench.mesh``: database ``dexengine_bench`` afresh, Redis db 2, AMQP prefix
-``bench.``), with the market still (``MARKET_DRIFT=false``) and no executor, so
+(``bench.mesh``'s launcher, with infrastructure of its own so that it can run
+beside ``make bench``: database ``dexengine_bench_ordertypes`` afresh, Redis
+db 3, AMQP prefix ``benchot.``), with the market still (``MARKET_DRIFT=false``) and no executor, so
 fired orders stay in ``routing`` and do not trade the pools: every price is
 the one the benchmark set. Then:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -40,16 +42,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 import asyncpg
 
 from bench import mesh as meshmod
 from bench.procstat import cpu_seconds, rss_bytes
+from services.common import amqp
 from services.launcher import LOCALNET
 from tests.support.client import SOL, USDC, USDT
 from tests.support.scenarios import localnet
 
 RESULTS = Path(__file__).parent / "results"
+DATABASE = "dexengine_bench_ordertypes"
 ENV = {
     "MARKET_DRIFT": "false",
     "LOCALNET_LANDING_MS": "0",
@@ -66,6 +71,21 @@ BOOKS = [
     (SOL, USDT, "1", Decimal("200"), Decimal("400")),
     (USDC, USDT, "250", Decimal("1.2"), Decimal("2")),
 ]
+
+
+async def purge_amqp(env: dict[str, str]) -> None:
+    """Delete this benchmark's queues: jobs of fired orders pile up in them (no executor runs)."""
+    names = amqp.Names(env["AMQP_PREFIX"])
+    connection = await aio_pika.connect(env["AMQP_URL"])
+    try:
+        for queue in (names.execute_queue, names.parking_queue, *(names.wait_queue(d) for d in (1000, 2000, 4000))):
+            channel = await connection.channel()
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await channel.queue_delete(queue)
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await channel.close()
+    finally:
+        await connection.close()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -164,7 +184,22 @@ async def routing_since(conn: asyncpg.Connection, since: datetime) -> list[async
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-order-types-"))
     env = meshmod.bench_env(ENV, "INFO", log_dir)
-    await meshmod.reset_infra(env)
+    admin = meshmod.PG_ADMIN_URL
+    env.update(
+        {
+            "DATABASE_URL": admin.rsplit("/", 1)[0] + f"/{DATABASE}",
+            "REDIS_URL": meshmod.REDIS_URL.rsplit("/", 1)[0] + "/3",
+            "AMQP_PREFIX": "benchot.",
+        }
+    )
+    env["LOCALNET_DATABASE_URL"] = env["DATABASE_URL"]
+    await purge_amqp(env)
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
     mesh = meshmod.BenchMesh(env, log_dir)
     figures: dict[str, Any] = {"armed": args.armed, "logs": str(log_dir)}
     try:
@@ -256,7 +291,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         )
     finally:
         await mesh.stop()
-        await meshmod.cleanup_infra(env)
+        await purge_amqp(env)
     return figures
 
 

@@ -102,6 +102,12 @@ class ClusterStream:
         self.handlers[sub.subscription_id] = handler
         return sub
 
+    async def slot(self, handler: Handler) -> Subscription:
+        """slotSubscribe: told as each slot begins (what a sniper waits on before a pool's open time)."""
+        sub = await self._client().slot_subscribe()
+        self.handlers[sub.subscription_id] = handler
+        return sub
+
     async def signature(self, signature: Signature, handler: Handler) -> Subscription:
         sub = await self._client().signature_subscribe(signature=signature, commitment=Confirmed)
         self.handlers[sub.subscription_id] = handler

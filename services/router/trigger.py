@@ -54,6 +54,8 @@ FIRE_CONCURRENCY = 64
 RPC_TIMEOUT_S = 5.0
 RETRY_S = 1.0
 STATS_EVERY_S = 5.0
+SLOT_S = 0.4
+SLOT_CLOCK_SKEW_S = 0.005  # a slot notification leaves a moment after the slot began
 WAITING = states.to_proto(states.WAITING)
 
 
@@ -143,7 +145,9 @@ class Trigger:
         self.index = TriggerIndex()
         self.dirty: dict[Pair, float] = {}  # pairs to evaluate -> when their pool update arrived
         self.scheduled = False
-        self.timers: dict[tuple[Pair, int], asyncio.TimerHandle] = {}  # sniper wake-ups at a pool's open time
+        self.timers: dict[tuple[Pair, int], asyncio.TimerHandle] = {}  # backstop wake-ups after a pool's open time
+        self.opening: dict[Pair, int] = {}  # pairs whose deep pool opens at this chain time
+        self.chain_time: float = 0.0  # unix seconds the cluster's current slot carries (slotSubscribe)
         self.gone: set[str] | None = None  # during a catch-up: orders seen leaving waiting
         self.caught_up = asyncio.Event()
         self.connection: AbstractRobustConnection | None = None
@@ -153,6 +157,7 @@ class Trigger:
         self.stats = {"updates": 0, "evaluated": 0, "candidates": 0, "fired": 0, "lost": 0, "expired": 0}
         self.eval_cpu_s = 0.0
         feed.listeners.append(self.on_pools)
+        feed.stream.on_connect(self._subscribe_slots)
 
     # -- lifecycle --------------------------------------------------------------
     def start(self) -> None:
@@ -332,6 +337,7 @@ class Trigger:
         pools = self.feed.by_pair.get(("raydium", frozenset(pair)), []) + self.feed.by_pair.get(
             ("meteora", frozenset(pair)), []
         )
+        chain_now = self._chain_now()
         for order in self.index.snipers_of(pair):
             if order.expires_at <= now:
                 continue
@@ -341,7 +347,7 @@ class Trigger:
                 reserve = Decimal(pool.reserves[i]).scaleb(-pool.decimals[i])
                 if reserve < order.min_liquidity:
                     continue
-                if pool.open_time > now:
+                if pool.open_time > chain_now:
                     self._wake_at(pair, pool.open_time)
                     continue
                 triggered = {
@@ -354,7 +360,26 @@ class Trigger:
                 self._fire(order, max(at, float(pool.open_time)), triggered)
                 break
 
+    # A pool opens when the cluster's clock says so: a slot's timestamp is the second it began in, so a
+    # transaction sent at the open time's wall second may still land in a slot stamped a second earlier
+    # (the program refuses it). Snipers fire on the first slot notification whose time reaches the open
+    # time; a timer one slot later is the backstop for a cluster that sends no slot notifications.
+    async def _subscribe_slots(self) -> None:
+        await self.feed.stream.slot(self._on_slot)
+
+    def _on_slot(self, result: Any) -> None:
+        del result
+        self.chain_time = float(int(time.time() - SLOT_CLOCK_SKEW_S))
+        due = [pair for pair, at in self.opening.items() if at <= self.chain_time]
+        for pair in due:
+            del self.opening[pair]
+            self._mark(pair, time.time())
+
+    def _chain_now(self) -> float:
+        return max(self.chain_time, time.time() - SLOT_S)
+
     def _wake_at(self, pair: Pair, open_time: int) -> None:
+        self.opening[pair] = min(open_time, self.opening.get(pair, open_time))
         key = (pair, open_time)
         if key in self.timers:
             return
@@ -362,9 +387,9 @@ class Trigger:
 
         def due() -> None:
             self.timers.pop(key, None)
-            self._mark(pair, float(open_time))
+            self._mark(pair, time.time())
 
-        self.timers[key] = loop.call_later(max(0.0, open_time - time.time()), due)
+        self.timers[key] = loop.call_later(max(0.0, open_time + SLOT_S - time.time()) + 0.01, due)
 
     # -- firing -------------------------------------------------------------
     def _fire(self, order: Armed, observed_at: float, triggered: dict[str, Any]) -> None:

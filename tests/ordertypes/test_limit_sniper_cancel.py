@@ -192,10 +192,12 @@ async def test_sniper_lands_within_two_slots_of_its_pool_opening_and_ignores_a_t
         assert events[-1]["status"] == "confirmed", events
         routing = next(e for e in events if e["status"] == "routing")
         assert routing["data"]["triggered"]["pool"] == pool["pool"]
+        assert [e["status"] for e in events].count("routing") == 1, "no retry: the first attempt landed"
         ledger = await localnet(session, mesh, "ledger", {"memo": created["orderId"]})
-    landed = [tx for tx in ledger if tx["err"] is None]
-    assert len(landed) == 1, ledger
-    assert landed[0]["signature"] == order["txHash"]
-    # Landed (and confirmed) within 2 slots (800 ms) of the pool's open time.
+    assert len(ledger) == 1 and ledger[0]["err"] is None, f"one transaction, landed on its first attempt: {ledger}"
+    assert ledger[0]["signature"] == order["txHash"]
+    assert ledger[0]["blockTime"] >= open_time, "the chain's clock had reached the pool's open time"
+    # The pool opens in the first slot stamped >= openTime (it begins within one slot of openTime); the swap
+    # lands within two slots of that: confirmed at most 0.4 + 0.8 s after openTime.
     confirmed_at = datetime.fromisoformat(events[-1]["timestamp"].replace("Z", "+00:00")).timestamp()
-    assert confirmed_at - open_time <= 0.8, f"confirmed {confirmed_at - open_time:.3f}s after the pool opened"
+    assert confirmed_at - open_time <= 1.2, f"confirmed {confirmed_at - open_time:.3f}s after the pool's openTime"
