@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import orjson
 from aiohttp import WSCloseCode, web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dexengine.v1 import common_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
+from dexengine.v1 import common_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc, router_pb2, router_pb2_grpc
 from services.common import auth, codec, grpc_client, metrics, states
 from services.common.auth import AuthSettings
 from services.common.config import Settings
@@ -34,6 +35,8 @@ from venues.tokens import TOKENS
 
 log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 5.0
+# The key the gateway gives a request that came without an Idempotency-Key.
+INTERNAL_KEY_PREFIX = "gateway:"
 BODY_FIELDS = {HTTP_FIELD_NAMES[name]: name for name in ORDER_FIELDS}
 _JSON = "application/json"
 STATIC = Path(__file__).parent / "static"
@@ -106,8 +109,14 @@ class Gateway:
         self.settings = settings
         self.auth = auth_settings or auth.load()
         # Calls carry the internal token; a client's key is forwarded per call (orders applies it).
-        self.orders_channel = grpc_client.channel(settings.orders_target, self.auth.internal_token)
+        # Every CreateOrder from here carries an idempotency key (the client's, or one of ours), so the
+        # channel may resend it after an ambiguous failure: the resend replays, it never duplicates.
+        self.orders_channel = grpc_client.channel(
+            settings.orders_target, self.auth.internal_token, create_order_keyed=True
+        )
         self.notifier_channel = grpc_client.channel(settings.notifier_target, self.auth.internal_token)
+        self.router_channel = grpc_client.channel(settings.router_target, self.auth.internal_token)
+        self.router = router_pb2_grpc.RouterStub(self.router_channel)
         self.orders = orders_pb2_grpc.OrdersStub(self.orders_channel)
         self.notifier = notifier_pb2_grpc.NotifierStub(self.notifier_channel)
         self.feeds = OrderFeeds(self.notifier)
@@ -197,6 +206,11 @@ class Gateway:
                     raise ValidationFailed([FieldViolation("idempotency_key", "must not be empty")])
         except ValidationFailed as exc:
             return _invalid(exc)
+        refused = await self.check_route(order)
+        if refused is not None:
+            return refused
+        client_key = key
+        key = key or f"{INTERNAL_KEY_PREFIX}{uuid.uuid4().hex}"
         try:
             resp = await self.orders.CreateOrder(
                 orders_pb2.CreateOrderRequest(
@@ -224,9 +238,34 @@ class Gateway:
             "websocketUrl": self.websocket_url(request, resp.order.id),
         }
         headers = {"Location": f"/api/orders/{resp.order.id}"}
-        if not resp.created:
+        if not resp.created and client_key:
             headers["Idempotent-Replayed"] = "true"
+        elif not resp.created:  # our own resend after an ambiguous failure: the client sees its one order
+            body["status"] = "pending"
         return _json(body, 201, headers)
+
+    async def check_route(self, order: Any) -> web.Response | None:
+        """Market and limit orders need an open pool for the pair and at least one base unit of tokenIn.
+
+        Asked of the router (its pool accounts, no quote latency). A sniper may name a mint with no pool
+        yet. If the router cannot answer, the order is accepted: execution decides, as before this check.
+        """
+        if order.type == "sniper":
+            return None
+        try:
+            await self.router.CheckRoute(
+                router_pb2.CheckRouteRequest(
+                    token_in=order.token_in, token_out=order.token_out, amount_in=str(order.amount_in)
+                ),
+                timeout=RPC_TIMEOUT_S,
+            )
+        except grpc.aio.AioRpcError as err:
+            info = parse_rpc_error(err)
+            if info.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                violations = info.violations or [FieldViolation("token_out", info.message)]
+                return _invalid(ValidationFailed(violations))
+            log.warning("route check unavailable, order accepted unchecked: %s", info.message)
+        return None
 
     async def get_order(self, request: web.Request) -> web.Response:
         try:
@@ -443,6 +482,7 @@ class Gateway:
         await self.feeds.close()
         await self.orders_channel.close()
         await self.notifier_channel.close()
+        await self.router_channel.close()
 
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -16,7 +16,7 @@ import orjson
 from opentelemetry import trace
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import codec, metrics, states, telemetry
+from services.common import codec, faults, metrics, states, telemetry
 from services.common.auth import AuthSettings
 from services.common.db import UNAVAILABLE_ERRORS
 from services.common.decimals import fmt, parse_decimal
@@ -256,6 +256,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             if created is None:
                 # Shielded: a client that goes away must not cut the work between commit and cache update.
                 created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers(), owner))
+                faults.fail_point("after_create_commit")
             view = order_view(created.row)
             order_id_var.set(view["orderId"])
             trace.get_current_span().set_attributes({"order.id": view["orderId"], "order.status": view["status"]})
