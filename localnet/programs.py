@@ -12,6 +12,7 @@ token-program CPIs, and write the pool accounts back.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import NoReturn
 
 from solders.pubkey import Pubkey
@@ -351,15 +352,9 @@ class Venues:
         inv.log("Instruction: SwapBaseInput")
         self._flags(inv, cpmm.SWAP_BASE_INPUT_ACCOUNTS, frozenset())
         named = call.named
-        state_account = inv.view.get(call.pool)
-        if state_account is None:
-            anchor_fail(inv, 3012, {}, "pool_state")
-        assert state_account is not None
-        if state_account.owner != RAYDIUM_CPMM_PROGRAM_ID:
-            anchor_fail(inv, 3007, {}, "pool_state")
-        if not cpmm.is_pool_state(state_account.data):
-            anchor_fail(inv, 3002, {}, "pool_state")
-        state = cpmm.decode_pool_state(state_account.data)
+        state = cpmm.decode_pool_state(
+            _program_account(inv, call.pool, RAYDIUM_CPMM_PROGRAM_ID, cpmm.is_pool_state, "pool_state")
+        )
         if named["amm_config"] != state.amm_config:
             anchor_fail(inv, 2012, {}, "amm_config")
         vaults = (state.token_0_vault, state.token_1_vault)
@@ -374,12 +369,13 @@ class Venues:
         mint_in, mint_out = (
             (state.token_0_mint, state.token_1_mint) if zero_for_one else (state.token_1_mint, state.token_0_mint)
         )
-        if named["input_token_mint"] != mint_in:
-            anchor_fail(inv, 2012, {}, "input_token_mint")
-        if named["output_token_mint"] != mint_out:
-            anchor_fail(inv, 2012, {}, "output_token_mint")
-        if named["observation_state"] != state.observation_key:
-            anchor_fail(inv, 2012, {}, "observation_state")
+        for name, key in (
+            ("input_token_mint", mint_in),
+            ("output_token_mint", mint_out),
+            ("observation_state", state.observation_key),
+        ):
+            if named[name] != key:
+                anchor_fail(inv, 2012, {}, name)
         if not state.swap_enabled or inv.block_time < state.open_time:
             anchor_fail(inv, cpmm.ERR_NOT_APPROVED, cpmm.ERRORS)
         if call.amount_in == 0:
@@ -405,15 +401,9 @@ class Venues:
         inv.log("Instruction: Swap")
         self._flags(inv, dlmm.SWAP_ACCOUNTS, dlmm.OPTIONAL_SWAP_ACCOUNTS)
         named = call.named
-        pair_account = inv.view.get(call.pool)
-        if pair_account is None:
-            anchor_fail(inv, 3012, {}, "lb_pair")
-        assert pair_account is not None
-        if pair_account.owner != METEORA_DLMM_PROGRAM_ID:
-            anchor_fail(inv, 3007, {}, "lb_pair")
-        if not dlmm.is_lb_pair(pair_account.data):
-            anchor_fail(inv, 3002, {}, "lb_pair")
-        pair = dlmm.decode_lb_pair(pair_account.data)
+        pair = dlmm.decode_lb_pair(
+            _program_account(inv, call.pool, METEORA_DLMM_PROGRAM_ID, dlmm.is_lb_pair, "lb_pair")
+        )
         for name, key in (
             ("reserve_x", pair.reserve_x),
             ("reserve_y", pair.reserve_y),
@@ -463,6 +453,18 @@ class Venues:
         cpi_transfer(inv, reserve_out, call.user_token_out, call.pool, fill.amount_out, mint_out, decimals[mint_out])
         self.cache.remember(inv.view, after)
         return UNITS["dlmm"] + UNITS["dlmm_per_bin"] * (high - low)
+
+
+def _program_account(inv: Invocation, key: Pubkey, owner: Pubkey, is_kind: Callable[[bytes], bool], name: str) -> bytes:
+    """The data of the account ``name`` that ``owner`` must own and ``is_kind`` must recognise, as Anchor checks it."""
+    account = inv.view.get(key)
+    if account is None:
+        anchor_fail(inv, 3012, {}, name)  # AccountNotInitialized
+    if account.owner != owner:
+        anchor_fail(inv, 3007, {}, name)  # AccountOwnedByWrongProgram
+    if not is_kind(account.data):
+        anchor_fail(inv, 3002, {}, name)  # AccountDiscriminatorMismatch
+    return account.data
 
 
 def _token_data(inv: Invocation, key: Pubkey) -> bytes:

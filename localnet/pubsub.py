@@ -151,40 +151,32 @@ class PubSub:
             self.by_program.setdefault(key, set()).add(sub.id)
             return sub.id, []
         if method == "signatureSubscribe":
-            raw = params[0] if params else None
-            try:
-                if not isinstance(raw, str):
-                    raise TypeError(raw)
-                sig = str(Signature.from_string(raw))
-            except (ValueError, TypeError):
-                raise invalid_params("Invalid param: Invalid") from None
-            sub = self._add(conn, "signature", sig)
-            sub.received = bool(config.get("enableReceivedNotification"))
-            status = self.node.status(sig)
-            if status is not None:  # landed already: tell at once, as the subscription would have
-                self._drop(sub.id)
-                return sub.id, [_note("signatureNotification", sub.id, _ctx(status[0], _signature_value(status[1])))]
-            self.by_signature.setdefault(sig, set()).add(sub.id)
-            return sub.id, []
+            return self._signature_subscribe(conn, params[0] if params else None, config)
         if method == "slotSubscribe":
             sub = self._add(conn, "slot")
             self.slot_subs.add(sub.id)
             return sub.id, []
         if method == "logsSubscribe":
-            target = params[0] if params else "all"
-            mentions: Pubkey | None
-            if target in ("all", "allWithVotes"):
-                mentions = None
-            elif isinstance(target, dict) and isinstance(target.get("mentions"), list):
-                if len(target["mentions"]) != 1:
-                    raise invalid_params("Invalid Request: Only 1 address supported")
-                mentions = _pubkey(target["mentions"][0])
-            else:
-                raise invalid_params('Invalid params: expected "all" or {"mentions": [address]}')
-            sub = self._add(conn, "logs", mentions)
+            sub = self._add(conn, "logs", _logs_mentions(params[0] if params else "all"))
             self.logs_subs.add(sub.id)
             return sub.id, []
         raise RpcError(METHOD_NOT_FOUND, "Method not found")
+
+    def _signature_subscribe(self, conn: Conn, raw: Any, config: dict[str, Any]) -> tuple[Any, list[bytes]]:
+        try:
+            if not isinstance(raw, str):
+                raise TypeError(raw)
+            sig = str(Signature.from_string(raw))
+        except (ValueError, TypeError):
+            raise invalid_params("Invalid param: Invalid") from None
+        sub = self._add(conn, "signature", sig)
+        sub.received = bool(config.get("enableReceivedNotification"))
+        status = self.node.status(sig)
+        if status is not None:  # landed already: tell at once, as the subscription would have
+            self._drop(sub.id)
+            return sub.id, [_note("signatureNotification", sub.id, _ctx(status[0], _signature_value(status[1])))]
+        self.by_signature.setdefault(sig, set()).add(sub.id)
+        return sub.id, []
 
     def _add(
         self,
@@ -292,6 +284,17 @@ def _pubkey(value: Any) -> Pubkey:
         return Pubkey.from_string(value)
     except (ValueError, TypeError):
         raise invalid_params("Invalid param: Invalid") from None
+
+
+def _logs_mentions(target: Any) -> Pubkey | None:
+    """logsSubscribe's filter: None for "all" / "allWithVotes", else the one address of ``{"mentions": [address]}``."""
+    if target in ("all", "allWithVotes"):
+        return None
+    if isinstance(target, dict) and isinstance(target.get("mentions"), list):
+        if len(target["mentions"]) != 1:
+            raise invalid_params("Invalid Request: Only 1 address supported")
+        return _pubkey(target["mentions"][0])
+    raise invalid_params('Invalid params: expected "all" or {"mentions": [address]}')
 
 
 def _signature_value(err: Any) -> dict[str, Any]:

@@ -125,50 +125,7 @@ class Scenario:
             if base == quote:
                 raise invalid_params("mints: two different mints")
             db, dq = self._decimals(view, base, "mints[0]"), self._decimals(view, quote, "mints[1]")
-            pool: ConstantProductPool | DlmmPool
-            if venue == RAYDIUM:
-                fee = opts.get("feePpm", 2_500)
-                if fee not in CPMM_TIERS_PPM:
-                    raise invalid_params(f"feePpm: one of {list(CPMM_TIERS_PPM)}")
-                if "reserves" in opts:
-                    reserves = opts["reserves"]
-                    if not isinstance(reserves, list) or len(reserves) != 2:
-                        raise invalid_params("reserves: [base, quote] in whole tokens")
-                    ra = whole_to_raw(reserves[0], db, "reserves[0]")
-                    rb = whole_to_raw(reserves[1], dq, "reserves[1]")
-                else:
-                    price = decimal(opts.get("price"), "price")
-                    liquidity = decimal(opts.get("liquidity"), "liquidity")
-                    rb = whole_to_raw(liquidity, dq, "liquidity")
-                    ra = int((liquidity / price).scaleb(db))
-                if ra <= 0 or rb <= 0:
-                    raise invalid_params("reserves: both must be positive")
-                pool = ConstantProductPool.cpmm("", str(base), str(quote), ra, rb, fee)
-            else:
-                price = decimal(opts.get("price"), "price")
-                bin_step = opts.get("binStep", 10)
-                base_factor = opts.get("baseFactor", 10_000)
-                width = opts.get("width", 150)
-                sigma = float(opts.get("sigma", 25))
-                if not isinstance(bin_step, int) or not 1 <= bin_step <= 400:
-                    raise invalid_params("binStep: 1 to 400")
-                if not isinstance(base_factor, int) or not 1 <= base_factor < 65536:
-                    raise invalid_params("baseFactor: 1 to 65535")
-                if not isinstance(width, int) or not 1 <= width <= 1000:
-                    raise invalid_params("width: 1 to 1000 bins each side")
-                liquidity = decimal(opts.get("liquidity"), "liquidity")
-                active = bin_for_price(price.scaleb(dq - db), bin_step)
-                bins = gaussian_bins(active, bin_step, whole_to_raw(liquidity, dq, "liquidity"), sigma, width)
-                pool = DlmmPool.create(
-                    "",
-                    str(base),
-                    str(quote),
-                    bin_step,
-                    active,
-                    bins,
-                    FeeParams(base_factor=base_factor),
-                    now=float(self.node.clock.block_time(self.node.slot())),
-                )
+            pool = self._cpmm(opts, base, quote, db, dq) if venue == RAYDIUM else self._dlmm(opts, base, quote, db, dq)
             try:
                 address = pool_address_of(pool)
             except ValueError as exc:
@@ -186,6 +143,54 @@ class Scenario:
             self.node.pools.add(address)
             snapshot = self.node.cache.get(View(self.node.store.get), address)
         return self._describe(snapshot)
+
+    @staticmethod
+    def _cpmm(opts: dict[str, Any], base: Pubkey, quote: Pubkey, db: int, dq: int) -> ConstantProductPool:
+        """createPool's Raydium CPMM pool: ``reserves`` in whole tokens, or ``price`` and ``liquidity``."""
+        fee = opts.get("feePpm", 2_500)
+        if fee not in CPMM_TIERS_PPM:
+            raise invalid_params(f"feePpm: one of {list(CPMM_TIERS_PPM)}")
+        if "reserves" in opts:
+            reserves = opts["reserves"]
+            if not isinstance(reserves, list) or len(reserves) != 2:
+                raise invalid_params("reserves: [base, quote] in whole tokens")
+            ra = whole_to_raw(reserves[0], db, "reserves[0]")
+            rb = whole_to_raw(reserves[1], dq, "reserves[1]")
+        else:
+            price = decimal(opts.get("price"), "price")
+            liquidity = decimal(opts.get("liquidity"), "liquidity")
+            rb = whole_to_raw(liquidity, dq, "liquidity")
+            ra = int((liquidity / price).scaleb(db))
+        if ra <= 0 or rb <= 0:
+            raise invalid_params("reserves: both must be positive")
+        return ConstantProductPool.cpmm("", str(base), str(quote), ra, rb, fee)
+
+    def _dlmm(self, opts: dict[str, Any], base: Pubkey, quote: Pubkey, db: int, dq: int) -> DlmmPool:
+        """createPool's Meteora DLMM pool: ``liquidity`` spread in a Gaussian around ``price``."""
+        price = decimal(opts.get("price"), "price")
+        bin_step = opts.get("binStep", 10)
+        base_factor = opts.get("baseFactor", 10_000)
+        width = opts.get("width", 150)
+        sigma = float(opts.get("sigma", 25))
+        if not isinstance(bin_step, int) or not 1 <= bin_step <= 400:
+            raise invalid_params("binStep: 1 to 400")
+        if not isinstance(base_factor, int) or not 1 <= base_factor < 65536:
+            raise invalid_params("baseFactor: 1 to 65535")
+        if not isinstance(width, int) or not 1 <= width <= 1000:
+            raise invalid_params("width: 1 to 1000 bins each side")
+        liquidity = decimal(opts.get("liquidity"), "liquidity")
+        active = bin_for_price(price.scaleb(dq - db), bin_step)
+        bins = gaussian_bins(active, bin_step, whole_to_raw(liquidity, dq, "liquidity"), sigma, width)
+        return DlmmPool.create(
+            "",
+            str(base),
+            str(quote),
+            bin_step,
+            active,
+            bins,
+            FeeParams(base_factor=base_factor),
+            now=float(self.node.clock.block_time(self.node.slot())),
+        )
 
     def _describe(self, snapshot: PoolSnapshot) -> dict[str, Any]:
         base, quote = snapshot.mints
