@@ -178,7 +178,7 @@ def test_every_setting_a_service_reads_is_provided_and_nothing_else(overlay: Man
     if name == "prod":  # the Secret is created out of band from secrets.env; its example lists the keys
         example = (DEPLOY / "overlays/prod/secrets.env.example").read_text().splitlines()
         secret_keys = {line.split("=", 1)[0] for line in example if "=" in line and not line.startswith("#")}
-    read = env_names_read_by(ROOT / "services/common/config.py")
+    read = env_names_read_by(ROOT / "services/common/config.py") | env_names_read_by(ROOT / "services/common/auth.py")
     provided = set(config) | secret_keys | {"METRICS_PORT"}
     missing = read - provided
     assert not missing, f"not provided in {name}: {sorted(missing)}"
@@ -186,6 +186,8 @@ def test_every_setting_a_service_reads_is_provided_and_nothing_else(overlay: Man
     stale = {k for k in set(config) | secret_keys if k not in read and not k.startswith("OTEL_")}
     assert not stale, f"{name}: set but read by no engine service: {sorted(stale)}"
     assert not LOCALNET_ONLY & (set(config) | secret_keys), "the localnet's settings are the localnet's"
+    assert config["AUTH"] == ("apikey" if name == "prod" else "off"), "API keys: on in prod, off in dev"
+    assert "INTERNAL_TOKEN" in secret_keys and "INTERNAL_TOKEN" not in config, "the internal token is a secret"
 
 
 def test_the_localnet_runs_in_dev_only_and_funds_the_engine_wallet() -> None:
@@ -365,7 +367,7 @@ def test_network_isolation(overlay: Manifests) -> None:
     }
     assert callers == {
         "orders": {"gateway", "executor", "notifier", "router"},  # router: its limit/sniper trigger
-        "router": {"executor"},
+        "router": {"executor", "gateway"},  # gateway: the pair check at the door (CheckRoute)
         "notifier": {"gateway"},
     }
     # Egress: denied by default for the engine's pods, then opened per service.
@@ -386,7 +388,7 @@ def test_network_isolation(overlay: Manifests) -> None:
     def ports(rules: list[dict[str, Any]]) -> set[int]:
         return {p["port"] for r in rules if "to" not in r for p in r["ports"]}
 
-    assert peers(egress["gateway"]) == {"orders", "notifier"}
+    assert peers(egress["gateway"]) == {"orders", "notifier", "router"}
     assert peers(egress["executor"]) == {"orders", "router"}
     assert peers(egress["notifier"]) == {"orders"}
     assert peers(egress["router"]) == {"orders"} and 5672 in ports(egress["router"]), "the trigger: orders + events"
