@@ -87,5 +87,8 @@ async def test_the_rate_limit_spaces_executions_at_its_rate(limited: Mesh) -> No
     gaps = [Decimal(str((b - a).total_seconds())) for a, b in itertools.pairwise(started)]
     interval = Decimal(60) / RATE_PER_MIN
     assert gaps[0] < Decimal("0.5"), gaps  # the burst: the second starts with the first
-    for gap in gaps[BURST - 1 :]:
-        assert abs(gap - interval) <= interval * Decimal("0.1"), gaps
+    limited = gaps[BURST - 1 :]
+    # At the limit: the mean spacing is the interval within 10 %, and no start comes early
+    # (a busy machine can only delay a start, never bring it forward).
+    assert abs(sum(limited) / len(limited) - interval) <= interval * Decimal("0.1"), gaps
+    assert all(gap >= interval * Decimal("0.9") for gap in limited), gaps
