@@ -192,15 +192,28 @@ class ProcSampler:
         interval: float = 0.5,
         servers: Mapping[str, int] | None = None,
         roles: Mapping[str, str] | None = None,
+        with_children: frozenset[str] = frozenset(),
     ) -> None:
         """``pids``: processes by name; ``servers``: server name -> the port it listens on;
         ``roles``: a process's role when not ``engine`` (``{"localnet": "outside", "generator": "load"}``):
-        the servers' work for an ``outside`` process is reported apart, as ``<server> (<process>)``."""
+        the servers' work for an ``outside`` process is reported apart, as ``<server> (<process>)``;
+        ``with_children``: processes counted with their descendants (the gateway's workers)."""
         self.pids = dict(pids)
         self.interval = interval
         self.server_ports = dict(servers or {})
         self.servers = {name: pid for name, port in self.server_ports.items() if (pid := pid_listening_on(port))}
         self.roles = dict(roles or {})
+        # These count with their descendants (the gateway's forked workers), found once here.
+        self.trees = {name: process_tree(pid) for name, pid in self.pids.items() if name in with_children}
+
+    def _cpu(self, name: str) -> float | None:
+        """CPU seconds of a named process and its descendants; None when the process is gone."""
+        values = [cpu_seconds(pid) for pid in self.trees.get(name, [self.pids[name]])]
+        return None if values[0] is None else sum(v for v in values if v is not None)
+
+    def _rss(self, name: str) -> int | None:
+        values = [rss_bytes(pid) for pid in self.trees.get(name, [self.pids[name]])]
+        return None if values[0] is None else sum(v for v in values if v is not None)
         self._window: _Window | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -221,9 +234,10 @@ class ProcSampler:
         table = _tcp_table()
         by_port: dict[int, str] = {}  # a client's local port -> the name of the process holding it
         for name, pid in self.pids.items():
-            for inode in socket_inodes(pid):
-                if inode in table:
-                    by_port[table[inode][0]] = name
+            for member in self.trees.get(name, [pid]):
+                for inode in socket_inodes(member):
+                    if inode in table:
+                        by_port[table[inode][0]] = name
         for server, root in self.servers.items():
             port = self.server_ports[server]
             for pid in process_tree(root):
@@ -249,7 +263,7 @@ class ProcSampler:
 
     def begin(self) -> None:
         now = time.monotonic()
-        cpu = {name: c for name, pid in self.pids.items() if (c := cpu_seconds(pid)) is not None}
+        cpu = {name: c for name in self.pids if (c := self._cpu(name)) is not None}
         self._window = _Window(now, cpu, self._infra_cpu(), machine_busy_seconds())
         self._sample()
 
@@ -257,8 +271,8 @@ class ProcSampler:
         if self._window is None:
             return
         now = time.monotonic() - self._window.started
-        for name, pid in self.pids.items():
-            rss = rss_bytes(pid)
+        for name in self.pids:
+            rss = self._rss(name)
             if rss is not None:
                 self._window.rss.setdefault(name, []).append((now, rss))
 
@@ -271,7 +285,7 @@ class ProcSampler:
         """CPU seconds so far per group and pid (processes by name, the servers' groups, the whole machine
         as pid 0): two of them measure a span that is not a window, e.g. a phase until its orders drained."""
         out: dict[str, dict[int, float]] = {
-            name: {pid: c} for name, pid in self.pids.items() if (c := cpu_seconds(pid)) is not None
+            name: {pid: c} for name, pid in self.pids.items() if (c := self._cpu(name)) is not None
         }
         out.update(self._infra_cpu())
         out["whole machine"] = {0: machine_busy_seconds()}
@@ -300,9 +314,9 @@ class ProcSampler:
         elapsed = max(time.monotonic() - window.started, 1e-9)
         usages: list[ProcUsage] = []
         mb = 1024 * 1024
-        for name, pid in self.pids.items():
+        for name in self.pids:
             samples = window.rss.get(name, [])
-            end_cpu = cpu_seconds(pid)
+            end_cpu = self._cpu(name)
             start_cpu = window.cpu_start.get(name)
             used = end_cpu - start_cpu if end_cpu is not None and start_cpu is not None else None
             slope = slope_per_s([(t, r / mb) for t, r in samples])

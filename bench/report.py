@@ -84,7 +84,7 @@ def _pcts(s: Summary, *keys: str) -> str:
 
 def evaluate(profile: Profile, results: list[PhaseResult]) -> list[tuple[Target, bool | None, str]]:
     by_name = {r.name: r for r in results}
-    out = []
+    out: list[tuple[Target, bool | None, str]] = []
     for target in profile.targets:
         result = by_name.get(target.phase)
         if result is None:

@@ -214,7 +214,10 @@ async def main_async(args: argparse.Namespace) -> int:
             landing_max = float(LocalnetSettings.from_env(env).landing_ms[1])
             chain = ChainMonitor(bench_mesh.rpc_url, landing_max)
             sampler = ProcSampler(
-                {**bench_mesh.pids(), "generator": os.getpid()}, servers=meshmod.server_ports(), roles=ROLES
+                {**bench_mesh.pids(), "generator": os.getpid()},
+                servers=meshmod.server_ports(),
+                roles=ROLES,
+                with_children=frozenset({"gateway"}),
             )
         if db is not None:
             await db.open()
@@ -223,7 +226,10 @@ async def main_async(args: argparse.Namespace) -> int:
             results = await run_phases(
                 profile, client, sampler, db, args.count, bench_mesh, args.py_spy, args.native, chain
             )
-        if bench_mesh is not None and chain is not None and chain.landing_max_ms is not None:
+        if bench_mesh is not None and chain is not None and chain.landing_max_ms is not None and not args.hold:
+            # The engine stopped first (the last phase may leave a backlog running): the localnet alone.
+            for name in [n for n in bench_mesh.procs if n != "localnet"]:
+                await bench_mesh.stop_one(name)
             try:
                 capacity = await localnet_capacity(
                     bench_mesh, chain.landing_max_ms, args.capacity_rate, args.capacity_seconds

@@ -86,6 +86,8 @@ class Settings:
     # Listening ports.
     gateway_host: str = "0.0.0.0"
     gateway_port: int = 3000
+    # Gateway processes sharing the port (SO_REUSEPORT): each holds its share of the sockets in its own heap.
+    gateway_workers: int = 1
     orders_port: int = 50051
     router_port: int = 50052
     executor_port: int = 50053
@@ -144,6 +146,7 @@ def load() -> Settings:
     return Settings(
         gateway_host=_env("GATEWAY_HOST", "0.0.0.0"),
         gateway_port=_int("GATEWAY_PORT", 3000, minimum=1),
+        gateway_workers=_int("GATEWAY_WORKERS", 1, minimum=1),
         orders_port=_int("ORDERS_GRPC_PORT", 50051, minimum=1),
         router_port=_int("ROUTER_GRPC_PORT", 50052, minimum=1),
         executor_port=_int("EXECUTOR_GRPC_PORT", 50053, minimum=1),
