@@ -45,7 +45,7 @@ from services.router.pool_feed import PoolFeed
 from services.router.trigger_index import LIMIT, SNIPER, Armed, Pair, TriggerIndex
 from venues.dlmm import FEE_PRECISION
 from venues.errors import AmmError
-from venues.onchain import PoolSnapshot
+from venues.onchain import VENUE_PROGRAMS, PoolSnapshot
 from venues.raydium import ConstantProductPool
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ class Trigger:
         self.eval_cpu_s += time.process_time() - started
 
     def _open_pools(self, pair: Pair, now: float) -> list[PoolSnapshot]:
-        return [p for venue in ("raydium", "meteora") for p in self.feed.pools_for(venue, pair[0], pair[1], now)]
+        return [p for venue in VENUE_PROGRAMS for p in self.feed.pools_for(venue, pair[0], pair[1], now)]
 
     def _evaluate_limits(self, pair: Pair, at: float) -> None:
         if pair not in self.index.books:
@@ -334,9 +334,7 @@ class Trigger:
         if pair not in self.index.snipers:
             return
         now = time.time()
-        pools = self.feed.by_pair.get(("raydium", frozenset(pair)), []) + self.feed.by_pair.get(
-            ("meteora", frozenset(pair)), []
-        )
+        pools = [p for venue in VENUE_PROGRAMS for p in self.feed.by_pair.get((venue, frozenset(pair)), [])]
         chain_now = self._chain_now()
         for order in self.index.snipers_of(pair):
             if order.expires_at <= now:
