@@ -92,15 +92,15 @@ async def reset_infra(env: Mapping[str, str]) -> None:
         await client.flushdb()
     finally:
         await client.aclose()
-    await _delete_amqp(_settings_from(env))
+    await _delete_amqp(settings_from(env))
 
 
 async def cleanup_infra(env: Mapping[str, str]) -> None:
     """After a run: delete the bench.* queues (the database stays for inspection)."""
-    await _delete_amqp(_settings_from(env))
+    await _delete_amqp(settings_from(env))
 
 
-def _settings_from(env: Mapping[str, str]) -> config.Settings:
+def settings_from(env: Mapping[str, str]) -> config.Settings:
     saved = dict(os.environ)
     try:
         os.environ.update(env)

@@ -7,7 +7,9 @@ for the backlog to drain, and reading each sampled order back
 it recorded) to split end-to-end time into stages and into engine overhead.
 
 The floor of an order is what the outside world made it wait: the quote wait
-the router reports (``simulatedMs``) plus the cluster's landing latency. The
+plus the cluster's landing latency. The router's ``simulatedMs`` is its whole
+quoting time (the simulated wait and its own work), so the quote part is
+``min(simulatedMs, QUOTE_LATENCY_MS's upper bound)``. The
 executor's ``execution.landedMs`` is its own send → landed time: a status
 check, ``sendTransaction``, the ``signatureSubscribe`` notification and the
 ``getTransaction`` read, each an engine round trip, plus the landing delay.
@@ -67,11 +69,13 @@ def epoch(ts: str | None) -> float | None:
 
 
 class ChainMonitor:
-    """The localnet's own counters (``localnet_stats``) and its longest landing delay."""
+    """The localnet's own counters (``localnet_stats``), its longest landing delay and the longest simulated
+    quote wait (the router's ``simulatedMs`` is its whole quoting time, the engine's work included)."""
 
-    def __init__(self, rpc_url: str, landing_max_ms: float | None) -> None:
+    def __init__(self, rpc_url: str, landing_max_ms: float | None, quote_max_ms: float | None = None) -> None:
         self.rpc_url = rpc_url
         self.landing_max_ms = landing_max_ms
+        self.quote_max_ms = quote_max_ms
 
     async def stats(self) -> dict[str, Any] | None:
         body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "localnet_stats", "params": []})
@@ -201,13 +205,16 @@ async def run_phase(
     else:
         assert load is not None
         landing_max = chain.landing_max_ms if chain is not None else None
+        quote_max = chain.quote_max_ms if chain is not None else None
         drained: dict[str, dict[int, float]] = {}
 
         def after_drain() -> None:
             if sampler is not None:
                 drained.update(sampler.snapshot())
 
-        result = await analyze_load(phase, client, load, db, wall0, monitor_samples, landing_max, after_drain)
+        result = await analyze_load(
+            phase, client, load, db, wall0, monitor_samples, landing_max, after_drain, quote_max
+        )
         if cpu_before is not None and drained and db is not None and result.backlog_end == 0:
             # Every order of the phase is terminal: all the CPU they cost is in [start, drained].
             done = await db.confirmed_since(wall0)
@@ -232,6 +239,7 @@ async def analyze_load(
     monitor: list[tuple[float, int, int]],
     landing_max_ms: float | None = None,
     after_drain: Callable[[], None] | None = None,
+    quote_max_ms: float | None = None,
 ) -> PhaseResult:
     duration = load.duration_s
     records = load.records
@@ -272,7 +280,7 @@ async def analyze_load(
             result.backlog_end = (await db.counts())[0]
     if after_drain is not None:
         after_drain()
-    await add_details(result, client, confirmed, landing_max_ms)
+    await add_details(result, client, confirmed, landing_max_ms, quote_max_ms)
     return result
 
 
@@ -281,6 +289,7 @@ async def add_details(
     client: loadmod.Client,
     confirmed: list[loadmod.OrderRecord],
     landing_max_ms: float | None = None,
+    quote_max_ms: float | None = None,
 ) -> None:
     """Stages and engine overhead, from a sample of confirmed orders read back."""
     if not confirmed:
@@ -304,8 +313,11 @@ async def add_details(
             continue
         result.details_sampled += 1
         history = order.get("history") or []
+        # Each quote round's wait, at most the router's configured simulated latency (it reports its whole time).
         simulated_quotes = sum(
-            float((e.get("data") or {}).get("simulatedMs") or 0) for e in history if e["status"] == "building"
+            _capped(float((e.get("data") or {}).get("simulatedMs") or 0), quote_max_ms)
+            for e in history
+            if e["status"] == "building"
         )
         # send -> landed as the executor saw it: the landing delay plus the engine's own round trips (module doc).
         seen_ms = float(((order.get("execution") or {}).get("landedMs")) or 0)
@@ -329,7 +341,7 @@ async def add_details(
             result.retried += 1
             continue
         building = next((e for e in history if e["status"] == "building"), None)
-        sim_q = float(((building or {}).get("data") or {}).get("simulatedMs") or 0)
+        sim_q = _capped(float(((building or {}).get("data") or {}).get("simulatedMs") or 0), quote_max_ms)
 
         def span(a: str, b: str, times: dict[str, float] = times) -> float | None:
             if a in times and b in times:
@@ -363,6 +375,10 @@ async def add_details(
     result.overhead = summarize(overheads)
     result.stages = {name: summarize(values) for name, values in stages.items()}
     result.delivery = summarize(deliveries)
+
+
+def _capped(value: float, limit: float | None) -> float:
+    return value if limit is None else min(value, limit)
 
 
 def analyze_fanout(phase: Phase, fan: loadmod.FanoutResult) -> PhaseResult:

@@ -212,7 +212,8 @@ async def main_async(args: argparse.Namespace) -> int:
             base_url = bench_mesh.http
             db = DbMonitor(meshmod.database_url())
             landing_max = float(LocalnetSettings.from_env(env).landing_ms[1])
-            chain = ChainMonitor(bench_mesh.rpc_url, landing_max)
+            quote_max = float(meshmod.settings_from(env).quote_latency_ms[1])
+            chain = ChainMonitor(bench_mesh.rpc_url, landing_max, quote_max)
             sampler = ProcSampler(
                 {**bench_mesh.pids(), "generator": os.getpid()},
                 servers=meshmod.server_ports(),
