@@ -100,6 +100,8 @@ async def test_a_postgres_outage_flips_readiness_and_never_liveness() -> None:
         "ORDERS_TARGET": f"127.0.0.1:{ports['orders']}",
         "NOTIFIER_TARGET": f"127.0.0.1:{ports['notifier']}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        # The Secret's value (prod runs AUTH=apikey: the services present it to each other).
+        "INTERNAL_TOKEN": uuid.uuid4().hex,
     }
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = Path(tempfile.mkdtemp(prefix="dexengine-probes-logs-"))
