@@ -205,6 +205,8 @@ class ProcSampler:
         self.roles = dict(roles or {})
         # These count with their descendants (the gateway's forked workers), found once here.
         self.trees = {name: process_tree(pid) for name, pid in self.pids.items() if name in with_children}
+        self._window: _Window | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def _cpu(self, name: str) -> float | None:
         """CPU seconds of a named process and its descendants; None when the process is gone."""
@@ -214,8 +216,6 @@ class ProcSampler:
     def _rss(self, name: str) -> int | None:
         values = [rss_bytes(pid) for pid in self.trees.get(name, [self.pids[name]])]
         return None if values[0] is None else sum(v for v in values if v is not None)
-        self._window: _Window | None = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="procstat")
