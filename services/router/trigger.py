@@ -363,7 +363,10 @@ class Trigger:
     # (the program refuses it). Snipers fire on the first slot notification whose time reaches the open
     # time; a timer one slot later is the backstop for a cluster that sends no slot notifications.
     async def _subscribe_slots(self) -> None:
-        await self.feed.stream.slot(self._on_slot)
+        try:
+            await self.feed.stream.slot(self._on_slot)
+        except Exception as exc:  # noqa: BLE001 - a cluster without slotSubscribe: the timer backstop serves
+            log.warning("no slot notifications from the cluster (%s): snipers fire a slot after openTime", exc)
 
     def _on_slot(self, result: Any) -> None:
         del result
