@@ -119,13 +119,13 @@ async def _cancel_all(mesh: Mesh, ids: list[str]) -> None:
 
 
 async def test_two_router_replicas_fire_each_order_exactly_once(mesh: Mesh) -> None:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log = (mesh.log_dir / "router-2.log").open("ab")
     second = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "services.router",
-        env={**mesh.env, "ROUTER_GRPC_PORT": str(port), "METRICS_PORT": "0"},
+        env={**mesh.env, "ROUTER_GRPC_PORT": str(port), "METRICS_PORT": str(metrics_port)},
         cwd=ROOT,
         stdout=log,
         stderr=log,
@@ -136,7 +136,9 @@ async def test_two_router_replicas_fire_each_order_exactly_once(mesh: Mesh) -> N
         async with grpc.aio.insecure_channel(mesh.grpc_target("orders")) as channel:
             armed = await _arm(orders_pb2_grpc.OrdersStub(channel), prices)
         ids = list(armed)
-        await asyncio.sleep(1.0)  # both replicas have them armed (events) before the price moves
+        # Both replicas hold every order armed (their gauges say so) before the price moves.
+        for metrics in (mesh.env["ROUTER_METRICS_PORT"], str(metrics_port)):
+            await eventually(lambda m=metrics: _armed_at_least(m, len(ids)), timeout=30, every=0.2)
         async with aiohttp.ClientSession() as session:
             await localnet(session, mesh, "setPrice", {"mints": ["SOL", "USDC"], "price": "170"})
             await eventually(lambda: _all_fired(mesh, set(ids)), timeout=30, every=0.2)
@@ -149,6 +151,13 @@ async def test_two_router_replicas_fire_each_order_exactly_once(mesh: Mesh) -> N
     assert set(fired) == set(ids) and set(fired.values()) == {1}, "every order fired, none twice"
     logs = (mesh.log_dir / "router.log").read_text() + Path(mesh.log_dir / "router-2.log").read_text()
     assert "order triggered" in (mesh.log_dir / "router-2.log").read_text() or "lost the race" in logs
+
+
+async def _armed_at_least(metrics_port: str, count: int) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+        text = await resp.text()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("dexengine_armed_orders ")]
+    return bool(values) and values[0] >= count
 
 
 async def _wait_serving(target: str) -> None:
