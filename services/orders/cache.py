@@ -1,8 +1,11 @@
 """Redis cache of live orders: the latest state and its event history.
 
 Keys: ``order:{id}:status`` (the order view, JSON) and ``order:{id}:events``
-(a list of event views, index = seq - 1): what :meth:`OrderCache.get` reads,
-nothing else is written. Writes are Lua scripts that only ever move the
+(a list of event views, index = seq - 1): what :meth:`OrderCache.get` reads;
+and ``order:{id}:writing``, set by :meth:`OrderCache.begin` before a transition
+commits and cleared by the append after it: while it stands, reads miss (they
+go to PostgreSQL) and fills are refused, so no reader can see the state before
+a commit whose event the relay may already have published. Writes are Lua scripts that only ever move the
 cache forward by seq, so racing writers cannot put an older state back; a
 write that would leave a gap drops the entry instead (the next read refills
 it from PostgreSQL). Redis being down never fails a request: reads fall back
@@ -25,8 +28,11 @@ LIVE_TTL_S = 24 * 3600
 DONE_TTL_S = 3600
 TIMEOUT_S = 0.25
 
-# KEYS: status, events. ARGV: order json, seq, event json, ttl
+WRITING_TTL_S = 5  # a writer that died between begin and append holds reads off PostgreSQL no longer
+
+# KEYS: status, events, writing. ARGV: order json, seq, event json, ttl
 _APPEND = """
+redis.call('DEL', KEYS[3])
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
@@ -40,8 +46,9 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-# KEYS: status, events. ARGV: order json, seq, ttl, event json...
+# KEYS: status, events, writing. ARGV: order json, seq, ttl, event json...
 _FILL = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
@@ -54,7 +61,7 @@ return 1
 
 
 def keys(order_id: str) -> list[str]:
-    return [f"order:{order_id}:status", f"order:{order_id}:events"]
+    return [f"order:{order_id}:status", f"order:{order_id}:events", f"order:{order_id}:writing"]
 
 
 def _dumps(value: Any) -> str:
@@ -82,16 +89,24 @@ class OrderCache:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(keys(order_id)[0])
                 pipe.lrange(keys(order_id)[1], 0, -1)
-                raw_order, raw_events = await pipe.execute()
+                pipe.exists(keys(order_id)[2])
+                raw_order, raw_events, writing = await pipe.execute()
         except (RedisError, OSError):
             return None
-        if raw_order is None:
+        if raw_order is None or writing:
             return None
         order = orjson.loads(raw_order)
         events = [orjson.loads(item) for item in raw_events]
         if len(events) != order["seq"]:
             return None
         return order, events
+
+    async def begin(self, order_id: str) -> None:
+        """A transition of this order is about to commit: reads go to PostgreSQL until its append."""
+        try:
+            await self.redis.set(keys(order_id)[2], 1, ex=WRITING_TTL_S)
+        except (RedisError, OSError) as exc:
+            self._mark_dirty(order_id, exc)  # dirty entries are never read: the same guarantee
 
     async def append(self, order: dict[str, Any], event: dict[str, Any], terminal: bool) -> None:
         ttl = DONE_TTL_S if terminal else LIVE_TTL_S

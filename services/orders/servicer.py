@@ -354,6 +354,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 raise ValidationFailed(violations)
             fields = _transition_fields(codec.struct_to_dict(request.fields))
             event_data = codec.struct_to_dict(request.event_data)
+            # Before the commit: the relay may publish the event before the append below, and a client
+            # who saw it must not read the state before it from the cache.
+            await self.cache.begin(str(order_id))
             try:
                 row = await asyncio.shield(
                     self.store.transition(order_id, expected, new, fields, event_data, telemetry.inject_headers())
@@ -396,6 +399,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             # A compare-and-set like every transition: a cancel racing the trigger (waiting -> routing)
             # or the executor (pending -> routing) has exactly one winner; the loser sees the new status.
             while order["status"] in CANCELLABLE:
+                await self.cache.begin(str(order_id))  # as in Transition: no read of the state before this commit
                 try:
                     cas = self.store.transition(
                         order_id, order["status"], states.CANCELLED, {}, {"by": "client"}, telemetry.inject_headers()
