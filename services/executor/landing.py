@@ -136,14 +136,15 @@ class Cluster:
                 return
             raise
 
-    async def status(self, signature: Signature, last_valid_height: int) -> TxOutcome:
+    async def status(self, signature: Signature, last_valid_height: int, *, check_expiry: bool = True) -> TxOutcome:
+        """Landed, failed, unknown, or (``check_expiry``: one more call, getBlockHeight) expired."""
         resp = await self._call(self.rpc.get_signature_statuses([signature], search_transaction_history=True))
         found = resp.value[0]
         if found is not None:
             if found.err is not None:
                 return TxOutcome(FAILED, _err_json(found.err), found.slot)
             return TxOutcome(LANDED, None, found.slot)
-        if await self.block_height() > last_valid_height:
+        if check_expiry and await self.block_height() > last_valid_height:
             # Once more, in case it landed between the two reads: after this it cannot.
             again = (
                 await self._call(self.rpc.get_signature_statuses([signature], search_transaction_history=True))
@@ -165,15 +166,22 @@ class Cluster:
         with contextlib.suppress(Exception):  # no stream: polling alone still answers
             sub = await self.stream.signature(signature, on_notified)
         try:
+            # Expiry is asked of the cluster (getBlockHeight) only after a poll interval went by unnotified:
+            # right after sending, or right after a notification, the signature cannot have expired yet.
+            timed_out = False
             while True:
-                outcome = await self.status(signature, last_valid_height)
+                outcome = await self.status(signature, last_valid_height, check_expiry=timed_out)
                 if outcome.status != UNKNOWN:
                     return outcome
                 if notified.done():  # notified but not yet readable: a short pause, not a spin
                     await asyncio.sleep(0.05)
+                    timed_out = True
                     continue
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(asyncio.shield(notified), POLL_S)
+                    timed_out = False
+                except TimeoutError:
+                    timed_out = True
         finally:
             if sub is not None:
                 await self.stream.unsubscribe(sub)

@@ -164,6 +164,7 @@ class Pipeline:
         raise InfraError("ORDER_CONTENDED", f"order moved under this job {MAX_RESYNCS} times")
 
     async def _drive(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
+        built_here = False  # a transaction signed in this run was never sent: no need to ask the cluster first
         while True:
             status = states.from_proto(order.status)
             if status in states.TERMINAL or status == states.WAITING:
@@ -174,8 +175,9 @@ class Pipeline:
                 order = await self.route(order, attempt)
             elif status == states.BUILDING:
                 order = await self.build(order, attempt)
+                built_here = True
             else:
-                order = await self.settle(order)
+                order = await self.settle(order, just_built=built_here)
 
     async def route(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         request = router_pb2.GetQuotesRequest(
@@ -254,7 +256,7 @@ class Pipeline:
             },
         )
 
-    async def settle(self, order: common_pb2.Order) -> common_pb2.Order:
+    async def settle(self, order: common_pb2.Order, *, just_built: bool = False) -> common_pb2.Order:
         execution = codec.struct_to_dict(order.execution)
         signature = Signature.from_string(order.tx_hash)
         lvh = int(execution["lastValidBlockHeight"])
@@ -262,11 +264,13 @@ class Pipeline:
         attrs = {"order.id": order.id, "dex.venue": order.dex_provider, "solana.signature": order.tx_hash}
         sent_at = time.monotonic()
         try:
-            outcome = await self.cluster.status(signature, lvh)
+            # A redelivered job asks the cluster first (landed: confirm, never resend); a transaction this
+            # run just signed cannot be known to it yet.
+            outcome = landing.TxOutcome(landing.UNKNOWN) if just_built else await self.cluster.status(signature, lvh)
             if outcome.status == landing.UNKNOWN:
                 with tracer.start_as_current_span("solana sendTransaction", attributes=attrs):
                     await self.cluster.send(base64.b64decode(execution["transaction"]))
-                log.info("transaction sent", extra={"txHash": order.tx_hash})
+                log.debug("transaction sent", extra={"txHash": order.tx_hash})
                 faults.crash_point("after_send")
                 with tracer.start_as_current_span("solana confirm", attributes=attrs) as span:
                     outcome = await self.cluster.wait(signature, lvh)
