@@ -51,7 +51,7 @@ check-infra: proto
 run: proto cli
 	$(PY) -m services.launcher
 
-test: proto cli
+test: proto cli browser
 	$(PY) -m pytest
 
 test-chaos: proto
