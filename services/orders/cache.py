@@ -29,12 +29,17 @@ DONE_TTL_S = 3600
 TIMEOUT_S = 0.25
 
 WRITING_TTL_S = 5  # a writer that died between begin and append holds reads off PostgreSQL no longer
+FENCE_TTL_S = 60  # far longer than a read of PostgreSQL followed by its fill can take
 
-# KEYS: status, events, writing. ARGV: order json, seq, event json, ttl
+# KEYS: status, events, writing, fence. ARGV: order json, seq, event json, ttl, fence ttl
+# The fence remembers the newest committed seq, so a fill from a read made before that commit
+# (which can arrive after this append) is refused instead of putting the older state back.
 _APPEND = """
 redis.call('DEL', KEYS[3])
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
+local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
+if seq > fence then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[5]) end
 if n >= seq then return 0 end
 if n ~= seq - 1 then
   redis.call('DEL', KEYS[1], KEYS[2])
@@ -46,12 +51,13 @@ redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
-# KEYS: status, events, writing. ARGV: order json, seq, ttl, event json...
+# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, event json...
 _FILL = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
+if seq < tonumber(redis.call('GET', KEYS[4]) or '0') then return 0 end
 redis.call('DEL', KEYS[2])
 for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
@@ -61,7 +67,13 @@ return 1
 
 
 def keys(order_id: str) -> list[str]:
-    return [f"order:{order_id}:status", f"order:{order_id}:events", f"order:{order_id}:writing"]
+    """status, events, writing (a transition is committing), fence (the newest seq an append saw)."""
+    return [
+        f"order:{order_id}:status",
+        f"order:{order_id}:events",
+        f"order:{order_id}:writing",
+        f"order:{order_id}:fence",
+    ]
 
 
 def _dumps(value: Any) -> str:
@@ -113,7 +125,7 @@ class OrderCache:
         try:
             await self._append(
                 keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], _dumps(event), ttl],
+                args=[_dumps(order), order["seq"], _dumps(event), ttl, FENCE_TTL_S],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
@@ -133,7 +145,7 @@ class OrderCache:
     async def drop(self, order_id: str) -> None:
         """Forget an entry (the next read refills it from PostgreSQL)."""
         try:
-            await self.redis.delete(*keys(order_id))
+            await self.redis.delete(*keys(order_id)[:3])  # the fence stays: it guards against older fills
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)
 
@@ -150,7 +162,7 @@ class OrderCache:
         while self._dirty:
             batch = list(self._dirty)
             try:
-                await self.redis.delete(*(key for order_id in batch for key in keys(order_id)))
+                await self.redis.delete(*(key for order_id in batch for key in keys(order_id)[:3]))
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)
                 continue
