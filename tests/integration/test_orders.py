@@ -31,7 +31,9 @@ async def test_create_writes_order_event_and_outbox_rows_in_one_transaction(
 ) -> None:
     # Hold the outbox table lock so the relay cannot publish (and delete) the rows before we look.
     async with pg.transaction():
-        await pg.execute("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE NOWAIT")
+        # Waits (bounded) for a relay batch in flight: its DELETE holds the table until the publishes are confirmed.
+        await pg.execute("SET LOCAL lock_timeout = '10s'")
+        await pg.execute("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE")
         task = asyncio.ensure_future(orders.CreateOrder(create_request(), timeout=5))
         await asyncio.sleep(0.3)
         assert not task.done(), "the create must wait for the outbox insert: same transaction"
