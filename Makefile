@@ -65,7 +65,7 @@ fmt: proto
 	$(VENV)/bin/ruff format .
 
 bench: proto
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(ARGS)
 
 # The limit trigger with 100,000 armed limit orders: latency, CPU per pool update, RSS per 10,000 armed.
 bench-order-types: proto

@@ -50,7 +50,12 @@ def raise_fd_limit() -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="seed")
+    parser.add_argument(
+        "--profile",
+        choices=sorted([*PROFILES, ORDER_TYPES]),
+        default="seed",
+        help=f"{ORDER_TYPES}: the limit trigger with 100,000 armed orders (its own options: bench/order_types.py)",
+    )
     parser.add_argument("--duration", type=float, help="seconds of load per phase (default: the profile's)")
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument("--rate", type=float, help="one open-loop phase at this many orders/s")
@@ -256,8 +261,18 @@ async def main_async(args: argparse.Namespace) -> int:
     return 1 if any(r.errors for r in results) else 0
 
 
+ORDER_TYPES = "order-types"  # 100,000 armed limit orders: the trigger's latency, CPU and RSS (bench/order_types.py)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bench %(message)s", stream=sys.stderr)
+    given = sys.argv[1:] if argv is None else argv
+    if given[:2] == ["--profile", ORDER_TYPES] or f"--profile={ORDER_TYPES}" in given[:1]:
+        from bench import order_types
+
+        sys.argv = [sys.argv[0], *given[2:]]
+        order_types.cli()
+        return
     args = parse_args(argv)
     started = time.monotonic()
     try:
