@@ -13,9 +13,9 @@ orders. Failure handling:
 - undecodable body: rejected without requeue -> dead-lettered to parking.
 - cancelled at shutdown: not acked, not rejected; the broker redelivers it
   when the channel closes.
-- anything raising inside the failure handling itself: the message is nacked
-  back to its queue (redelivered; the queue's delivery limit parks a job that
-  keeps failing). No path leaves a message unsettled.
+- anything raising inside the failure handling itself: the job goes to the
+  first wait tier with the same attempt (or, if even that publish fails, is
+  nacked back to its queue). No path leaves a message unsettled.
 """
 
 from __future__ import annotations
@@ -144,10 +144,15 @@ class JobConsumer:
         try:
             await self._run_attempt(message, order_id, attempt)
         except Exception:
-            log.exception("handling attempt %d failed; the job goes back to its queue", attempt)
-            with contextlib.suppress(Exception):  # a dead channel redelivers it anyway
-                await message.nack(requeue=True)
-            return
+            # Not straight back to the work queue (an immediate redelivery would fail the same way and
+            # spend the queue's delivery limit in a second): to the first wait tier, same attempt.
+            log.exception("handling attempt %d failed; the job runs again after a wait", attempt)
+            try:
+                await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])
+            except Exception:  # noqa: BLE001 - the broker itself failed: a dead channel redelivers it anyway
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+                return
         await message.ack()
 
     async def _run_attempt(self, message: AbstractIncomingMessage, order_id: str, attempt: int) -> None:

@@ -41,7 +41,11 @@ class Superseded(Exception):
     pass
 
 
-RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A call cut off by a restarting server (its stream cancelled, or an unknown outcome) is the
+# infrastructure's, not the order's: the job runs again later without spending an attempt.
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN}
+)
 
 
 def from_router_error(err: grpc.aio.AioRpcError) -> StepError:
