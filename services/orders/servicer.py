@@ -356,24 +356,30 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             event_data = codec.struct_to_dict(request.event_data)
             # Before the commit: the relay may publish the event before the append below, and a client
             # who saw it must not read the state before it from the cache.
-            await self.cache.begin(str(order_id))
-            try:
-                row = await asyncio.shield(
-                    self.store.transition(order_id, expected, new, fields, event_data, telemetry.inject_headers())
-                )
-            except StaleTransition:
-                await self.cache.drop(str(order_id))  # whoever read the stale status may have read it here
-                raise
-            order = order_view(row)
+            headers = telemetry.inject_headers()
+
+            async def commit_then_cache() -> tuple[dict[str, Any], dict[str, Any]]:
+                """One unit, shielded: a caller that goes away (an executor killed mid-call) cancels
+                its handler, never the cache append after a commit that happened."""
+                await self.cache.begin(str(order_id))
+                try:
+                    row = await self.store.transition(order_id, expected, new, fields, event_data, headers)
+                except StaleTransition:
+                    await self.cache.drop(str(order_id))  # whoever read the stale status may have read it here
+                    raise
+                view = order_view(row)
+                committed = {
+                    "orderId": view["orderId"],
+                    "status": new,
+                    "seq": view["seq"],
+                    "timestamp": view["updatedAt"],
+                    "data": event_data,
+                }
+                await self.cache.append(view, committed, terminal=new in states.TERMINAL)
+                return view, committed
+
+            order, event = await asyncio.shield(commit_then_cache())
             trace.get_current_span().set_attributes({"order.id": order["orderId"], "order.status": new})
-            event = {
-                "orderId": order["orderId"],
-                "status": new,
-                "seq": order["seq"],
-                "timestamp": order["updatedAt"],
-                "data": event_data,
-            }
-            await asyncio.shield(self.cache.append(order, event, terminal=new in states.TERMINAL))
             if new in states.TERMINAL:
                 reason = (order["errorMessage"] or "").split(":", 1)[0] if new == states.FAILED else "ok"
                 metrics.ORDERS_FINISHED.labels(new, order["dexProvider"] or "none", reason or "unknown").inc()
