@@ -1,21 +1,44 @@
-"""Field-level validation errors and their gRPC form (google.rpc.BadRequest).
+"""Domain errors and how a call ends with them: one mapping for every servicer.
 
-One error model for every surface: a list of (field, issue) pairs. Over gRPC
-it travels as INVALID_ARGUMENT with a ``google.rpc.BadRequest`` detail (and an
-``ErrorInfo`` with a reason); the gateway turns it into the JSON error body.
+A handler raises what happened; :func:`status_of` is the one table that says
+how the call ends: a status code, a message, and a rich ``google.rpc.Status``
+in the ``grpc-status-details-bin`` trailer (written by grpcio-status) with an
+``ErrorInfo`` (the reason), a ``BadRequest`` (field violations) and a
+``RetryInfo`` (when a retry may succeed).
+
+- The engine's own errors subclass :class:`DomainError`: each class declares
+  its code and reason, each instance its message, violations and wait.
+- Errors of other packages (the venues' math, the database driver) are mapped
+  in :data:`FOREIGN`.
+- Anything else is a bug: it is not mapped, and gRPC answers UNKNOWN.
+
+Clients read the same shape back with :func:`parse_rpc_error`; the gateway
+turns it into the JSON error body.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from dataclasses import dataclass
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common.db import UNAVAILABLE_ERRORS
+from venues.errors import AmmError, NoPoolError
 
 DETAILS_KEY = "grpc-status-details-bin"
+DOMAIN = "dexengine"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,8 +47,38 @@ class FieldViolation:
     issue: str
 
 
-class ValidationFailed(Exception):
+@dataclass(frozen=True)
+class RpcErrorInfo:
+    """How a call ended: what a server answers (:func:`status_of`) and what a client reads (:func:`parse_rpc_error`)."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    violations: list[FieldViolation] = field(default_factory=list)
+    # Seconds to wait before retrying (google.rpc.RetryInfo), when the server said.
+    retry_after_s: float | None = None
+
+
+class DomainError(Exception):
+    """An outcome that ends a call with a status: the class declares its code and reason.
+
+    An instance may set its own ``reason``, ``violations`` and ``retry_after_s``; the message is ``str(exc)``.
+    """
+
+    grpc_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    reason: str = ""
+    violations: Sequence[FieldViolation] = ()
+    retry_after_s: float | None = None
+
+    def error_info(self) -> RpcErrorInfo:
+        return RpcErrorInfo(self.grpc_code, str(self), self.reason, list(self.violations), self.retry_after_s)
+
+
+class ValidationFailed(DomainError):
     """Bad input; nothing was changed."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    violations: list[FieldViolation]
 
     def __init__(self, violations: list[FieldViolation], reason: str = "VALIDATION_FAILED") -> None:
         self.violations = violations
@@ -33,87 +86,130 @@ class ValidationFailed(Exception):
         super().__init__("; ".join(f"{v.field}: {v.issue}" for v in violations))
 
 
-def _pack(message: object) -> any_pb2.Any:
+class UpstreamError(DomainError):
+    """Another service's answer, passed on as it came (code, reason, violations and wait)."""
+
+    def __init__(self, info: RpcErrorInfo) -> None:
+        self.info = info
+        super().__init__(info.message)
+
+    def error_info(self) -> RpcErrorInfo:
+        return self.info
+
+
+def _no_route(exc: NoPoolError) -> RpcErrorInfo:
+    violation = FieldViolation("token_out", "no open pool trades this pair")
+    return RpcErrorInfo(grpc.StatusCode.NOT_FOUND, str(exc), exc.code, [violation])
+
+
+def _venue_refused(exc: AmmError) -> RpcErrorInfo:
+    return RpcErrorInfo(grpc.StatusCode.FAILED_PRECONDITION, str(exc), exc.code)
+
+
+def _database_unavailable(exc: BaseException) -> RpcErrorInfo:
+    return RpcErrorInfo(grpc.StatusCode.UNAVAILABLE, "database unavailable", "DATABASE_UNAVAILABLE")
+
+
+# Errors of other packages, most specific first: (types, their status). The engine's own are DomainErrors.
+FOREIGN: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], RpcErrorInfo]], ...] = (
+    (NoPoolError, _no_route),
+    (AmmError, _venue_refused),
+    (UNAVAILABLE_ERRORS, _database_unavailable),
+)
+
+
+def status_of(exc: BaseException) -> RpcErrorInfo | None:
+    """The status a call ends with when its handler raised ``exc``; None when ``exc`` is not an outcome (a bug)."""
+    if isinstance(exc, DomainError):
+        return exc.error_info()
+    for types, status in FOREIGN:
+        if isinstance(exc, types):
+            return status(exc)
+    return None
+
+
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(message)
     return packed
 
 
-def status_with_details(
-    code: grpc.StatusCode,
-    message: str,
-    *,
-    reason: str = "",
-    violations: list[FieldViolation] | None = None,
-    domain: str = "dexengine",
-    retry_after_s: float | None = None,
-) -> tuple[grpc.StatusCode, str, tuple[tuple[str, bytes], ...]]:
-    """(code, message, trailing metadata) carrying a rich google.rpc.Status (RetryInfo when a wait is known)."""
-    status = status_pb2.Status(code=code.value[0], message=message)
-    if reason:
-        status.details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain)))
-    if retry_after_s is not None:
+def rich_status(info: RpcErrorInfo) -> grpc.Status:
+    """``info`` as a grpc.Status whose trailer carries the google.rpc.Status (ErrorInfo, RetryInfo, BadRequest)."""
+    status = status_pb2.Status(code=info.code.value[0], message=info.message)
+    if info.reason:
+        status.details.append(_pack(error_details_pb2.ErrorInfo(reason=info.reason, domain=DOMAIN)))
+    if info.retry_after_s is not None:
         delay = duration_pb2.Duration()
-        delay.FromMilliseconds(math.ceil(retry_after_s * 1000))
+        delay.FromMilliseconds(math.ceil(info.retry_after_s * 1000))
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    if violations:
+    if info.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.issue) for v in violations
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.issue)
+                for v in info.violations
             ]
         )
         status.details.append(_pack(bad))
-    return code, message, ((DETAILS_KEY, status.SerializeToString()),)
+    return rpc_status.to_status(status)
 
 
-async def abort(
-    context: grpc.aio.ServicerContext,
-    code: grpc.StatusCode,
-    message: str,
-    *,
-    reason: str = "",
-    violations: list[FieldViolation] | None = None,
-    retry_after_s: float | None = None,
-) -> NoReturn:
-    """Abort the RPC with a rich status: ``context.abort`` raises, so this never returns."""
-    code, message, trailers = status_with_details(
-        code, message, reason=reason, violations=violations, retry_after_s=retry_after_s
-    )
-    context.set_trailing_metadata(trailers)
-    await context.abort(code, message)
+async def abort(context: grpc.aio.ServicerContext, info: RpcErrorInfo) -> NoReturn:
+    """End the call with ``info`` as its rich status: ``abort_with_status`` raises, so this never returns."""
+    await context.abort_with_status(rich_status(info))
 
 
-@dataclass(frozen=True)
-class RpcErrorInfo:
-    """What a client learns from a failed call's rich status."""
+async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the call with the status of ``exc`` (:func:`status_of`); re-raise ``exc`` when it is not an outcome."""
+    info = status_of(exc)
+    if info is None:
+        raise exc
+    if info.code == grpc.StatusCode.UNAVAILABLE and not isinstance(exc, DomainError):
+        log.warning("%s: %s", info.message, exc)  # the infrastructure's failure, with its cause
+    await abort(context, info)
 
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    violations: list[FieldViolation]
-    # Seconds to wait before retrying (google.rpc.RetryInfo), when the server said.
-    retry_after_s: float | None = None
+
+@contextlib.asynccontextmanager
+async def answering(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """``async with answering(context):`` ends the call with the status of what its body raises."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - mapped by the table, or re-raised as it was
+        await abort_for(context, exc)
+
+
+async def guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+    """``await call()``, ending the call with the status of what it raises."""
+    try:
+        return await call()
+    except Exception as exc:  # noqa: BLE001 - mapped by the table, or re-raised as it was
+        await abort_for(context, exc)
 
 
 def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
+    """What a failed call's status says: its code and message, and the rich details when the server sent them."""
+    code, message = err.code(), err.details() or ""
+    try:
+        # AioRpcError answers code(), details() and trailing_metadata() as a grpc.Call does.
+        status = rpc_status.from_call(cast(grpc.Call, err))
+    except ValueError:  # a trailer that does not match the call's own status: not this call's details
+        status = None
+    if status is None:
+        return RpcErrorInfo(code, message)
     reason = ""
     violations: list[FieldViolation] = []
     retry_after_s: float | None = None
-    for key, value in err.trailing_metadata() or ():
-        if key != DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations.extend(FieldViolation(fv.field, fv.description) for fv in bad.field_violations)
-            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                retry = error_details_pb2.RetryInfo()
-                detail.Unpack(retry)
-                retry_after_s = retry.retry_delay.ToMilliseconds() / 1000
-    return RpcErrorInfo(err.code(), err.details() or "", reason, violations, retry_after_s)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend(FieldViolation(fv.field, fv.description) for fv in bad.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after_s = retry.retry_delay.ToMilliseconds() / 1000
+    return RpcErrorInfo(code, message, reason, violations, retry_after_s)

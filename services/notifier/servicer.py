@@ -19,14 +19,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
 from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import auth, codec, metrics, states
 from services.common.auth import AuthSettings
-from services.common.errors import FieldViolation, ValidationFailed, abort, parse_rpc_error
+from services.common.errors import DomainError, FieldViolation, UpstreamError, abort, answering, parse_rpc_error
 from services.common.validation import validate_order_id
 from services.notifier.hub import EVERY_OWNER, RESYNC, Hub
 
@@ -37,13 +37,13 @@ MAX_SNAPSHOTS = 10_000  # live orders snapshotted when a WatchMine stream opens 
 FINISHED_MEMORY = 10_000  # finished orders a WatchMine stream remembers, to drop their late duplicates
 
 
-class CallerError(Exception):
-    """Why a caller may not watch: a status for the stream (from orders, or our own)."""
+class ApiKeyMissing(DomainError):
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "API_KEY_MISSING"
 
-    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "", field: str = "") -> None:
-        self.code = code
-        self.reason = reason
-        self.field = field
+    def __init__(self) -> None:
+        message = "an API key is required: send 'authorization: Bearer <key>'"
+        self.violations = (FieldViolation("authorization", message),)
         super().__init__(message)
 
 
@@ -70,7 +70,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
     def _authorization(self, context: grpc.aio.ServicerContext) -> str | None:
         """The client's own ``authorization`` value (to forward to orders), or None for a service of the mesh.
 
-        With AUTH=off every caller is the anonymous one (None). CallerError when a client presents nothing.
+        With AUTH=off every caller is the anonymous one (None). ApiKeyMissing when a client presents nothing.
         """
         if not self.auth.enabled:
             return None
@@ -80,25 +80,14 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             return value
         if self.auth.is_internal(auth.metadata_value(metadata, auth.INTERNAL)):
             return None
-        raise CallerError(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "an API key is required: send 'authorization: Bearer <key>'",
-            "API_KEY_MISSING",
-            "authorization",
-        )
+        raise ApiKeyMissing
 
     async def _orders_call(self, call: Any) -> Any:
+        """Orders' answer to a question about the caller; its refusal is passed on as it came."""
         try:
             return await call
         except grpc.aio.AioRpcError as err:
-            info = parse_rpc_error(err)
-            field = info.violations[0].field if info.violations else ""
-            raise CallerError(info.code, info.message, info.reason, field) from None
-
-    @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, exc: CallerError) -> NoReturn:
-        violations = [FieldViolation(exc.field, str(exc))] if exc.field else None
-        await abort(context, exc.code, str(exc), reason=exc.reason, violations=violations)
+            raise UpstreamError(parse_rpc_error(err)) from None
 
     async def _history(self, order_id: str, since: float) -> HistoryResult:
         """The order and its events as read at some moment after ``since`` (shared between watchers)."""
@@ -124,11 +113,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
     async def Watch(
         self, request: notifier_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.OrderEvent]:
-        try:
+        async with answering(context):
             order_id = str(validate_order_id(request.order_id))
-        except ValidationFailed as exc:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-        try:
             authorization = self._authorization(context)
             if authorization is not None:  # a client: orders says whether the key may see the order
                 await self._orders_call(
@@ -136,8 +122,6 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
                         orders_pb2.GetOrderRequest(order_id=order_id), timeout=5, metadata=auth.forwarded(authorization)
                     )
                 )
-        except CallerError as exc:
-            await self._abort(context, exc)
         subscribed = time.monotonic()
         queue = self.hub.subscribe(order_id)
         metrics.WATCHERS.inc()
@@ -145,8 +129,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             try:
                 order, _ = await self._history(order_id, subscribed)
             except grpc.aio.AioRpcError as err:
-                info = parse_rpc_error(err)
-                await abort(context, info.code, info.message, reason=info.reason)
+                await abort(context, parse_rpc_error(err))
             yield codec.event_from_view(snapshot_event(order))
             last = order["seq"]
             if order["status"] in states.TERMINAL:
@@ -208,11 +191,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
     async def WatchMine(
         self, request: notifier_pb2.WatchMineRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[common_pb2.OrderEvent]:
-        try:
+        async with answering(context):
             authorization = self._authorization(context)
             owner = await self._owner(authorization)
-        except CallerError as exc:
-            await self._abort(context, exc)
         queue = self.hub.subscribe_owner(owner)
         metrics.WATCHERS.inc()
         follower = _Follower()
@@ -220,8 +201,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             try:
                 live = await self._live_orders(authorization)  # read after subscribing: nothing falls between
             except grpc.aio.AioRpcError as err:
-                info = parse_rpc_error(err)
-                await abort(context, info.code, info.message, reason=info.reason)
+                await abort(context, parse_rpc_error(err))
             # Live: an order created from now on was not in that read, so it begins with its pending event.
             await context.send_initial_metadata(())
             for order in live:

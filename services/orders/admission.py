@@ -18,13 +18,19 @@ import asyncio
 import contextlib
 import logging
 
+import grpc
+
+from services.common.errors import DomainError
 from services.orders.store import OrderStore
 
 log = logging.getLogger(__name__)
 REFRESH_S = 0.25
 
 
-class BacklogFull(Exception):
+class BacklogFull(DomainError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "BACKLOG_FULL"
+
     def __init__(self, live: int, limit: int) -> None:
         self.live = live
         self.limit = limit

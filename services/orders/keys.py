@@ -29,7 +29,7 @@ import grpc
 
 from services.common import auth
 from services.common.auth import AuthSettings
-from services.common.errors import FieldViolation, ValidationFailed
+from services.common.errors import DomainError, FieldViolation, ValidationFailed
 
 SECRET_PREFIX = "dex_"
 SHOWN_CHARS = 12  # "dex_" + 8: enough to tell keys apart, far too little to guess the rest
@@ -58,23 +58,42 @@ ANONYMOUS = Principal("anonymous")
 SERVICE = Principal("service")
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(DomainError):
+    """No usable credentials: ``reason`` says which way (missing, invalid, revoked)."""
+
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
     def __init__(self, reason: str, message: str, issue: str) -> None:
         self.reason = reason
-        self.violation = FieldViolation("authorization", issue)
+        self.violations = (FieldViolation("authorization", issue),)
         super().__init__(message)
 
 
-class PermissionDenied(Exception):
+class PermissionDenied(DomainError):
     """The caller is known but may not call this method."""
 
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
-class KeyNameTaken(Exception):
-    pass
+
+class KeyNameTaken(DomainError):
+    grpc_code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "API_KEY_NAME_TAKEN"
+    violations = (FieldViolation("name", "is already the name of an active key"),)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"an active key is already named {name}")
 
 
-class KeyNotFound(Exception):
-    pass
+class KeyNotFound(DomainError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    reason = "API_KEY_NOT_FOUND"
+    violations = (FieldViolation("key", "is neither the id of a key nor the name of an active key"),)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no key with id or active name {key}")
 
 
 def new_secret() -> str:

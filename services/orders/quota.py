@@ -15,8 +15,11 @@ import logging
 import math
 import uuid
 
+import grpc
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from services.common.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,10 @@ return 0
 """
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(DomainError):
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "QUOTA_EXCEEDED"
+
     def __init__(self, quota_per_min: int, retry_after_s: float) -> None:
         self.quota_per_min = quota_per_min
         self.retry_after_s = retry_after_s

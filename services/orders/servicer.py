@@ -18,9 +18,8 @@ from opentelemetry import trace
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import codec, faults, metrics, states, telemetry
 from services.common.auth import AuthSettings
-from services.common.db import UNAVAILABLE_ERRORS
 from services.common.decimals import fmt, parse_decimal
-from services.common.errors import FieldViolation, ValidationFailed, abort
+from services.common.errors import DomainError, FieldViolation, ValidationFailed, guarded
 from services.common.logs import order_id_var
 from services.common.validation import (
     DEFAULT_TTL_S,
@@ -30,22 +29,17 @@ from services.common.validation import (
     validate_order,
     validate_order_id,
 )
-from services.orders.admission import Admission, BacklogFull
+from services.orders.admission import Admission
 from services.orders.cache import OrderCache
 from services.orders.keys import (
     Authenticator,
-    KeyNameTaken,
-    KeyNotFound,
     KeyStore,
     OwnerCache,
-    PermissionDenied,
     Principal,
-    Unauthenticated,
 )
 from services.orders.quota import Quota, QuotaExceeded
 from services.orders.store import (
     SETTABLE,
-    IdempotencyConflict,
     NotFound,
     OrderStore,
     StaleTransition,
@@ -61,8 +55,12 @@ MAX_LIMIT = 200
 CANCELLABLE = states.CANCELLABLE
 
 
-class NotCancellable(Exception):
+class NotCancellable(DomainError):
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "NOT_CANCELLABLE"
+
     def __init__(self, status: str) -> None:
+        self.violations = (FieldViolation("status", status),)
         self.status = status
         super().__init__(f"order is {status}; only pending or waiting orders can be cancelled")
 
@@ -152,73 +150,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             raise NotFound(str(order_id))
 
     async def _guard(self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
-        """Map domain and infrastructure errors to gRPC status codes."""
-        try:
-            return await call()
-        except ValidationFailed as exc:
-            await abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), reason=exc.reason, violations=exc.violations
-            )
-        except NotFound:
-            await abort(context, grpc.StatusCode.NOT_FOUND, "order not found", reason="ORDER_NOT_FOUND")
-        except StaleTransition as exc:
-            await abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"stale transition: order is {exc.current}",
-                reason="STALE_TRANSITION",
-            )
-        except IdempotencyConflict:
-            await abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "idempotency key was already used with a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                violations=[FieldViolation("idempotency_key", "was already used with a different request body")],
-            )
-        except BacklogFull as exc:
-            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), reason="BACKLOG_FULL")
-        except QuotaExceeded as exc:
-            await abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                str(exc),
-                reason="QUOTA_EXCEEDED",
-                retry_after_s=exc.retry_after_s,
-            )
-        except Unauthenticated as exc:
-            await abort(
-                context, grpc.StatusCode.UNAUTHENTICATED, str(exc), reason=exc.reason, violations=[exc.violation]
-            )
-        except PermissionDenied as exc:
-            await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc), reason="PERMISSION_DENIED")
-        except NotCancellable as exc:
-            await abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                str(exc),
-                reason="NOT_CANCELLABLE",
-                violations=[FieldViolation("status", exc.status)],
-            )
-        except KeyNameTaken as exc:
-            await abort(
-                context,
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"an active key is already named {exc}",
-                reason="API_KEY_NAME_TAKEN",
-                violations=[FieldViolation("name", "is already the name of an active key")],
-            )
-        except KeyNotFound as exc:
-            await abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"no key with id or active name {exc}",
-                reason="API_KEY_NOT_FOUND",
-                violations=[FieldViolation("key", "is neither the id of a key nor the name of an active key")],
-            )
-        except UNAVAILABLE_ERRORS as exc:
-            log.warning("database unavailable: %s", exc)
-            await abort(context, grpc.StatusCode.UNAVAILABLE, "database unavailable", reason="DATABASE_UNAVAILABLE")
+        """Map domain and infrastructure errors to gRPC statuses (the one table: services.common.errors)."""
+        return await guarded(context, call)
 
     async def CreateOrder(
         self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import grpc
 import orjson
 
 from services.common import states
+from services.common.errors import DomainError, FieldViolation
 from services.common.validation import OrderInput
 
 ORDER_COLUMNS = (
@@ -104,20 +106,38 @@ LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TER
 BACKLOG_STATUSES = [status for status in LIVE_STATUSES if status != states.WAITING]
 
 
-class NotFound(Exception):
-    pass
+class NotFound(DomainError):
+    """No such order (or none the caller may see); ``what`` names what was looked up."""
+
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    reason = "ORDER_NOT_FOUND"
+
+    def __init__(self, what: str = "") -> None:
+        self.what = what
+        super().__init__("order not found")
 
 
-class StaleTransition(Exception):
+class StaleTransition(DomainError):
     """The order is no longer in the expected status (someone else moved it)."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "STALE_TRANSITION"
 
     def __init__(self, current: str) -> None:
         self.current = current
-        super().__init__(f"order is {current}")
+        super().__init__(f"stale transition: order is {current}")
 
 
-class IdempotencyConflict(Exception):
+class IdempotencyConflict(DomainError):
     """The idempotency key was used with a different request body."""
+
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "IDEMPOTENCY_KEY_REUSED"
+    violations = (FieldViolation("idempotency_key", "was already used with a different request body"),)
+
+    def __init__(self, key: str = "") -> None:
+        self.key = key
+        super().__init__("idempotency key was already used with a different request")
 
 
 @dataclass(frozen=True)
@@ -224,12 +244,6 @@ class OrderStore:
         count = await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", BACKLOG_STATUSES)
         return int(count)
 
-    async def get(self, order_id: uuid.UUID) -> asyncpg.Record:
-        row = await self.pool.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
-        if row is None:
-            raise NotFound(str(order_id))
-        return row
-
     async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             row = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
@@ -308,13 +322,3 @@ class OrderStore:
         if current is None:
             raise NotFound(str(order_id))
         raise StaleTransition(current)
-
-    async def event(self, order_id: uuid.UUID, seq: int) -> asyncpg.Record:
-        row = await self.pool.fetchrow(
-            "SELECT order_id, seq, status, data, created_at FROM order_events WHERE order_id = $1 AND seq = $2",
-            order_id,
-            seq,
-        )
-        if row is None:
-            raise NotFound(f"{order_id}#{seq}")
-        return row

@@ -24,7 +24,7 @@ from dexengine.v1 import router_pb2, router_pb2_grpc
 from services.common import metrics, telemetry
 from services.common.config import Settings
 from services.common.decimals import fmt, parse_decimal, ratio
-from services.common.errors import FieldViolation, ValidationFailed, abort
+from services.common.errors import DomainError, FieldViolation, ValidationFailed, guarded
 from services.router.amm import (
     AmmError,
     Decision,
@@ -50,6 +50,34 @@ FEED_WAIT_S = 3.0
 
 class QuoteTimeout(Exception):
     pass
+
+
+class FeedNotReady(DomainError):
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    reason = "NO_POOL_STATE"
+
+    def __init__(self) -> None:
+        super().__init__("pool accounts not loaded from the cluster yet")
+
+
+class NoVenueAvailable(DomainError):
+    """No venue answered in time (or each failed): a retry may find them back."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    reason = "NO_VENUE_AVAILABLE"
+
+    def __init__(self, excluded: dict[str, str]) -> None:
+        super().__init__("no venue answered: " + "; ".join(f"{v}: {why}" for v, why in excluded.items()))
+
+
+class NothingFills(DomainError):
+    """Every venue with a pool for the pair refused this size (ran dry, or no pool open yet): the venue's code."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+
+    def __init__(self, err: AmmError) -> None:
+        self.reason = err.code
+        super().__init__(str(err))
 
 
 def _price(amount_in: int, amount_out: int, token_in: Token, token_out: Token) -> Decimal:
@@ -172,47 +200,34 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def CheckRoute(
         self, request: router_pb2.CheckRouteRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.CheckRouteResponse:
-        await self._await_feed(context)
-        try:
-            tin, tout, _ = self._tokens(request.token_in, request.token_out, request.amount_in)
-        except ValidationFailed as exc:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-        except NoPoolError as exc:
-            await abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                str(exc),
-                reason=exc.code,
-                violations=[FieldViolation("token_out", "no open pool trades this pair")],
-            )
+        return await guarded(context, lambda: self._check_route(request))
+
+    async def _check_route(self, request: router_pb2.CheckRouteRequest) -> router_pb2.CheckRouteResponse:
+        await self._await_feed()
+        tin, tout, _ = self._tokens(request.token_in, request.token_out, request.amount_in)
         pools = [str(p.address) for venue in VENUE_PROGRAMS for p in self.feed.pools_for(venue, tin.mint, tout.mint)]
         return router_pb2.CheckRouteResponse(pools=pools, decimals_in=tin.decimals, decimals_out=tout.decimals)
 
-    async def _await_feed(self, context: grpc.aio.ServicerContext) -> None:
+    async def _await_feed(self) -> None:
         if not self.feed.ready.is_set():
             with contextlib.suppress(TimeoutError):  # just started or reconnecting: wait a moment for the load
                 await asyncio.wait_for(self.feed.ready.wait(), FEED_WAIT_S)
         if not self.feed.ready.is_set():
-            await abort(
-                context,
-                grpc.StatusCode.UNAVAILABLE,
-                "pool accounts not loaded from the cluster yet",
-                reason="NO_POOL_STATE",
-            )
+            raise FeedNotReady
 
     async def GetQuotes(
         self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
     ) -> router_pb2.GetQuotesResponse:
-        await self._await_feed(context)
-        try:
-            tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
-            slippage = parse_decimal(request.slippage) if request.slippage else Decimal(0)
-            if slippage is None or not 0 <= slippage < 1:
-                raise ValidationFailed([FieldViolation("slippage", "must be a fraction between 0 and 1")])
-        except ValidationFailed as exc:
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), violations=exc.violations)
-        except NoPoolError as exc:
-            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc), reason=exc.code)
+        return await guarded(context, lambda: self._get_quotes(request, context))
+
+    async def _get_quotes(
+        self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
+    ) -> router_pb2.GetQuotesResponse:
+        await self._await_feed()
+        tin, tout, raw = self._tokens(request.token_in, request.token_out, request.amount_in)
+        slippage = parse_decimal(request.slippage) if request.slippage else Decimal(0)
+        if slippage is None or not 0 <= slippage < 1:
+            raise ValidationFailed([FieldViolation("slippage", "must be a fraction between 0 and 1")])
         deadline = self.settings.quote_deadline_ms / 1000
         remaining = context.time_remaining()
         if remaining is not None:
@@ -242,14 +257,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         if not quotes:
             if final_errors and len(final_errors) == len(venues):
                 # A venue without a pool for the pair is not the story when another ran dry.
-                err = next((e for e in final_errors if isinstance(e, InsufficientLiquidityError)), final_errors[0])
-                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err), reason=err.code)
-            await abort(
-                context,
-                grpc.StatusCode.UNAVAILABLE,
-                "no venue answered: " + "; ".join(f"{v}: {why}" for v, why in excluded.items()),
-                reason="NO_VENUE_AVAILABLE",
-            )
+                raise NothingFills(
+                    next((e for e in final_errors if isinstance(e, InsufficientLiquidityError)), final_errors[0])
+                )
+            raise NoVenueAvailable(excluded)
         try:
             decision = decide(
                 lambda venue, amount: self._pool_quote(venue, tin, tout, amount),
@@ -260,7 +271,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 excluded,
             )
         except AmmError as err:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(err), reason=err.code)
+            raise NothingFills(err) from err
         metrics.DECISIONS.labels(decision.legs[0].venue if decision.kind == "single" else "split").inc()
         response = router_pb2.GetQuotesResponse(
             decision=self._decision(decision, tin, tout, raw, slippage), simulated_ms=simulated_ms

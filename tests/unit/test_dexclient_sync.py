@@ -18,7 +18,7 @@ from google.protobuf import struct_pb2
 
 from dexclient import Client, Conflict, InvalidArgument, RateLimited, RetryPolicy, Unavailable
 from dexengine.v1 import common_pb2, notifier_pb2, orders_pb2, router_pb2
-from services.common.errors import FieldViolation, status_with_details
+from services.common.errors import FieldViolation, RpcErrorInfo, rich_status
 
 ORDERS = orders_pb2.DESCRIPTOR.services_by_name["Orders"]
 NOTIFIER = notifier_pb2.DESCRIPTOR.services_by_name["Notifier"]
@@ -65,8 +65,8 @@ def order(order_id: str, status: int = common_pb2.ORDER_STATUS_PENDING) -> commo
 
 
 def fail(rpc: Any, code: grpc.StatusCode, message: str, **details: Any) -> None:
-    code, message, trailers = status_with_details(code, message, **details)
-    rpc.terminate(orders_pb2.CreateOrderResponse(), trailers, code, message)
+    status = rich_status(RpcErrorInfo(code, message, **details))
+    rpc.terminate(orders_pb2.CreateOrderResponse(), status.trailing_metadata, status.code, status.details)
 
 
 def metadata_dict(metadata: Any) -> dict[str, str]:
