@@ -19,7 +19,7 @@ STAGES = (
     ("build", "building → submitted (transaction built, commit)"),
     ("settle", "submitted → confirmed (chain, polling, commit)"),
     ("settle, engine", "submitted → confirmed minus the chain's part of the floor"),
-    ("landed, executor", "the executor's send → landed (execution.landedMs: status, send, notification, read)"),
+    ("landed, executor", "the executor's send → landed (execution.landedMs: send, notification, read)"),
     ("deliver", "confirmed committed → received on the WebSocket"),
 )
 

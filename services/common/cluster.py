@@ -5,6 +5,16 @@ open for a whole process and hands each notification to the handler of its
 subscription. When the socket drops it reconnects with backoff and calls every
 ``on_connect`` callback again, so owners resubscribe and catch up from current
 state (notifications sent while it was down are gone, as on a real cluster).
+
+A handler is only ever told what its own subscription says: it is registered
+only if the socket that confirmed the subscription is still the stream's one
+(a subscription confirmed by a socket that dropped meanwhile is refused, so a
+reused subscription id on the next socket can never reach it), and
+unsubscribing removes only the handler that subscription registered. A
+signature that already landed is told at once, often in the same read as the
+subscription's confirmation, before its handler exists: such a notification
+is held (a bounded number, on this socket only) and handed over when the
+handler registers.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +30,7 @@ from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solana.rpc.websocket_api import OverflowPolicy, SolanaWsClient, Subscription
 from solders.pubkey import Pubkey
+from solders.rpc.responses import SignatureNotification
 from solders.signature import Signature
 
 log = logging.getLogger(__name__)
@@ -28,6 +40,7 @@ ConnectHook = Callable[[], Awaitable[None]]
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 RPC_TIMEOUT_S = 10.0
+EARLY_NOTIFICATIONS = 1024  # signature notifications held for a handler about to register
 
 
 def rpc_client(url: str) -> AsyncClient:
@@ -39,6 +52,8 @@ class ClusterStream:
         self.ws_url = ws_url
         self.client: SolanaWsClient | None = None
         self.handlers: dict[int, Handler] = {}
+        self.owners: dict[int, Subscription] = {}  # the subscription each handler was registered for
+        self.early: OrderedDict[int, Any] = OrderedDict()  # signature notifications that came before their handler
         self.hooks: list[ConnectHook] = []
         self.connected = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -59,6 +74,8 @@ class ClusterStream:
     async def _drop(self) -> None:
         self.connected.clear()
         self.handlers.clear()
+        self.owners.clear()
+        self.early.clear()
         client, self.client = self.client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -75,9 +92,7 @@ class ClusterStream:
                 delay = RECONNECT_MIN_S
                 log.info("cluster stream connected", extra={"url": self.ws_url})
                 async for note in self.client:
-                    handler = self.handlers.get(note.subscription)
-                    if handler is not None:
-                        handler(note.result)
+                    self._dispatch(note)
                 log.warning("cluster stream closed by the server")
             except asyncio.CancelledError:
                 raise
@@ -87,35 +102,59 @@ class ClusterStream:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
 
+    def _dispatch(self, note: Any) -> None:
+        handler = self.handlers.get(note.subscription)
+        if handler is not None:
+            handler(note.result)
+        elif isinstance(note, SignatureNotification):  # its handler may be about to register
+            self.early[note.subscription] = note.result
+            while len(self.early) > EARLY_NOTIFICATIONS:
+                self.early.popitem(last=False)
+
     def _client(self) -> SolanaWsClient:
         if self.client is None:
             raise ConnectionError("cluster stream is not connected")
         return self.client
 
-    async def program(self, program_id: Pubkey, handler: Handler) -> Subscription:
-        sub = await self._client().program_subscribe(program_id=program_id, commitment=Confirmed, encoding="base64")
+    def _register(self, client: SolanaWsClient, sub: Subscription, handler: Handler) -> Subscription:
+        """Register ``handler`` for ``sub``, confirmed by ``client``; refused if the stream moved to another socket."""
+        if self.client is not client:
+            raise ConnectionError("cluster stream reconnected while subscribing")
         self.handlers[sub.subscription_id] = handler
+        self.owners[sub.subscription_id] = sub
+        early = self.early.pop(sub.subscription_id, None)
+        if early is not None:
+            handler(early)
         return sub
 
+    async def program(self, program_id: Pubkey, handler: Handler) -> Subscription:
+        client = self._client()
+        sub = await client.program_subscribe(program_id=program_id, commitment=Confirmed, encoding="base64")
+        return self._register(client, sub, handler)
+
     async def account(self, pubkey: Pubkey, handler: Handler) -> Subscription:
-        sub = await self._client().account_subscribe(pubkey=pubkey, commitment=Confirmed, encoding="base64")
-        self.handlers[sub.subscription_id] = handler
-        return sub
+        client = self._client()
+        sub = await client.account_subscribe(pubkey=pubkey, commitment=Confirmed, encoding="base64")
+        return self._register(client, sub, handler)
 
     async def slot(self, handler: Handler) -> Subscription:
         """slotSubscribe: told as each slot begins (what a sniper waits on before a pool's open time)."""
-        sub = await self._client().slot_subscribe()
-        self.handlers[sub.subscription_id] = handler
-        return sub
+        client = self._client()
+        sub = await client.slot_subscribe()
+        return self._register(client, sub, handler)
 
     async def signature(self, signature: Signature, handler: Handler) -> Subscription:
-        sub = await self._client().signature_subscribe(signature=signature, commitment=Confirmed)
-        self.handlers[sub.subscription_id] = handler
-        return sub
+        """signatureSubscribe: ``handler`` gets the one notification (``.value.err``), even if it came first."""
+        client = self._client()
+        sub = await client.signature_subscribe(signature=signature, commitment=Confirmed)
+        return self._register(client, sub, handler)
 
     async def unsubscribe(self, sub: Subscription) -> None:
+        if self.owners.get(sub.subscription_id) is not sub:
+            return  # its socket is gone (and a new one may use the id for another subscription)
+        del self.owners[sub.subscription_id]
         self.handlers.pop(sub.subscription_id, None)
         client = self.client
         if client is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a signature's subscription ends with its notification
                 await client.unsubscribe(sub)

@@ -8,10 +8,20 @@ What the executor's safety rests on, as on a real cluster:
 - getSignatureStatuses with searchTransactionHistory answers for any signature
   the cluster ever processed.
 
-Confirmation waits on signatureSubscribe over the PubSub stream, with
-getSignatureStatuses polled as a fallback (a dropped socket, a notification
-missed while resubscribing). The executed amounts come from the landed
-transaction's token balance changes of the wallet, never from our own math.
+Confirmation waits on signatureSubscribe over the PubSub stream: its one
+notification says the signature landed, at the subscription's commitment, and
+carries the transaction's error, so it is the outcome (landed or failed) with
+no further read. The stream tells a subscription only its own notifications
+(``ClusterStream``). getSignatureStatuses is the fallback, polled once a poll
+interval passed unnotified (a dropped socket, a notification missed while
+resubscribing, no stream at all); expiry is only ever decided there, from the
+block height against ``lastValidBlockHeight``. The executed amounts come from
+the landed transaction's token balance changes of the wallet, never from our
+own math.
+
+JSON-RPC calls per order on the happy path: getMultipleAccounts (the pools and
+what they depend on, in one call once a pool was read), sendTransaction,
+getTransaction; getLatestBlockhash once per ``BLOCKHASH_REUSE_S``.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
 from solders.hash import Hash
 from solders.pubkey import Pubkey
+from solders.rpc.responses import RpcSignatureResponse
 from solders.signature import Signature
 from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
@@ -40,6 +51,8 @@ LANDED = "landed"
 FAILED = "failed"
 EXPIRED = "expired"
 POLL_S = 1.0
+READABLE_TRIES = 3  # getTransaction of a signature just notified: an RPC node may serve it a moment later
+READABLE_PAUSE_S = 0.05
 BLOCKHASH_REUSE_S = 5.0  # a blockhash is valid ~60 s; reusing one for a few seconds saves a call per order
 
 
@@ -76,11 +89,21 @@ def _err_json(err: Any) -> Any:
     return str(err)
 
 
+def _notified_outcome(result: Any) -> TxOutcome | None:
+    """A signatureNotification's outcome: landed, or failed with its error; None if it says neither."""
+    value = getattr(result, "value", None)
+    if not isinstance(value, RpcSignatureResponse):  # e.g. a "received" notification: not landed yet
+        return None
+    slot = result.context.slot
+    return TxOutcome(LANDED, None, slot) if value.err is None else TxOutcome(FAILED, _err_json(value.err), slot)
+
+
 class Cluster:
     def __init__(self, rpc: AsyncClient, stream: ClusterStream) -> None:
         self.rpc = rpc
         self.stream = stream
         self._blockhash: tuple[float, Hash, int] | None = None
+        self._dependencies: dict[Pubkey, list[Pubkey]] = {}  # pool -> what it needed when last read
 
     async def healthy(self) -> bool:
         """The cluster answers getHealth."""
@@ -112,11 +135,22 @@ class Cluster:
         return int(resp.value)
 
     async def pools(self, addresses: list[Pubkey]) -> dict[Pubkey, PoolSnapshot]:
-        """Read pool accounts and what they depend on, and decode them."""
+        """Read pool accounts and what they depend on, and decode them.
+
+        One getMultipleAccounts reads each pool with what it depended on when last read; only
+        what a pool now needs beyond that (a DLMM pool's active bin moved to another bin array, a
+        pool never read) takes a second call. Every account decoded is read by this call.
+        """
+        guessed = [d for a in addresses for d in self._dependencies.get(a, ())]
         accounts: dict[Pubkey, Account] = {}
-        await self._fetch(addresses, accounts)
-        needed = [d for a in addresses if a in accounts for d in dependencies(a, accounts[a])]
-        await self._fetch([d for d in dict.fromkeys(needed) if d not in accounts], accounts)
+        await self._fetch(list(dict.fromkeys([*addresses, *guessed])), accounts)
+        needed: list[Pubkey] = []
+        for address in addresses:
+            if address in accounts:
+                self._dependencies[address] = deps = dependencies(address, accounts[address])
+                needed.extend(deps)
+        fetched = set(addresses) | set(guessed)
+        await self._fetch([d for d in dict.fromkeys(needed) if d not in fetched], accounts)
         return {a: decode_pool(a, accounts) for a in addresses if a in accounts}
 
     async def _fetch(self, addresses: list[Pubkey], into: dict[Pubkey, Account]) -> None:
@@ -155,44 +189,49 @@ class Cluster:
         return TxOutcome(UNKNOWN)
 
     async def wait(self, signature: Signature, last_valid_height: int) -> TxOutcome:
-        """Until the signature lands (with or without an error) or can no longer land."""
-        notified: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        """Until the signature lands (with or without an error) or can no longer land.
+
+        The signatureSubscribe notification is the outcome. Without one for a poll interval
+        (or without a stream), getSignatureStatuses answers, and only it decides expiry.
+        """
+        notified: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
         sub = None
 
         def on_notified(result: Any) -> None:
-            if not notified.done():
-                notified.set_result(result)
+            outcome = _notified_outcome(result)
+            if outcome is not None and not notified.done():
+                notified.set_result(outcome)
 
         with contextlib.suppress(Exception):  # no stream: polling alone still answers
             sub = await self.stream.signature(signature, on_notified)
         try:
-            # Expiry is asked of the cluster (getBlockHeight) only after a poll interval went by unnotified:
-            # right after sending, or right after a notification, the signature cannot have expired yet.
-            timed_out = False
-            while True:
-                outcome = await self.status(signature, last_valid_height, check_expiry=timed_out)
+            if sub is None:  # nothing will tell us: ask at once
+                outcome = await self.status(signature, last_valid_height, check_expiry=False)
                 if outcome.status != UNKNOWN:
                     return outcome
-                if notified.done():  # notified but not yet readable: a short pause, not a spin
-                    await asyncio.sleep(0.05)
-                    timed_out = True
-                    continue
-                try:
-                    await asyncio.wait_for(asyncio.shield(notified), POLL_S)
-                    timed_out = False
-                except TimeoutError:
-                    timed_out = True
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(notified), POLL_S)
+                # A poll interval without a notification: ask, and (only here) whether it expired.
+                outcome = await self.status(signature, last_valid_height)
+                if outcome.status != UNKNOWN:
+                    return outcome
         finally:
             if sub is not None:
                 await self.stream.unsubscribe(sub)
 
     async def landed(self, signature: Signature, owner: Pubkey) -> Landed:
-        resp = await self._call(
-            self.rpc.get_transaction(
-                signature, encoding="json", commitment=Confirmed, max_supported_transaction_version=0
+        for attempt in range(READABLE_TRIES):
+            resp = await self._call(
+                self.rpc.get_transaction(
+                    signature, encoding="json", commitment=Confirmed, max_supported_transaction_version=0
+                )
             )
-        )
-        if resp.value is None:
+            if resp.value is not None:
+                break
+            if attempt + 1 < READABLE_TRIES:
+                await asyncio.sleep(READABLE_PAUSE_S)
+        else:
             raise ClusterUnavailable(f"transaction {signature} not yet readable")
         meta = resp.value.transaction.meta
         assert meta is not None
