@@ -16,12 +16,21 @@ class ConfigError(ValueError):
     """A setting is present but malformed; the message names the variable."""
 
 
+def _raw(name: str) -> str | None:
+    """The variable's value (stripped), or None when it is not set: the setting keeps its default."""
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
 def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip()
+    raw = _raw(name)
+    return default if raw is None else raw
 
 
 def _int(name: str, default: int, *, minimum: int = 0) -> int:
-    raw = _env(name, str(default))
+    raw = _raw(name)
+    if raw is None:
+        return default
     try:
         value = int(raw)
     except ValueError as exc:
@@ -31,8 +40,18 @@ def _int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
-def _range_ms(name: str, default: str) -> tuple[int, int]:
-    return _parse_range(name, _env(name, default))
+def _optional_int(name: str, default: int | None) -> int | None:
+    return default if _raw(name) is None else _int(name, 0)
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = _raw(name)
+    return default if raw is None else raw.lower() not in ("off", "0", "false")
+
+
+def _range_ms(name: str, default: tuple[int, int]) -> tuple[int, int]:
+    raw = _raw(name)
+    return default if raw is None else _parse_range(name, raw)
 
 
 def _parse_range(name: str, raw: str) -> tuple[int, int]:
@@ -48,9 +67,11 @@ def _parse_range(name: str, raw: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _venue_ranges(name: str, default: str) -> dict[str, tuple[int, int]]:
+def _venue_ranges(name: str, default: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
     """Parse ``"meteora=1800-2000,raydium=50"`` into per-venue ms ranges."""
-    raw = _env(name, default)
+    raw = _raw(name)
+    if raw is None:
+        return dict(default)
     ranges: dict[str, tuple[int, int]] = {}
     for part in filter(None, (p.strip() for p in raw.split(","))):
         venue, sep, span = part.partition("=")
@@ -60,8 +81,10 @@ def _venue_ranges(name: str, default: str) -> dict[str, tuple[int, int]]:
     return ranges
 
 
-def _ms_list(name: str, default: str) -> tuple[int, ...]:
-    raw = _env(name, default)
+def _ms_list(name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = _raw(name)
+    if raw is None:
+        return default
     try:
         values = tuple(int(part) for part in raw.split(",") if part.strip())
     except ValueError as exc:
@@ -71,12 +94,19 @@ def _ms_list(name: str, default: str) -> tuple[int, ...]:
     return values
 
 
-def _decimal(name: str, default: str) -> Decimal:
-    raw = _env(name, default)
+def _decimal(name: str, default: Decimal) -> Decimal:
+    raw = _raw(name)
+    if raw is None:
+        return default
     try:
         return Decimal(raw)
     except ArithmeticError as exc:
         raise ConfigError(f"{name} must be a decimal number, got {raw!r}") from exc
+
+
+# The /metrics port of each gRPC service when METRICS_PORT is not set (so the four can share a host;
+# in Kubernetes every pod sets it). The gateway serves its metrics on its own HTTP port.
+DEFAULT_METRICS_PORTS = {"orders": 9461, "router": 9462, "executor": 9463, "notifier": 9464}
 
 
 @dataclass(frozen=True)
@@ -92,10 +122,11 @@ class Settings:
     router_port: int = 50052
     executor_port: int = 50053
     notifier_port: int = 50054
+    # The /metrics port of a gRPC service (METRICS_PORT): None for its default in DEFAULT_METRICS_PORTS, 0 for none.
+    metrics_port: int | None = None
     # Where clients find the other services (host:port).
     orders_target: str = "127.0.0.1:50051"
     router_target: str = "127.0.0.1:50052"
-    executor_target: str = "127.0.0.1:50053"
     notifier_target: str = "127.0.0.1:50054"
     # Public base URL for websocketUrl behind a proxy (e.g. wss://api.example.com).
     public_base_url: str = ""
@@ -140,51 +171,59 @@ class Settings:
     shutdown_grace_s: int = 10
     log_level: str = "INFO"
 
+    def metrics_port_of(self, service: str) -> int:
+        """Where ``service`` serves /metrics (0: nowhere)."""
+        return DEFAULT_METRICS_PORTS[service] if self.metrics_port is None else self.metrics_port
+
 
 def load() -> Settings:
-    """Read every setting from the environment; raise ConfigError naming a bad one."""
+    """Read every setting from the environment; raise ConfigError naming a bad one.
+
+    A variable that is not set keeps the default declared on :class:`Settings` (declared there only).
+    """
+    d = Settings()
     return Settings(
-        gateway_host=_env("GATEWAY_HOST", "0.0.0.0"),
-        gateway_port=_int("GATEWAY_PORT", 3000, minimum=1),
-        gateway_workers=_int("GATEWAY_WORKERS", 1, minimum=1),
-        orders_port=_int("ORDERS_GRPC_PORT", 50051, minimum=1),
-        router_port=_int("ROUTER_GRPC_PORT", 50052, minimum=1),
-        executor_port=_int("EXECUTOR_GRPC_PORT", 50053, minimum=1),
-        notifier_port=_int("NOTIFIER_GRPC_PORT", 50054, minimum=1),
-        orders_target=_env("ORDERS_TARGET", "127.0.0.1:50051"),
-        router_target=_env("ROUTER_TARGET", "127.0.0.1:50052"),
-        executor_target=_env("EXECUTOR_TARGET", "127.0.0.1:50053"),
-        notifier_target=_env("NOTIFIER_TARGET", "127.0.0.1:50054"),
-        public_base_url=_env("PUBLIC_BASE_URL", "").rstrip("/"),
-        database_url=_env("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        redis_url=_env("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        amqp_url=_env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-        amqp_prefix=_env("AMQP_PREFIX", ""),
-        db_pool_size=_int("DB_POOL_SIZE", 10, minimum=1),
-        quote_latency_ms=_range_ms("QUOTE_LATENCY_MS", "200-300"),
-        venue_latency_ms=_venue_ranges("VENUE_LATENCY_MS", ""),
-        quote_deadline_ms=_int("QUOTE_DEADLINE_MS", 1500, minimum=1),
-        market_seed=_int("MARKET_SEED", 42),
-        solana_rpc_url=_env("SOLANA_RPC_URL", "http://127.0.0.1:8899"),
-        solana_ws_url=_env("SOLANA_WS_URL", "ws://127.0.0.1:8900"),
-        solana_keypair=_env("SOLANA_KEYPAIR", ".localnet/engine-wallet.json"),
-        priority_fee_micro_lamports=_int("PRIORITY_FEE_MICRO_LAMPORTS", 1_000),
-        compute_unit_limit=_int("COMPUTE_UNIT_LIMIT", 400_000, minimum=1),
-        venue_failure_rate=_decimal("VENUE_FAILURE_RATE", "0"),
-        quote_timeout_rate=_decimal("QUOTE_TIMEOUT_RATE", "0"),
-        executor_prefetch=_int("EXECUTOR_PREFETCH", 10, minimum=1),
-        rate_limit_per_min=_int("RATE_LIMIT_PER_MIN", 100),
-        rate_limit_burst=_int("RATE_LIMIT_BURST", 10, minimum=1),
-        max_live_orders=_int("MAX_LIVE_ORDERS", 10_000),
-        max_attempts=_int("MAX_ATTEMPTS", 3, minimum=1),
-        retry_backoff_ms=_ms_list("RETRY_BACKOFF_MS", "1000,2000,4000"),
-        retry_jitter=_decimal("RETRY_JITTER", "0.1"),
-        order_default_ttl_s=_int("ORDER_DEFAULT_TTL_S", 86_400, minimum=1),
-        order_max_ttl_s=_int("ORDER_MAX_TTL_S", 30 * 86_400, minimum=1),
-        trigger_resync_s=_int("TRIGGER_RESYNC_S", 300, minimum=1),
-        trigger_enabled=_env("TRIGGER", "on").lower() not in ("off", "0", "false"),
-        outbox_poll_ms=_int("OUTBOX_POLL_MS", 500, minimum=10),
-        outbox_batch=_int("OUTBOX_BATCH", 200, minimum=1),
-        shutdown_grace_s=_int("SHUTDOWN_GRACE_S", 10),
-        log_level=_env("LOG_LEVEL", "INFO").upper(),
+        gateway_host=_env("GATEWAY_HOST", d.gateway_host),
+        gateway_port=_int("GATEWAY_PORT", d.gateway_port, minimum=1),
+        gateway_workers=_int("GATEWAY_WORKERS", d.gateway_workers, minimum=1),
+        orders_port=_int("ORDERS_GRPC_PORT", d.orders_port, minimum=1),
+        router_port=_int("ROUTER_GRPC_PORT", d.router_port, minimum=1),
+        executor_port=_int("EXECUTOR_GRPC_PORT", d.executor_port, minimum=1),
+        notifier_port=_int("NOTIFIER_GRPC_PORT", d.notifier_port, minimum=1),
+        metrics_port=_optional_int("METRICS_PORT", d.metrics_port),
+        orders_target=_env("ORDERS_TARGET", d.orders_target),
+        router_target=_env("ROUTER_TARGET", d.router_target),
+        notifier_target=_env("NOTIFIER_TARGET", d.notifier_target),
+        public_base_url=_env("PUBLIC_BASE_URL", d.public_base_url).rstrip("/"),
+        database_url=_env("DATABASE_URL", d.database_url),
+        redis_url=_env("REDIS_URL", d.redis_url),
+        amqp_url=_env("AMQP_URL", d.amqp_url),
+        amqp_prefix=_env("AMQP_PREFIX", d.amqp_prefix),
+        db_pool_size=_int("DB_POOL_SIZE", d.db_pool_size, minimum=1),
+        quote_latency_ms=_range_ms("QUOTE_LATENCY_MS", d.quote_latency_ms),
+        venue_latency_ms=_venue_ranges("VENUE_LATENCY_MS", d.venue_latency_ms),
+        quote_deadline_ms=_int("QUOTE_DEADLINE_MS", d.quote_deadline_ms, minimum=1),
+        market_seed=_int("MARKET_SEED", d.market_seed),
+        solana_rpc_url=_env("SOLANA_RPC_URL", d.solana_rpc_url),
+        solana_ws_url=_env("SOLANA_WS_URL", d.solana_ws_url),
+        solana_keypair=_env("SOLANA_KEYPAIR", d.solana_keypair),
+        priority_fee_micro_lamports=_int("PRIORITY_FEE_MICRO_LAMPORTS", d.priority_fee_micro_lamports),
+        compute_unit_limit=_int("COMPUTE_UNIT_LIMIT", d.compute_unit_limit, minimum=1),
+        venue_failure_rate=_decimal("VENUE_FAILURE_RATE", d.venue_failure_rate),
+        quote_timeout_rate=_decimal("QUOTE_TIMEOUT_RATE", d.quote_timeout_rate),
+        executor_prefetch=_int("EXECUTOR_PREFETCH", d.executor_prefetch, minimum=1),
+        rate_limit_per_min=_int("RATE_LIMIT_PER_MIN", d.rate_limit_per_min),
+        rate_limit_burst=_int("RATE_LIMIT_BURST", d.rate_limit_burst, minimum=1),
+        max_live_orders=_int("MAX_LIVE_ORDERS", d.max_live_orders),
+        max_attempts=_int("MAX_ATTEMPTS", d.max_attempts, minimum=1),
+        retry_backoff_ms=_ms_list("RETRY_BACKOFF_MS", d.retry_backoff_ms),
+        retry_jitter=_decimal("RETRY_JITTER", d.retry_jitter),
+        order_default_ttl_s=_int("ORDER_DEFAULT_TTL_S", d.order_default_ttl_s, minimum=1),
+        order_max_ttl_s=_int("ORDER_MAX_TTL_S", d.order_max_ttl_s, minimum=1),
+        trigger_resync_s=_int("TRIGGER_RESYNC_S", d.trigger_resync_s, minimum=1),
+        trigger_enabled=_flag("TRIGGER", d.trigger_enabled),
+        outbox_poll_ms=_int("OUTBOX_POLL_MS", d.outbox_poll_ms, minimum=10),
+        outbox_batch=_int("OUTBOX_BATCH", d.outbox_batch, minimum=1),
+        shutdown_grace_s=_int("SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+        log_level=_env("LOG_LEVEL", d.log_level).upper(),
     )

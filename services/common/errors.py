@@ -146,8 +146,7 @@ def rich_status(info: RpcErrorInfo) -> grpc.Status:
     if info.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.issue)
-                for v in info.violations
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.issue) for v in info.violations
             ]
         )
         status.details.append(_pack(bad))

@@ -6,6 +6,11 @@ runs it with standard health and reflection, and shuts down gracefully on
 SIGTERM/SIGINT: health NOT_SERVING, stop intake, ``server.stop(grace)``, then
 close connections.
 
+Lifecycles cannot leak: a component registers each connection, pool and task
+on its :class:`Lifecycle` stack as soon as it is opened, and ``close()``
+closes them in reverse order, after a graceful stop as after a start that
+failed part-way or was cut short by SIGTERM.
+
 Health has two questions, asked by different probes:
 
 - readiness, service ``""`` (and each service's own name): SERVING only while
@@ -23,10 +28,11 @@ reconnect through the Service and new replicas receive their share.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +41,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common import config, logs, metrics, telemetry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Of SHUTDOWN_GRACE_S, what is kept for closing connections and pools after the server stopped.
 CLOSE_RESERVE_S = 0.5
 HEALTH_INTERVAL_S = 1.0
@@ -59,7 +66,9 @@ class Component(Protocol):
     name: str
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
-        """Connect dependencies, add servicers; return full service names."""
+        """Connect dependencies, add servicers; return full service names.
+
+        What it opened is closed by :meth:`close` even when it fails (or is cancelled) part-way."""
         ...
 
     async def healthy(self) -> bool:
@@ -71,8 +80,43 @@ class Component(Protocol):
         ...
 
     async def close(self) -> None:
-        """Close connections once the server has stopped."""
+        """Close what :meth:`start` opened, in reverse order, once the server has stopped."""
         ...
+
+
+class Lifecycle:
+    """A component's resources on one stack: each registered when opened, all closed by :meth:`close`."""
+
+    def __init__(self) -> None:
+        self.resources = contextlib.AsyncExitStack()
+
+    async def close(self) -> None:
+        await self.resources.aclose()
+
+
+async def cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (for an exit stack: a task closed like a connection)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class StoppedWhileStarting(Exception):
+    """SIGTERM came before the component had started: nothing to drain, only to close."""
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
+    """``work``'s result, or StoppedWhileStarting (``work`` cancelled) when ``stop`` is set first."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel(stopped)
+    if not task.done():
+        await cancel(task)
+        raise StoppedWhileStarting
+    return task.result()
 
 
 async def _watch_health(component: Component, servicer: health.aio.HealthServicer, names: list[str]) -> None:
@@ -92,31 +136,40 @@ async def _watch_health(component: Component, servicer: health.aio.HealthService
 
 
 async def serve(component: Component, port: int, settings: config.Settings) -> None:
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.server_interceptors())
-    servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    await servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-    names = await component.start(server)
-    reflection.enable_server_reflection(
-        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
-    server.add_insecure_port(f"[::]:{port}")
-    await server.start()
-    log.info("%s listening on :%d", component.name, port)
-    watcher = asyncio.create_task(_watch_health(component, servicer, names))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    # One budget for the whole shutdown: in-flight work, open streams and closing must fit in the grace.
-    deadline = loop.time() + settings.shutdown_grace_s
-    log.info("%s shutting down", component.name)
-    watcher.cancel()
-    await servicer.enter_graceful_shutdown()
-    await component.stop_intake()
-    await server.stop(max(deadline - loop.time() - CLOSE_RESERVE_S, 0.1))
-    await component.close()
+    async with contextlib.AsyncExitStack() as stack:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            stack.callback(loop.remove_signal_handler, sig)
+        # Unwound in reverse: the component's connections last, after the server stopped.
+        stack.push_async_callback(component.close)
+        server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=telemetry.server_interceptors())
+        stack.push_async_callback(server.stop, None)  # at once when the start failed; after a graceful stop, a no-op
+        servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        await servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        try:
+            names = await _unless_stopped(stop, component.start(server))
+        except StoppedWhileStarting:
+            log.info("%s stopped while starting", component.name)
+            return
+        reflection.enable_server_reflection(
+            (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        )
+        server.add_insecure_port(f"[::]:{port}")
+        await server.start()
+        log.info("%s listening on :%d", component.name, port)
+        watcher = asyncio.create_task(_watch_health(component, servicer, names))
+        stack.push_async_callback(cancel, watcher)
+        await stop.wait()
+        # One budget for the whole shutdown: in-flight work, open streams and closing must fit in the grace.
+        deadline = loop.time() + settings.shutdown_grace_s
+        log.info("%s shutting down", component.name)
+        await cancel(watcher)
+        await servicer.enter_graceful_shutdown()
+        await component.stop_intake()
+        await server.stop(max(deadline - loop.time() - CLOSE_RESERVE_S, 0.1))
     log.info("%s stopped", component.name)
 
 
@@ -126,9 +179,11 @@ def main(factory: Callable[[config.Settings], Component], port_of: Callable[[con
     component = factory(settings)
     logs.setup(component.name, settings.log_level)
     telemetry.setup(component.name)
-    metrics.serve(component.name)
-    run(serve(component, port_of(settings), settings))
-    telemetry.shutdown()
+    try:
+        metrics.serve(settings.metrics_port_of(component.name))
+        run(serve(component, port_of(settings), settings))
+    finally:
+        telemetry.shutdown()
 
 
 def run(coro: Awaitable[None]) -> None:

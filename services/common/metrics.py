@@ -1,7 +1,8 @@
 """Prometheus metrics: one registry per process, one place for every name.
 
-gRPC services expose them on METRICS_PORT (each service has its own default
-so the five can share a host; in Kubernetes every pod uses the same port);
+gRPC services expose them on METRICS_PORT (the setting ``metrics_port``; each
+service has its own default so the four can share a host, in Kubernetes every
+pod sets it);
 the gateway serves them on its own /metrics. Request rate, errors and
 latency per RPC come from spans (the collector's span-metrics connector),
 so only what spans cannot say is counted here.
@@ -16,15 +17,12 @@ text scrape gets the same metrics without them.
 
 from __future__ import annotations
 
-import os
-
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.exposition import choose_encoder
 
 EXEMPLAR_LABEL = "trace_id"
 
-DEFAULT_PORTS = {"orders": 9461, "router": 9462, "executor": 9463, "notifier": 9464}
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -89,12 +87,10 @@ WATCHERS = Gauge("dexengine_watch_streams", "Open notifier Watch streams", regis
 EVENTS_FANNED_OUT = Counter("dexengine_events_delivered", "Events handed to watchers", registry=REGISTRY)
 
 
-def serve(service: str) -> int:
-    """Start the /metrics HTTP endpoint of a gRPC service; return its port."""
-    port = int(os.environ.get("METRICS_PORT", DEFAULT_PORTS[service]))
+def serve(port: int) -> None:
+    """Start the /metrics HTTP endpoint of a gRPC service on ``port`` (0: none)."""
     if port:
         start_http_server(port, registry=REGISTRY)
-    return port
 
 
 def exposition() -> bytes:

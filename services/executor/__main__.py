@@ -44,10 +44,11 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
         )
 
 
-class ExecutorComponent:
+class ExecutorComponent(grpc_server.Lifecycle):
     name = "executor"
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self.cluster: Cluster | None = None
         self.connection: AbstractRobustConnection | None = None
@@ -61,11 +62,15 @@ class ExecutorComponent:
     async def start(self, server: grpc.aio.Server) -> list[str]:
         # Clients are made here, inside the running event loop (grpc.aio binds a channel to its loop).
         self.redis = aioredis.from_url(self.settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.resources.push_async_callback(self.redis.aclose)
         self.orders_channel = grpc_client.channel(self.settings.orders_target)
+        self.resources.push_async_callback(self.orders_channel.close)
         self.router_channel = grpc_client.channel(self.settings.router_target)
+        self.resources.push_async_callback(self.router_channel.close)
         wallet = load_keypair(self.settings.solana_keypair)
         stream = ClusterStream(self.settings.solana_ws_url)
         self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url), stream)
+        self.resources.push_async_callback(self.cluster.close)
         stream.start()
         router = router_pb2_grpc.RouterStub(self.router_channel)
         pipeline = Pipeline(
@@ -75,9 +80,11 @@ class ExecutorComponent:
         limiter = RateLimiter(self.redis, self.settings.rate_limit_per_min, self.settings.rate_limit_burst)
         self.consumer = JobConsumer(self.settings, pipeline, limiter)
         self.connection = await amqp.connect(self.settings.amqp_url)
+        self.resources.push_async_callback(self.connection.close)
         self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await self.consumer.start(self.channel)
         self.depths = asyncio.create_task(self._report_queue_depths())
+        self.resources.push_async_callback(grpc_server.cancel, self.depths)
         executor_pb2_grpc.add_ExecutorServicer_to_server(
             ExecutorServicer(self.consumer, self.settings.executor_prefetch), server
         )
@@ -110,20 +117,9 @@ class ExecutorComponent:
 
     async def stop_intake(self) -> None:
         if self.depths is not None:
-            self.depths.cancel()
+            await grpc_server.cancel(self.depths)
         if self.consumer is not None:
             await self.consumer.stop(max(self.settings.shutdown_grace_s - grpc_server.CLOSE_RESERVE_S, 0.1))
-
-    async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-        for channel in (self.orders_channel, self.router_channel):
-            if channel is not None:
-                await channel.close()
-        if self.redis is not None:
-            await self.redis.aclose()
-        if self.cluster is not None:
-            await self.cluster.close()
 
 
 if __name__ == "__main__":

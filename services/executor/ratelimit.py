@@ -44,7 +44,6 @@ class RateLimiter:
         self.interval_us = 60_000_000 // per_minute if per_minute > 0 else 0
         self.tolerance_us = self.interval_us * max(burst - 1, 0)
         self._script = redis.register_script(_GCRA) if redis is not None and per_minute > 0 else None
-        self.waited_s = 0.0
 
     async def acquire(self) -> None:
         """Wait until this replica may start one more order."""
@@ -58,5 +57,4 @@ class RateLimiter:
                 return
             if wait_us <= 0:
                 return
-            self.waited_s += wait_us / 1_000_000
             await asyncio.sleep(wait_us / 1_000_000)

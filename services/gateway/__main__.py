@@ -24,7 +24,7 @@ import sys
 from aiohttp import web
 
 from services.common import config, logs, telemetry
-from services.common.grpc_server import run
+from services.common.grpc_server import cancel, run
 from services.gateway.app import build_app
 
 log = logging.getLogger(__name__)
@@ -36,29 +36,40 @@ async def serve(settings: config.Settings, workers: list[int] | None = None) -> 
     True when it stopped because a worker exited on its own."""
     workers = workers or []
     lost: list[int] = []
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=settings.shutdown_grace_s)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, settings.gateway_host, settings.gateway_port, backlog=2048, reuse_port=settings.gateway_workers > 1
-    )
-    await site.start()
-    log.info("gateway listening on %s:%d", settings.gateway_host, settings.gateway_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(_watch_workers(workers, stop, lost)) if workers else None
-    await stop.wait()
-    log.info("gateway shutting down")
+    # Unwound in reverse, on SIGTERM as after a start that failed: the app's sockets and clients, then the workers.
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_stop_workers, workers, settings.shutdown_grace_s + 5)
+        runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=settings.shutdown_grace_s)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(
+            runner, settings.gateway_host, settings.gateway_port, backlog=2048, reuse_port=settings.gateway_workers > 1
+        )
+        await site.start()
+        log.info("gateway listening on %s:%d", settings.gateway_host, settings.gateway_port)
+        if workers:
+            stack.push_async_callback(cancel, asyncio.create_task(_watch_workers(workers, stop, lost)))
+        await stop.wait()
+        log.info("gateway shutting down")
+        _signal_workers(workers)  # they drain their sockets while this process drains its own
+    return bool(lost)
+
+
+def _signal_workers(workers: list[int]) -> None:
     for pid in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    await runner.cleanup()
-    if watcher is not None:
-        watcher.cancel()
+
+
+async def _stop_workers(workers: list[int], timeout_s: float) -> None:
+    """SIGTERM each worker (again: harmless) and wait for it; SIGKILL one still running after ``timeout_s``."""
+    _signal_workers(workers)
     for pid in workers:
-        await _reap(pid, settings.shutdown_grace_s + 5)
-    return bool(lost)
+        await _reap(pid, timeout_s)
 
 
 async def _watch_workers(workers: list[int], stop: asyncio.Event, lost: list[int]) -> None:
@@ -139,8 +150,10 @@ def main() -> None:
     async def serving() -> None:
         failed.append(await serve(settings, workers))
 
-    run(serving())
-    telemetry.shutdown()
+    try:
+        run(serving())
+    finally:
+        telemetry.shutdown()
     if any(failed):
         raise SystemExit(1)
 

@@ -24,10 +24,11 @@ from services.notifier.servicer import NotifierServicer
 log = logging.getLogger(__name__)
 
 
-class NotifierComponent:
+class NotifierComponent(grpc_server.Lifecycle):
     name = "notifier"
 
     def __init__(self, settings: Settings, auth_settings: AuthSettings | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.auth = auth_settings or auth.load()
         self.hub = Hub()
@@ -39,8 +40,10 @@ class NotifierComponent:
     async def start(self, server: grpc.aio.Server) -> list[str]:
         # Inside the running loop; its calls carry the internal token (a client's key only when forwarded).
         self.orders_channel = grpc_client.channel(self.settings.orders_target, self.auth.internal_token)
+        self.resources.push_async_callback(self.orders_channel.close)
         names = amqp.Names(self.settings.amqp_prefix)
         self.connection = await amqp.connect(self.settings.amqp_url)
+        self.resources.push_async_callback(self.connection.close)
         # The exclusive queue is gone while the connection is down: events of that gap
         # never reach this replica, so every watcher re-reads its order on reconnect.
         self.connection.reconnect_callbacks.add(lambda *_: self.hub.resync_all())
@@ -82,12 +85,6 @@ class NotifierComponent:
     async def stop_intake(self) -> None:
         if self.queue is not None and self.tag is not None:
             await self.queue.cancel(self.tag)
-
-    async def close(self) -> None:
-        if self.connection is not None:
-            await self.connection.close()
-        if self.orders_channel is not None:
-            await self.orders_channel.close()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ class Hub:
         self.watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         # By the owning API key's id (events carry it as apiKeyId), or EVERY_OWNER.
         self.owner_watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
-        self.delivered = 0
 
     def subscribe_owner(self, owner: str) -> asyncio.Queue[dict[str, Any]]:
         """Every later event of the orders of ``owner`` (an API key id, or EVERY_OWNER)."""
@@ -65,7 +64,6 @@ class Hub:
             except asyncio.QueueFull:
                 # A stuck watcher loses live events; its stream refetches the gap by seq.
                 log.warning("watcher buffer full, event dropped for it", extra={"orderId": event.get("orderId")})
-        self.delivered += delivered
         return delivered
 
     def resync_all(self) -> None:
@@ -74,7 +72,3 @@ class Hub:
             for queue in queues:
                 with contextlib.suppress(asyncio.QueueFull):  # a full buffer resyncs by seq anyway
                     queue.put_nowait(RESYNC)
-
-    @property
-    def watching(self) -> int:
-        return sum(len(queues) for queues in self.watchers.values())

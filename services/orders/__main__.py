@@ -21,10 +21,11 @@ from services.orders.store import OrderStore
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class OrdersComponent:
+class OrdersComponent(grpc_server.Lifecycle):
     name = "orders"
 
     def __init__(self, settings: Settings, auth_settings: AuthSettings | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.auth = auth_settings or auth.load()
         self.pool: asyncpg.Pool | None = None
@@ -34,14 +35,18 @@ class OrdersComponent:
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
         self.cache = OrderCache(self.settings.redis_url)
+        self.resources.push_async_callback(self.cache.close)
         self.pool = await db.create_pool(self.settings.database_url, self.settings.db_pool_size)
+        self.resources.push_async_callback(self.pool.close)
         async with self.pool.acquire() as conn:
             await migrate(conn, MIGRATIONS)
         self.relay = OutboxRelay(self.settings, self.pool)
         self.relay.start()
+        self.resources.push_async_callback(self.relay.stop)
         store = OrderStore(self.pool)
         self.admission = Admission(store, self.settings.max_live_orders)
         self.admission.start()
+        self.resources.push_async_callback(self.admission.stop)
         servicer = OrdersServicer(
             store,
             self.cache,
@@ -59,16 +64,6 @@ class OrdersComponent:
 
     async def stop_intake(self) -> None:
         """Nothing to stop before the server: requests in their grace period still commit."""
-
-    async def close(self) -> None:
-        if self.admission is not None:
-            await self.admission.stop()
-        if self.relay is not None:
-            await self.relay.stop()
-        if self.cache is not None:
-            await self.cache.close()
-        if self.pool is not None:
-            await self.pool.close()
 
 
 if __name__ == "__main__":

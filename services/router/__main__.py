@@ -13,10 +13,11 @@ from services.router.servicer import RouterServicer
 from services.router.trigger import Trigger
 
 
-class RouterComponent:
+class RouterComponent(grpc_server.Lifecycle):
     name = "router"
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self.stream: ClusterStream | None = None
         self.feed: PoolFeed | None = None
@@ -25,14 +26,18 @@ class RouterComponent:
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
         rpc = rpc_client(self.settings.solana_rpc_url)
+        self.resources.push_async_callback(rpc.close)
         self.stream = ClusterStream(self.settings.solana_ws_url)
+        self.resources.push_async_callback(self.stream.close)
         self.feed = PoolFeed(rpc, self.stream)
         servicer = RouterServicer(self.settings, self.feed)
         if self.settings.trigger_enabled:
             # Limit and sniper orders: armed ones evaluated on every pool update (see trigger.py).
             self.orders_channel = grpc_client.channel(self.settings.orders_target)
+            self.resources.push_async_callback(self.orders_channel.close)
             self.trigger = Trigger(self.settings, self.feed, servicer, orders_pb2_grpc.OrdersStub(self.orders_channel))
             self.trigger.start()
+            self.resources.push_async_callback(self.trigger.close)
         self.stream.start()
         router_pb2_grpc.add_RouterServicer_to_server(servicer, server)
         return [router_pb2.DESCRIPTOR.services_by_name["Router"].full_name]
@@ -48,16 +53,6 @@ class RouterComponent:
 
     async def stop_intake(self) -> None:
         """Nothing consumes in the background."""
-
-    async def close(self) -> None:
-        if self.trigger is not None:
-            await self.trigger.close()
-        if self.orders_channel is not None:
-            await self.orders_channel.close()
-        if self.stream is not None:
-            await self.stream.close()
-        if self.feed is not None:
-            await self.feed.rpc.close()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from solders.keypair import Keypair
 
-from services.common import amqp, grpc_server, metrics
-from services.common.config import Settings
+from services.common import amqp, grpc_server
+from services.common.config import DEFAULT_METRICS_PORTS, Settings
 from services.launcher import SERVICES
 from tests.deploy.conftest import DEPLOY, ROOT, Objects, by_kind, program, rendered
 from tests.deploy.images import IMAGE_FILES, hidden_by, repository
@@ -166,8 +166,8 @@ def test_ports_are_the_services_defaults(overlay: Manifests) -> None:
         if name == "gateway":
             assert ports == {"http": Settings().gateway_port}
         else:
-            assert ports == {"grpc": GRPC_PORTS[name], "metrics": metrics.DEFAULT_PORTS[name]}
-            assert env["METRICS_PORT"] == str(metrics.DEFAULT_PORTS[name])
+            assert ports == {"grpc": GRPC_PORTS[name], "metrics": DEFAULT_METRICS_PORTS[name]}
+            assert env["METRICS_PORT"] == str(DEFAULT_METRICS_PORTS[name])
         assert {p["port"] for p in services[name]["spec"]["ports"]} == set(ports.values())
 
 

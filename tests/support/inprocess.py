@@ -20,14 +20,13 @@ class Component(Protocol):
 
 @contextlib.asynccontextmanager
 async def serve(component: Component) -> AsyncIterator[str]:
-    """Start ``component`` on a free port; yield its target; stop and close it after."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    await component.start(server)
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    await server.start()
-    try:
+    """Start ``component`` on a free port; yield its target; stop and close it after (after a failed start too)."""
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(component.close)
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        stack.push_async_callback(server.stop, 1)
+        await component.start(server)
+        port = free_port()
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
         yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(1)
-        await component.close()
