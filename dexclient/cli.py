@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("token_out", metavar="TOKEN_OUT")
     submit.add_argument("amount", metavar="AMOUNT", help="whole tokens of TOKEN_IN, e.g. 1.5")
     submit.add_argument("--slippage", default="0.01", help="a fraction: 0.01 = 1 %% (default)")
-    submit.add_argument("--type", default="market", help="market (default), limit, sniper (once the engine has them)")
+    submit.add_argument("--type", default="market", help="market (default), limit or sniper")
     submit.add_argument("--limit-price", help="limit orders: least TOKEN_OUT per TOKEN_IN")
     submit.add_argument("--min-liquidity", help="sniper orders: the least pool liquidity, in TOKEN_IN")
     submit.add_argument("--expires-at", help="limit and sniper orders: RFC 3339 time")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import json_format, message, timestamp_pb2
 
 from dexengine.v1 import common_pb2, orders_pb2, router_pb2
 
@@ -50,15 +50,19 @@ def _parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def _plain(value: Any) -> Any:
-    """A Struct as plain Python (whole numbers back to int)."""
-    if isinstance(value, struct_pb2.Struct):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, struct_pb2.ListValue):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+def _plain(value: message.Message) -> dict[str, Any]:
+    """A typed record (routing, execution, event data) as the HTTP API's JSON shows it (proto3 JSON mapping)."""
+    return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True)
+
+
+def _event_data(data: common_pb2.EventData) -> dict[str, Any]:
+    kind = data.WhichOneof("detail")
+    if kind is None:
+        return {}
+    if kind == "snapshot":
+        return {"snapshot": True, "order": Order.from_proto(data.snapshot.order).to_json()}
+    detail: message.Message = getattr(data, kind)
+    return _plain(detail)
 
 
 def _num(value: Decimal | None) -> str | None:
@@ -84,7 +88,9 @@ class OrderEvent:
 
     @classmethod
     def from_proto(cls, event: common_pb2.OrderEvent) -> OrderEvent:
-        return cls(event.order_id, status_name(event.status), event.seq, _time(event.timestamp), _plain(event.data))
+        return cls(
+            event.order_id, status_name(event.status), event.seq, _time(event.timestamp), _event_data(event.data)
+        )
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> OrderEvent:
@@ -124,6 +130,10 @@ class Order:
     completed_at: datetime | None = None
     routing: dict[str, Any] | None = None
     execution: dict[str, Any] | None = None
+    # limit: the least token_out per token_in; sniper: the least token_in reserve; both: when it expires.
+    limit_price: Decimal | None = None
+    min_liquidity: Decimal | None = None
+    expires_at: datetime | None = None
     history: tuple[OrderEvent, ...] = ()
 
     @property
@@ -153,6 +163,9 @@ class Order:
             completed_at=_time(order.completed_at),
             routing=_plain(order.routing) if order.HasField("routing") else None,
             execution=_plain(order.execution) if order.HasField("execution") else None,
+            limit_price=_dec(order.limit_price),
+            min_liquidity=_dec(order.min_liquidity),
+            expires_at=_time(order.expires_at),
             history=tuple(OrderEvent.from_proto(e) for e in events),
         )
 
@@ -179,6 +192,9 @@ class Order:
             completed_at=_parse_iso(body.get("completedAt")),
             routing=body.get("routing"),
             execution=body.get("execution"),
+            limit_price=_dec(body.get("limitPrice")),
+            min_liquidity=_dec(body.get("minLiquidity")),
+            expires_at=_parse_iso(body.get("expiresAt")),
             history=tuple(OrderEvent.from_json(e) for e in body.get("history") or ()),
         )
 
@@ -205,6 +221,9 @@ class Order:
             "createdAt": _iso(self.created_at),
             "updatedAt": _iso(self.updated_at),
             "completedAt": _iso(self.completed_at),
+            "limitPrice": _num(self.limit_price),
+            "minLiquidity": _num(self.min_liquidity),
+            "expiresAt": _iso(self.expires_at),
         }
         if self.history:
             view["history"] = [e.to_json() for e in self.history]

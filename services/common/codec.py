@@ -4,6 +4,12 @@ The *view* is the public JSON shape (camelCase keys, decimals as strings,
 ISO-8601 UTC timestamps, status names in lower case): what the HTTP API
 returns, what the Redis cache holds and what WebSocket clients receive.
 Protobuf messages convert to and from it here and nowhere else.
+
+The typed parts (the routing decision, the execution record, each event's
+data) take the proto3 JSON mapping of their message: lowerCamelCase names,
+every field without presence printed (so a shape never depends on a value),
+fields with presence (``optional``, messages) only when set, and 64-bit
+integers as JSON numbers.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import json_format, message, timestamp_pb2
 
 from dexengine.v1 import common_pb2
 from services.common import states
@@ -39,10 +45,16 @@ _ORDER_TIMES = (
     ("completed_at", "completedAt"),
     ("expires_at", "expiresAt"),
 )
-_ORDER_STRUCTS: tuple[tuple[Literal["routing", "execution"], str], ...] = (
+_ORDER_RECORDS: tuple[tuple[Literal["routing", "execution"], str], ...] = (
     ("routing", "routing"),
     ("execution", "execution"),
 )
+
+
+# Every stored status has its own message in EventData, under the status's name.
+_EVENT_KINDS = frozenset(field.name for field in common_pb2.EventData.DESCRIPTOR.oneofs_by_name["detail"].fields) - {
+    "snapshot"
+}
 
 
 def iso(ts: datetime) -> str:
@@ -64,24 +76,15 @@ def _ts_from_view(text: str | None, target: timestamp_pb2.Timestamp) -> None:
         target.FromDatetime(parse_iso(text))
 
 
-def struct_from(value: dict[str, Any] | None, target: struct_pb2.Struct) -> None:
+def to_json(value: message.Message) -> dict[str, Any]:
+    """A typed message as its JSON object (see the module docstring)."""
+    return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True)
+
+
+def from_json(value: dict[str, Any] | None, target: message.Message) -> None:
+    """Fill ``target`` from its JSON object; keys it does not know (older records) are ignored."""
     if value:
-        target.update(value)
-
-
-def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _plain(item) for key, item in value.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Struct numbers come back as floats; give whole numbers back as ints."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, struct_pb2.Struct):
-        return struct_to_dict(value)
-    if isinstance(value, struct_pb2.ListValue):
-        return [_plain(item) for item in value]
-    return value
+        json_format.ParseDict(value, target, ignore_unknown_fields=True)
 
 
 def order_from_view(view: dict[str, Any]) -> common_pb2.Order:
@@ -92,8 +95,9 @@ def order_from_view(view: dict[str, Any]) -> common_pb2.Order:
         setattr(order, field, view.get(key) or "")
     for field, key in _ORDER_TIMES:
         _ts_from_view(view.get(key), getattr(order, field))
-    for field, key in _ORDER_STRUCTS:
-        struct_from(view.get(key), getattr(order, field))
+    for field, key in _ORDER_RECORDS:
+        if view.get(key):
+            from_json(view[key], getattr(order, field))
     return order
 
 
@@ -103,17 +107,39 @@ def order_to_view(order: common_pb2.Order) -> dict[str, Any]:
         view[key] = getattr(order, field) or None
     view["retryCount"] = order.retry_count
     view["seq"] = order.seq
-    for field, key in _ORDER_STRUCTS:
-        view[key] = struct_to_dict(getattr(order, field)) if order.HasField(field) else None
+    for field, key in _ORDER_RECORDS:
+        view[key] = to_json(getattr(order, field)) if order.HasField(field) else None
     for field, key in _ORDER_TIMES:
         view[key] = _ts_to_view(getattr(order, field))
     return view
 
 
+def event_data(status: str, data: dict[str, Any] | None) -> common_pb2.EventData:
+    """An event's JSON ``data`` as its typed message: the one of its status, or a watch's snapshot."""
+    typed = common_pb2.EventData()
+    if data and data.get("snapshot"):
+        typed.snapshot.snapshot = True
+        typed.snapshot.order.CopyFrom(order_from_view(data["order"]))
+    elif status in _EVENT_KINDS:
+        detail = getattr(typed, status)
+        detail.SetInParent()
+        from_json(data, detail)
+    return typed
+
+
+def event_data_to_json(data: common_pb2.EventData) -> dict[str, Any]:
+    kind = data.WhichOneof("detail")
+    if kind is None:
+        return {}
+    if kind == "snapshot":
+        return {"snapshot": True, "order": order_to_view(data.snapshot.order)}
+    return to_json(getattr(data, kind))
+
+
 def event_from_view(view: dict[str, Any]) -> common_pb2.OrderEvent:
     event = common_pb2.OrderEvent(order_id=view["orderId"], status=states.to_proto(view["status"]), seq=view["seq"])
     _ts_from_view(view.get("timestamp"), event.timestamp)
-    struct_from(view.get("data"), event.data)
+    event.data.CopyFrom(event_data(view["status"], view.get("data")))
     return event
 
 
@@ -123,5 +149,5 @@ def event_to_view(event: common_pb2.OrderEvent) -> dict[str, Any]:
         "status": states.from_proto(event.status),
         "seq": event.seq,
         "timestamp": _ts_to_view(event.timestamp),
-        "data": struct_to_dict(event.data),
+        "data": event_data_to_json(event.data),
     }

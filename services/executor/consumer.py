@@ -33,6 +33,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from dexengine.v1 import orders_pb2
 from services.common import amqp, metrics, states, telemetry
 from services.common.config import Settings
 from services.common.logs import order_id_var
@@ -190,28 +191,15 @@ class JobConsumer:
                 return
             if final:
                 await self.pipeline.transition(
-                    order,
-                    states.FAILED,
-                    fields={"error_message": f"{exc.code}: {exc}"},
-                    data={"attempt": attempt, "code": exc.code, "reason": str(exc), "retryable": not final},
+                    order, fail=orders_pb2.Fail(attempt=attempt, code=exc.code, reason=str(exc))
                 )
                 self.stats.failed += 1
                 log.warning("order failed: %s", exc, extra={"code": exc.code, "attempt": attempt})
                 await self._park(order_id, attempt, f"{exc.code}: {exc}")
                 return
             delay = self.settings.retry_backoff_ms[min(attempt - 1, len(self.settings.retry_backoff_ms) - 1)]
-            await self.pipeline.transition(
-                order,
-                states.ROUTING,
-                fields={"error_message": f"{exc.code}: {exc}"},
-                data={
-                    "attempt": attempt + 1,
-                    "retryIn": f"{delay / 1000:g}s",
-                    "code": exc.code,
-                    "reason": str(exc),
-                    "previousStatus": states.from_proto(order.status),
-                },
-            )
+            retry = orders_pb2.Retry(attempt=attempt + 1, code=exc.code, reason=str(exc), retry_in_ms=delay)
+            await self.pipeline.transition(order, retry=retry)
         except Superseded:
             # The order moved while this failure was being recorded: look at it again shortly.
             await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])

@@ -15,20 +15,18 @@ a new transaction with a new blockhash and signature.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc, router_pb2, router_pb2_grpc
-from services.common import codec, faults, metrics, states, telemetry
+from services.common import faults, metrics, states, telemetry
 from services.common.config import Settings
 from services.common.decimals import fmt
 from services.executor import landing
@@ -50,49 +48,21 @@ ORDERS_TIMEOUT_S = 5.0
 MAX_RESYNCS = 10
 
 
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    out = struct_pb2.Struct()
-    out.update(value)
-    return out
-
-
-def _quote_view(q: router_pb2.Quote) -> dict[str, Any]:
-    return {
-        "venue": q.venue,
-        "amountOut": q.amount_out,
-        "price": q.price,
-        "fee": q.fee,
-        "priceImpact": q.price_impact,
-        "minAmountOut": q.min_amount_out,
-        "spotPrice": q.spot_price,
-        "quoteId": q.quote_id,
-        "expiresAtMs": str(q.expires_at_ms),
-        "pool": q.pool,
-    }
-
-
-def routing_view(resp: router_pb2.GetQuotesResponse) -> dict[str, Any]:
+def routing_record(resp: router_pb2.GetQuotesResponse, attempt: int) -> common_pb2.Routing:
+    """The router's answer as the order records it."""
     d = resp.decision
-    return {
-        "venue": d.venue,
-        "reason": d.reason,
-        "amountOut": d.amount_out,
-        "minAmountOut": d.min_amount_out,
-        "expectedPrice": d.expected_price,
-        "legs": [
-            {
-                "venue": leg.venue,
-                "amountIn": leg.amount_in,
-                "amountOut": leg.amount_out,
-                "minAmountOut": leg.min_amount_out,
-                "pool": leg.pool,
-            }
-            for leg in d.legs
-        ],
-        "quotes": [_quote_view(q) for q in resp.quotes],
-        "excluded": dict(resp.excluded),
-        "simulatedMs": resp.simulated_ms,
-    }
+    return common_pb2.Routing(
+        venue=d.venue,
+        reason=d.reason,
+        amount_out=d.amount_out,
+        min_amount_out=d.min_amount_out,
+        expected_price=d.expected_price,
+        legs=d.legs,
+        quotes=resp.quotes,
+        excluded=dict(resp.excluded),
+        simulated_ms=resp.simulated_ms,
+        attempt=attempt,
+    )
 
 
 def limit_floor(amount_in: Decimal, limit_price: Decimal, decimals_out: int) -> int:
@@ -119,26 +89,16 @@ class Pipeline:
     async def load(self, order_id: str) -> common_pb2.Order:
         try:
             resp = await self.orders.GetOrder(
-                orders_pb2.GetOrderRequest(order_id=order_id, fresh=True), timeout=ORDERS_TIMEOUT_S
+                orders_pb2.GetOrderRequest(order_id=order_id, fresh=True, include_signed=True),
+                timeout=ORDERS_TIMEOUT_S,
             )
         except grpc.aio.AioRpcError as err:
             raise from_orders_error(err) from err
         return resp.order
 
-    async def transition(
-        self,
-        order: common_pb2.Order,
-        new: str,
-        fields: dict[str, Any] | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> common_pb2.Order:
-        request = orders_pb2.TransitionRequest(
-            order_id=order.id,
-            expected_status=order.status,
-            new_status=states.to_proto(new),
-            fields=_struct(fields or {}),
-            event_data=_struct(data or {}),
-        )
+    async def transition(self, order: common_pb2.Order, **step: Any) -> common_pb2.Order:
+        """Orders/Transition from the order's current status with one named step (begin=, route=, submit=, ...)."""
+        request = orders_pb2.TransitionRequest(order_id=order.id, expected_status=order.status, **step)
         try:
             resp = await self.orders.Transition(request, timeout=ORDERS_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
@@ -170,7 +130,7 @@ class Pipeline:
             if status in states.TERMINAL or status == states.WAITING:
                 return order  # a waiting order belongs to its trigger until it fires (its job comes then)
             if status == states.PENDING:
-                order = await self.transition(order, states.ROUTING, data={"attempt": attempt})
+                order = await self.transition(order, begin=orders_pb2.Begin(attempt=attempt))
             elif status == states.ROUTING:
                 order = await self.route(order, attempt)
             elif status == states.BUILDING:
@@ -189,42 +149,32 @@ class Pipeline:
         except grpc.aio.AioRpcError as err:
             raise from_router_error(err) from err
         metrics.STAGE_SECONDS.labels("routing").observe(time.monotonic() - started)
-        routing = routing_view(resp)
-        return await self.transition(
-            order,
-            states.BUILDING,
-            fields={
-                "routing": routing,
-                "dex_provider": resp.decision.venue,
-                "expected_price": resp.decision.expected_price,
-            },
-            data={"attempt": attempt, **routing},
-        )
+        return await self.transition(order, route=orders_pb2.Route(routing=routing_record(resp, attempt)))
 
     async def build(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         """Sign the attempt's transaction and record its signature before anything is sent."""
-        routing = codec.struct_to_dict(order.routing)
+        routing = order.routing
         mint_in, mint_out = Pubkey.from_string(order.token_in), Pubkey.from_string(order.token_out)
         try:
-            addresses = [Pubkey.from_string(leg["pool"]) for leg in routing["legs"]]
+            addresses = [Pubkey.from_string(leg.pool) for leg in routing.legs]
             pools = await self.cluster.pools(addresses)
             blockhash, last_valid = await self.cluster.latest_blockhash()
         except ClusterUnavailable as exc:
             raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
         legs = []
-        for leg, address in zip(routing["legs"], addresses, strict=True):
+        for leg, address in zip(routing.legs, addresses, strict=True):
             snapshot = pools.get(address)
             if snapshot is None:
                 raise RetryableError("POOL_GONE", f"pool {address} no longer exists")
             decimals_in = snapshot.decimals[snapshot.mints.index(mint_in)]
             decimals_out = snapshot.decimals[snapshot.mints.index(mint_out)]
-            min_out = to_base_units(Decimal(leg["minAmountOut"]), decimals_out)
+            min_out = to_base_units(Decimal(leg.min_amount_out), decimals_out)
             if order.limit_price:
-                min_out = max(min_out, limit_floor(Decimal(leg["amountIn"]), Decimal(order.limit_price), decimals_out))
-            legs.append(SwapLeg(snapshot, to_base_units(Decimal(leg["amountIn"]), decimals_in), min_out))
+                min_out = max(min_out, limit_floor(Decimal(leg.amount_in), Decimal(order.limit_price), decimals_out))
+            legs.append(SwapLeg(snapshot, to_base_units(Decimal(leg.amount_in), decimals_in), min_out))
+        min_amount_out = routing.min_amount_out
         if order.limit_price:  # what the chain will enforce, recorded as such
-            floor = sum(leg.min_amount_out for leg in legs)
-            routing["minAmountOut"] = fmt(from_base_units(floor, decimals_out))
+            min_amount_out = fmt(from_base_units(sum(leg.min_amount_out for leg in legs), decimals_out))
         tx = build_swap(
             self.wallet,
             mint_in,
@@ -236,30 +186,28 @@ class Pipeline:
             priority_fee_micro_lamports=self.settings.priority_fee_micro_lamports,
         )
         signature = str(tx.signatures[0])
-        execution = {
-            "signature": signature,
-            "attempt": attempt,
-            "lastValidBlockHeight": last_valid,
-            "transaction": base64.b64encode(bytes(tx)).decode(),
-            "quotedOut": routing["amountOut"],
-            "minAmountOut": routing["minAmountOut"],
-        }
-        return await self.transition(
-            order,
-            states.SUBMITTED,
-            fields={"tx_hash": signature, "execution": execution},
-            data={
-                "attempt": attempt,
-                "txHash": signature,
-                "venue": routing["venue"],
-                "minAmountOut": routing["minAmountOut"],
-            },
+        submit = orders_pb2.Submit(
+            signed=common_pb2.SignedTransaction(
+                signature=signature, attempt=attempt, transaction=bytes(tx), last_valid_block_height=last_valid
+            ),
+            execution=common_pb2.Execution(
+                signature=signature,
+                attempt=attempt,
+                venue=routing.venue,
+                quoted_out=routing.amount_out,
+                min_amount_out=min_amount_out,
+            ),
         )
+        return await self.transition(order, submit=submit)
 
     async def settle(self, order: common_pb2.Order, *, just_built: bool = False) -> common_pb2.Order:
-        execution = codec.struct_to_dict(order.execution)
+        signed = order.signed
+        if not order.HasField("signed") or signed.signature != order.tx_hash:
+            # Migration 004 moved every recorded transaction, so this is a damaged record: nothing here can be
+            # resent or judged expired safely. The order fails and its job is parked for a person to look at.
+            raise FinalError("SIGNED_TRANSACTION_MISSING", "the submitted transaction's bytes are not recorded")
         signature = Signature.from_string(order.tx_hash)
-        lvh = int(execution["lastValidBlockHeight"])
+        lvh = signed.last_valid_block_height
         tracer = telemetry.tracer(__name__)
         attrs = {"order.id": order.id, "dex.venue": order.dex_provider, "solana.signature": order.tx_hash}
         sent_at = time.monotonic()
@@ -269,7 +217,7 @@ class Pipeline:
             outcome = landing.TxOutcome(landing.UNKNOWN) if just_built else await self.cluster.status(signature, lvh)
             if outcome.status == landing.UNKNOWN:
                 with tracer.start_as_current_span("solana sendTransaction", attributes=attrs):
-                    await self.cluster.send(base64.b64decode(execution["transaction"]))
+                    await self.cluster.send(signed.transaction)
                 log.debug("transaction sent", extra={"txHash": order.tx_hash})
                 faults.crash_point("after_send")
                 with tracer.start_as_current_span("solana confirm", attributes=attrs) as span:
@@ -282,56 +230,40 @@ class Pipeline:
         if outcome.status == landing.LANDED:
             landed_ms = (time.monotonic() - sent_at) * 1000
             metrics.STAGE_SECONDS.labels("submitted").observe(landed_ms / 1000)
-            return await self.confirm(order, execution, result, landed_ms)
+            return await self.confirm(order, result, landed_ms)
         if outcome.status == landing.FAILED:
-            raise from_program_error(
-                outcome.err, [leg.get("venue", "") for leg in codec.struct_to_dict(order.routing)["legs"]]
-            )
+            raise from_program_error(outcome.err, [leg.venue for leg in order.routing.legs])
         raise RetryableError("TRANSACTION_EXPIRED", "blockhash expired before the transaction landed")
 
-    async def confirm(
-        self, order: common_pb2.Order, execution: dict[str, Any], result: Landed, landed_ms: float
-    ) -> common_pb2.Order:
+    async def confirm(self, order: common_pb2.Order, result: Landed, landed_ms: float) -> common_pb2.Order:
         spent = -result.deltas.get(order.token_in, 0)
         got = result.deltas.get(order.token_out, 0)
         if spent <= 0 or got <= 0:
             raise FinalError("UNEXPECTED_BALANCES", f"landed transaction moved {spent} in / {got} out of the wallet")
         amount_in = from_base_units(spent, result.decimals[order.token_in])
         amount_out = from_base_units(got, result.decimals[order.token_out])
-        quoted = Decimal(execution["quotedOut"])
+        execution = common_pb2.Execution()
+        execution.CopyFrom(order.execution)
+        quoted = Decimal(execution.quoted_out or 0)
         executed_price = amount_out / amount_in
         improvement_bps = ((amount_out - quoted) / quoted * 10_000).quantize(Decimal("0.01")) if quoted else Decimal(0)
-        details = {
-            "signature": order.tx_hash,
-            "slot": result.slot,
-            "feeLamports": result.fee_lamports,
-            "landedMs": round(landed_ms, 3),
-            "executedIn": fmt(amount_in),
-            "executedOut": fmt(amount_out),
-            "improvementBps": fmt(improvement_bps),
-            "landedAtMs": str(int(time.time() * 1000)),
-        }
+        execution.slot = result.slot
+        execution.fee_lamports = result.fee_lamports
+        execution.landed_ms = round(landed_ms)
+        execution.executed_in = fmt(amount_in)
+        execution.executed_out = fmt(amount_out)
+        execution.improvement_bps = fmt(improvement_bps)
+        execution.landed_at_ms = int(time.time() * 1000)
         price = fmt(executed_price.quantize(Decimal("1e-12")).normalize())
-        routing = codec.struct_to_dict(order.routing)
         duration_ms = time.time() * 1000 - order.created_at.seconds * 1000 - order.created_at.nanos / 1e6
         metrics.STAGE_SECONDS.labels("end_to_end").observe(duration_ms / 1000)
         confirmed = await self.transition(
-            order,
-            states.CONFIRMED,
-            fields={"amount_out": fmt(amount_out), "executed_price": price, "execution": details},
-            data={
-                "txHash": order.tx_hash,
-                "executedPrice": price,
-                "amountOut": fmt(amount_out),
-                "venue": routing.get("venue", order.dex_provider),
-                "quotedOut": execution["quotedOut"],
-                "improvementBps": fmt(improvement_bps),
-            },
+            order, confirm=orders_pb2.Confirm(amount_out=fmt(amount_out), executed_price=price, execution=execution)
         )
         log.info(
             "order executed",
             extra={
-                "venue": routing.get("venue", order.dex_provider),
+                "venue": execution.venue or order.dex_provider,
                 "executedPrice": price,
                 "amountOut": fmt(amount_out),
                 "txHash": order.tx_hash,

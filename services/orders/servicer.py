@@ -18,7 +18,7 @@ from opentelemetry import trace
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import codec, faults, metrics, states, telemetry
 from services.common.auth import AuthSettings
-from services.common.decimals import fmt, parse_decimal
+from services.common.decimals import fmt
 from services.common.errors import DomainError, FieldViolation, ValidationFailed, guarded
 from services.common.logs import order_id_var
 from services.common.validation import (
@@ -29,23 +29,19 @@ from services.common.validation import (
     validate_order,
     validate_order_id,
 )
+from services.orders import steps
 from services.orders.admission import Admission
 from services.orders.cache import OrderCache
 from services.orders.keys import (
     Authenticator,
     KeyStore,
     OwnerCache,
+    PermissionDenied,
     Principal,
 )
 from services.orders.quota import Quota, QuotaExceeded
-from services.orders.store import (
-    SETTABLE,
-    NotFound,
-    OrderStore,
-    StaleTransition,
-    waiting_data,
-)
-from services.orders.views import event_view, order_view
+from services.orders.store import NotFound, OrderStore, StaleTransition
+from services.orders.views import order_view, signed_transaction
 from venues.tokens import token_by_mint
 
 log = logging.getLogger(__name__)
@@ -98,24 +94,6 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return codec.parse_iso(created), uuid.UUID(oid)
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise ValidationFailed([FieldViolation("cursor", "is not a cursor returned by a previous page")]) from None
-
-
-def _transition_fields(raw: dict[str, Any]) -> dict[str, Any]:
-    violations = [
-        FieldViolation(f"fields.{key}", "cannot be set by a transition") for key in raw if key not in SETTABLE
-    ]
-    fields: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in ("amount_out", "expected_price", "executed_price"):
-            number = parse_decimal(value)
-            if number is None or number < 0:
-                violations.append(FieldViolation(f"fields.{key}", "must be a non-negative decimal string"))
-            fields[key] = number
-        elif key in SETTABLE:
-            fields[key] = value
-    if violations:
-        raise ValidationFailed(violations)
-    return fields
 
 
 class OrdersServicer(orders_pb2_grpc.OrdersServicer):
@@ -197,24 +175,13 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 self.owners.put(created.row["id"], owner)
                 self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
-                first = [self._first_event(view)]
-                if view["status"] == states.WAITING:  # armed in the same transaction: pending, then waiting
-                    first.append({**first[0], "status": states.WAITING, "seq": 2, "data": waiting_data(order)})
+                # pending (and, for an armed order, waiting): the events as the transaction committed them
+                first = orjson.loads(created.row["events"])
                 await asyncio.shield(self.cache.fill(view, first, terminal=False))
                 log.info("order created", extra={"status": view["status"]})
             return orders_pb2.CreateOrderResponse(order=codec.order_from_view(view), created=created.created)
 
         return await self._guard(context, run)
-
-    @staticmethod
-    def _first_event(view: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "orderId": view["orderId"],
-            "status": "pending",
-            "seq": 1,
-            "timestamp": view["createdAt"],
-            "data": {"tokenIn": view["tokenIn"], "tokenOut": view["tokenOut"], "amountIn": view["amountIn"]},
-        }
 
     async def GetOrder(
         self, request: orders_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
@@ -223,8 +190,18 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             principal = await self.auth.principal(context)
             order_id = validate_order_id(request.order_id)
             await self._check_owner(principal, order_id)
-            order, events = await self.read(order_id, fresh=request.fresh)
-            response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
+            if request.include_signed and principal.scoped:
+                raise PermissionDenied("include_signed is for the services of the mesh, not API keys")
+            if request.include_signed:
+                row, events = await self.store.get_with_events(order_id)
+                order = order_view(row)
+                response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
+                signed = signed_transaction(row)
+                if signed is not None:
+                    response.order.signed.CopyFrom(signed)
+            else:
+                order, events = await self.read(order_id, fresh=request.fresh)
+                response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
             if request.include_events:
                 response.events.extend(codec.event_from_view(e) for e in events)
             return response
@@ -236,8 +213,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         cached = None if fresh else await self.cache.get(str(order_id))
         if cached is not None:
             return cached
-        row, rows = await self.store.get_with_events(order_id)
-        order, events = order_view(row), [event_view(r) for r in rows]
+        row, events = await self.store.get_with_events(order_id)
+        order = order_view(row)
         await self.cache.fill(order, events, terminal=order["status"] in states.TERMINAL)
         return order, events
 
@@ -275,43 +252,11 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             order_id = validate_order_id(request.order_id)
             order_id_var.set(str(order_id))
             expected = states.from_proto(request.expected_status)
-            new = states.from_proto(request.new_status)
-            violations = []
             if not expected:
-                violations.append(FieldViolation("expected_status", "is required"))
-            if not new:
-                violations.append(FieldViolation("new_status", "is required"))
-            if expected and new and not states.is_legal(expected, new):
-                violations.append(FieldViolation("new_status", f"{expected} -> {new} is not a legal transition"))
-            if violations:
-                raise ValidationFailed(violations)
-            fields = _transition_fields(codec.struct_to_dict(request.fields))
-            event_data = codec.struct_to_dict(request.event_data)
-            # Before the commit: the relay may publish the event before the append below, and a client
-            # who saw it must not read the state before it from the cache.
-            headers = telemetry.inject_headers()
-
-            async def commit_then_cache() -> tuple[dict[str, Any], dict[str, Any]]:
-                """One unit, shielded: a caller that goes away (an executor killed mid-call) cancels
-                its handler, never the cache append after a commit that happened."""
-                await self.cache.begin(str(order_id))
-                try:
-                    row = await self.store.transition(order_id, expected, new, fields, event_data, headers)
-                except StaleTransition:
-                    await self.cache.drop(str(order_id))  # whoever read the stale status may have read it here
-                    raise
-                view = order_view(row)
-                committed = {
-                    "orderId": view["orderId"],
-                    "status": new,
-                    "seq": view["seq"],
-                    "timestamp": view["updatedAt"],
-                    "data": event_data,
-                }
-                await self.cache.append(view, committed, terminal=new in states.TERMINAL)
-                return view, committed
-
-            order, event = await asyncio.shield(commit_then_cache())
+                raise ValidationFailed([FieldViolation("expected_status", "is required")])
+            step = steps.effect(request, expected)
+            new = step.new
+            order, event, row = await self._commit(order_id, expected, step)
             trace.get_current_span().set_attributes({"order.id": order["orderId"], "order.status": new})
             if new in states.TERMINAL:
                 reason = (order["errorMessage"] or "").split(":", 1)[0] if new == states.FAILED else "ok"
@@ -323,9 +268,40 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 new,
                 extra={"status": new, "seq": order["seq"]},
             )
-            return orders_pb2.TransitionResponse(order=codec.order_from_view(order), event=codec.event_from_view(event))
+            response = orders_pb2.TransitionResponse(
+                order=codec.order_from_view(order), event=codec.event_from_view(event)
+            )
+            signed = signed_transaction(row)
+            if signed is not None:
+                response.order.signed.CopyFrom(signed)
+            return response
 
         return await self._guard(context, run)
+
+    async def _commit(
+        self, order_id: uuid.UUID, expected: str, step: steps.Effect
+    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        """Commit a transition and append it to the cache: one unit, shielded, so a caller that goes away
+        (an executor killed mid-call, a client that disconnects mid-cancel) cancels its handler, never the
+        cache append after a commit that happened. The event cached is the one the outbox carries."""
+
+        async def commit_then_cache() -> tuple[dict[str, Any], dict[str, Any], Any]:
+            # Before the commit: the relay may publish the event before the append below, and a client
+            # who saw it must not read the state before it from the cache.
+            await self.cache.begin(str(order_id))
+            try:
+                row = await self.store.transition(
+                    order_id, expected, step.new, step.columns, step.event, telemetry.inject_headers()
+                )
+            except StaleTransition:
+                await self.cache.drop(str(order_id))  # whoever read the stale status may have read it here
+                raise
+            view = order_view(row)
+            event = orjson.loads(row["event"])
+            await self.cache.append(view, event, terminal=step.new in states.TERMINAL)
+            return view, event, row
+
+        return await asyncio.shield(commit_then_cache())
 
     async def CancelOrder(
         self, request: orders_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
@@ -338,25 +314,13 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             # A compare-and-set like every transition: a cancel racing the trigger (waiting -> routing)
             # or the executor (pending -> routing) has exactly one winner; the loser sees the new status.
             while order["status"] in CANCELLABLE:
-                await self.cache.begin(str(order_id))  # as in Transition: no read of the state before this commit
                 try:
-                    cas = self.store.transition(
-                        order_id, order["status"], states.CANCELLED, {}, {"by": "client"}, telemetry.inject_headers()
+                    view, _, _ = await self._commit(
+                        order_id, order["status"], steps.Effect(states.CANCELLED, steps.cancelled())
                     )
-                    row = await asyncio.shield(cas)
                 except StaleTransition as exc:
-                    await self.cache.drop(str(order_id))
                     order["status"] = exc.current
                     continue
-                view = order_view(row)
-                event = {
-                    "orderId": view["orderId"],
-                    "status": states.CANCELLED,
-                    "seq": view["seq"],
-                    "timestamp": view["updatedAt"],
-                    "data": {"by": "client"},
-                }
-                await asyncio.shield(self.cache.append(view, event, terminal=True))
                 metrics.ORDERS_FINISHED.labels(states.CANCELLED, "none", "ok").inc()
                 log.info("order cancelled", extra={"status": states.CANCELLED, "seq": view["seq"]})
                 return orders_pb2.CancelOrderResponse(order=codec.order_from_view(view))

@@ -24,17 +24,21 @@ import orjson
 from services.common import states
 from services.common.errors import DomainError, FieldViolation
 from services.common.validation import OrderInput
+from services.orders import steps
 
 ORDER_COLUMNS = (
     "id, type, status, token_in, token_out, amount_in, amount_out, expected_price, executed_price, "
     "slippage, dex_provider, tx_hash, error_message, retry_count, seq, routing, execution, "
     "created_at, updated_at, completed_at, limit_price, min_liquidity, expires_at"
 )
+# The current attempt's signed transaction: read by the executor only, never part of a view.
+SIGNED_COLUMNS = "signed_tx, last_valid_block_height"
 _TS = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 _EVENT_JSON = f"""jsonb_build_object('orderId', e.order_id::text, 'status', e.status, 'seq', e.seq,
     'timestamp', {_TS.format(col="e.created_at")}, 'data', e.data)"""
 
+# Every view of an event (the history, the cache, the outbox) is this object, built from its committed row.
 # The outbox copy of an event also names the order's key, so that notifiers can
 # route it to the key's "mine" watchers; it never reaches a client.
 _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.api_key_id::text)"
@@ -61,7 +65,7 @@ WITH ins AS (
     UNION ALL
     (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="ins")}, $10::jsonb FROM ev e, ins ORDER BY e.seq)
 )
-SELECT * FROM ins
+SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM ins
 """
 
 TRANSITION_SQL = f"""
@@ -77,11 +81,13 @@ WITH upd AS (
         tx_hash = COALESCE($9::text, o.tx_hash),
         error_message = COALESCE($10::text, o.error_message),
         routing = COALESCE($11::jsonb, o.routing),
-        execution = COALESCE(o.execution, '{{}}'::jsonb) || COALESCE($12::jsonb, '{{}}'::jsonb),
+        execution = COALESCE($12::jsonb, o.execution),
+        signed_tx = COALESCE($15::bytea, o.signed_tx),
+        last_valid_block_height = COALESCE($16::bigint, o.last_valid_block_height),
         updated_at = clock_timestamp(),
         completed_at = CASE WHEN $3 IN ('confirmed', 'failed', 'expired', 'cancelled') THEN clock_timestamp() END
     WHERE o.id = $1 AND o.status = $2
-    RETURNING {ORDER_COLUMNS}, o.api_key_id
+    RETURNING {ORDER_COLUMNS}, {SIGNED_COLUMNS}, o.api_key_id
 ), ev AS (
     INSERT INTO order_events (order_id, seq, status, data, created_at)
     SELECT id, seq, status, $13::jsonb, updated_at FROM upd
@@ -94,13 +100,9 @@ WITH upd AS (
     SELECT upd.id, 'job', jsonb_build_object('orderId', upd.id::text, 'attempt', 1), $14::jsonb FROM upd
         WHERE $2 = 'waiting' AND $3 = 'routing'
 )
-SELECT * FROM upd
+SELECT upd.*, (SELECT {_EVENT_JSON} FROM ev e) AS event FROM upd
 """
 
-NUMERIC_FIELDS = ("amount_out", "expected_price", "executed_price")
-TEXT_FIELDS = ("dex_provider", "tx_hash", "error_message")
-JSON_FIELDS = ("routing", "execution")
-SETTABLE = frozenset(NUMERIC_FIELDS + TEXT_FIELDS + JSON_FIELDS)
 LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TERMINAL]
 # The execution backlog: an armed (waiting) order is live but queues no work until it fires.
 BACKLOG_STATUSES = [status for status in LIVE_STATUSES if status != states.WAITING]
@@ -169,23 +171,6 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def waiting_data(order: OrderInput) -> dict[str, Any]:
-    """What an armed order waits for: the data of its ``waiting`` event."""
-    data: dict[str, Any] = {
-        "type": order.type,
-        "tokenIn": order.token_in,
-        "tokenOut": order.token_out,
-        "amountIn": str(order.amount_in),
-    }
-    if order.limit_price is not None:
-        data["limitPrice"] = str(order.limit_price)
-    if order.min_liquidity is not None:
-        data["minLiquidity"] = str(order.min_liquidity)
-    if order.expires_at is not None:
-        data["expiresAt"] = order.expires_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return data
-
-
 class OrderStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -209,13 +194,13 @@ class OrderStore:
             order.slippage,
             idempotency_key,
             digest,
-            _dumps({"tokenIn": order.token_in, "tokenOut": order.token_out, "amountIn": str(order.amount_in)}),
+            _dumps(steps.pending(order)),
             _dumps(trace_headers),
             owner,
             order.limit_price,
             order.min_liquidity,
             order.expires_at,
-            _dumps(waiting_data(order)) if order.type != "market" else None,
+            _dumps(steps.waiting(order)) if order.type != "market" else None,
         )
         if row is not None:
             return Created(row, True)
@@ -244,16 +229,16 @@ class OrderStore:
         count = await self.pool.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", BACKLOG_STATUSES)
         return int(count)
 
-    async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+    async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[dict[str, Any]]]:
+        """The order's row (with its signed transaction) and its history, as of one snapshot."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            row = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1", order_id)
+            row = await conn.fetchrow(f"SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS} FROM orders WHERE id = $1", order_id)
             if row is None:
                 raise NotFound(str(order_id))
             events = await conn.fetch(
-                "SELECT order_id, seq, status, data, created_at FROM order_events WHERE order_id = $1 ORDER BY seq",
-                order_id,
+                f"SELECT {_EVENT_JSON} AS event FROM order_events e WHERE e.order_id = $1 ORDER BY e.seq", order_id
             )
-        return row, list(events)
+        return row, [orjson.loads(r["event"]) for r in events]
 
     async def owner(self, order_id: uuid.UUID) -> uuid.UUID | None:
         """The key that created the order (None: the anonymous caller); NotFound when there is no such order."""
@@ -300,21 +285,29 @@ class OrderStore:
         order_id: uuid.UUID,
         expected: str,
         new: str,
-        fields: dict[str, Any],
+        columns: steps.Columns,
         event_data: dict[str, Any],
         trace_headers: dict[str, str],
     ) -> asyncpg.Record:
+        """The row as committed, with ``event``: the appended event's JSON (the outbox's, without the owner)."""
         row = await self.pool.fetchrow(
             TRANSITION_SQL,
             order_id,
             expected,
             new,
             1 if states.is_retry(expected, new) else 0,
-            *(fields.get(name) for name in NUMERIC_FIELDS),
-            *(fields.get(name) for name in TEXT_FIELDS),
-            *(_dumps(fields[name]) if fields.get(name) is not None else None for name in JSON_FIELDS),
+            columns.amount_out,
+            columns.expected_price,
+            columns.executed_price,
+            columns.dex_provider,
+            columns.tx_hash,
+            columns.error_message,
+            None if columns.routing is None else _dumps(columns.routing),
+            None if columns.execution is None else _dumps(columns.execution),
             _dumps(event_data),
             _dumps(trace_headers),
+            columns.signed_tx,
+            columns.last_valid_block_height,
         )
         if row is not None:
             return row

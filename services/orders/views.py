@@ -1,4 +1,7 @@
-"""Database rows to the public view (see services.common.codec)."""
+"""Database rows to the public view (see services.common.codec).
+
+An event's view is built in SQL (store._EVENT_JSON), once, from its committed row.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from dexengine.v1 import common_pb2
 from services.common.codec import iso
 from services.common.decimals import fmt
 
@@ -50,11 +54,13 @@ def order_view(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def event_view(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "orderId": str(row["order_id"]),
-        "status": row["status"],
-        "seq": row["seq"],
-        "timestamp": iso(row["created_at"]),
-        "data": _json(row["data"]) or {},
-    }
+def signed_transaction(row: asyncpg.Record) -> common_pb2.SignedTransaction | None:
+    """The current attempt's signed transaction, from a row read with SIGNED_COLUMNS (None before one is signed)."""
+    if row.get("signed_tx") is None:
+        return None
+    return common_pb2.SignedTransaction(
+        signature=row["tx_hash"] or "",
+        attempt=int((_json(row["execution"]) or {}).get("attempt") or 0),
+        transaction=bytes(row["signed_tx"]),
+        last_valid_block_height=row["last_valid_block_height"] or 0,
+    )

@@ -20,7 +20,7 @@ from decimal import Decimal
 import grpc
 from opentelemetry import trace
 
-from dexengine.v1 import router_pb2, router_pb2_grpc
+from dexengine.v1 import common_pb2, router_pb2, router_pb2_grpc
 from services.common import metrics, telemetry
 from services.common.config import Settings
 from services.common.decimals import fmt, parse_decimal, ratio
@@ -284,9 +284,9 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
 
     def _quote(
         self, quote: VenueQuote, tin: Token, tout: Token, slippage: Decimal, now_ms: int, latency_ms: int
-    ) -> router_pb2.Quote:
+    ) -> common_pb2.Quote:
         quote_id = hashlib.sha256(f"{quote.venue}:{quote.pool_id}:{quote.amount_in}:{now_ms}".encode()).hexdigest()[:24]
-        return router_pb2.Quote(
+        return common_pb2.Quote(
             venue=quote.venue,
             amount_in=fmt(from_base_units(quote.amount_in, tin.decimals)),
             amount_out=fmt(from_base_units(quote.amount_out, tout.decimals)),
@@ -305,7 +305,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self, decision: Decision, tin: Token, tout: Token, raw: int, slippage: Decimal
     ) -> router_pb2.Decision:
         legs = [
-            router_pb2.RouteLeg(
+            common_pb2.RouteLeg(
                 venue=leg.venue,
                 amount_in=fmt(from_base_units(leg.amount_in, tin.decimals)),
                 amount_out=fmt(from_base_units(leg.amount_out, tout.decimals)),

@@ -35,7 +35,6 @@ import aio_pika
 import grpc
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from google.protobuf import struct_pb2
 
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import amqp, codec, metrics, states
@@ -328,7 +327,7 @@ class Trigger:
             except AmmError:
                 continue
             if price >= order.limit_price:
-                self._fire(order, at, {"kind": LIMIT, "price": fmt(price), "venue": venue, "bound": fmt(bound)})
+                self._fire(order, at, common_pb2.Trigger(kind=LIMIT, price=fmt(price), venue=venue, bound=fmt(bound)))
 
     def _evaluate_snipers(self, pair: Pair, at: float) -> None:
         if pair not in self.index.snipers:
@@ -348,13 +347,13 @@ class Trigger:
                 if pool.open_time > chain_now:
                     self._wake_at(pair, pool.open_time)
                     continue
-                triggered = {
-                    "kind": SNIPER,
-                    "pool": str(pool.address),
-                    "venue": pool.venue,
-                    "reserveIn": fmt(reserve),
-                    "openTime": pool.open_time,
-                }
+                triggered = common_pb2.Trigger(
+                    kind=SNIPER,
+                    pool=str(pool.address),
+                    venue=pool.venue,
+                    reserve_in=fmt(reserve),
+                    open_time=pool.open_time,
+                )
                 self._fire(order, max(at, float(pool.open_time)), triggered)
                 break
 
@@ -393,20 +392,16 @@ class Trigger:
         self.timers[key] = loop.call_later(max(0.0, open_time + SLOT_S - time.time()) + 0.01, due)
 
     # -- firing -------------------------------------------------------------
-    def _fire(self, order: Armed, observed_at: float, triggered: dict[str, Any]) -> None:
+    def _fire(self, order: Armed, observed_at: float, triggered: common_pb2.Trigger) -> None:
         self.index.disarm(order.order_id)  # in flight: this replica evaluates it no more
-        triggered["observedAtMs"] = str(int(observed_at * 1000))
-        self._spawn(self._transition(order, states.ROUTING, {"attempt": 1, "triggered": triggered}))
-
-    async def _transition(self, order: Armed, new: str, data: dict[str, Any]) -> None:
-        event_data = struct_pb2.Struct()
-        event_data.update(data)
+        triggered.observed_at_ms = int(observed_at * 1000)
         request = orders_pb2.TransitionRequest(
-            order_id=order.order_id,
-            expected_status=WAITING,
-            new_status=states.to_proto(new),
-            event_data=event_data,
+            order_id=order.order_id, expected_status=WAITING, fire=orders_pb2.Fire(triggered=triggered)
         )
+        self._spawn(self._transition(order, request))
+
+    async def _transition(self, order: Armed, request: orders_pb2.TransitionRequest) -> None:
+        new = states.EXPIRED if request.HasField("expire") else states.ROUTING
         async with self.firing:
             try:
                 await self.orders.Transition(request, timeout=RPC_TIMEOUT_S)
@@ -424,7 +419,7 @@ class Trigger:
         if new == states.ROUTING:
             self.stats["fired"] += 1
             metrics.TRIGGERS.labels(order.kind).inc()
-            lag_ms = time.time() * 1000 - int(data["triggered"]["observedAtMs"])
+            lag_ms = time.time() * 1000 - request.fire.triggered.observed_at_ms
             log.info("order triggered", extra={"orderId": order.order_id, "kind": order.kind, "lagMs": int(lag_ms)})
         else:
             self.stats["expired"] += 1
@@ -437,7 +432,10 @@ class Trigger:
             now = time.time()
             for order in self.index.due(now):
                 expires = codec.iso(_utc(order.expires_at))
-                self._spawn(self._transition(order, states.EXPIRED, {"expiresAt": expires}))
+                request = orders_pb2.TransitionRequest(
+                    order_id=order.order_id, expected_status=WAITING, expire=orders_pb2.Expire(expires_at=expires)
+                )
+                self._spawn(self._transition(order, request))
             following = self.index.next_expiry()
             timeout = None if following is None else max(0.0, following - time.time())
             with contextlib.suppress(TimeoutError):

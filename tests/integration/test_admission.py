@@ -15,6 +15,7 @@ from services.common import config, states
 from services.common.errors import parse_rpc_error
 from services.gateway.app import build_app
 from services.orders.__main__ import OrdersComponent
+from tests.support import transitions
 from tests.support.client import SOL, USDC, post_order
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
@@ -99,9 +100,7 @@ async def test_a_finished_order_makes_room_and_accepted_orders_count_before_the_
     assert (await refused(limited, request()))[1] == "BACKLOG_FULL"
 
     await limited.orders.Transition(
-        orders_pb2.TransitionRequest(
-            order_id=one.id, expected_status=states.to_proto("pending"), new_status=states.to_proto("failed")
-        ),
+        transitions.request(one.id, states.to_proto("pending"), states.to_proto("failed")),
         timeout=5,
     )
     await limited.live_count_refreshed()

@@ -12,6 +12,7 @@ import pytest
 
 from dexengine.v1 import common_pb2, notifier_pb2, orders_pb2
 from services.common.errors import parse_rpc_error
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.secured import ADMIN, Secured, bearer
 from tests.support.transitions import advance
@@ -103,11 +104,7 @@ async def test_public_methods_need_a_key_and_admin_methods_the_internal_token(se
     # A key cannot act as a service, and a wrong internal token is no token.
     for call in (
         secured.orders.Transition(
-            orders_pb2.TransitionRequest(
-                order_id=order_id,
-                expected_status=common_pb2.ORDER_STATUS_PENDING,
-                new_status=common_pb2.ORDER_STATUS_ROUTING,
-            ),
+            transitions.request(order_id, common_pb2.ORDER_STATUS_PENDING, common_pb2.ORDER_STATUS_ROUTING),
             metadata=bearer(secret),
             timeout=5,
         ),
@@ -142,7 +139,7 @@ async def test_another_keys_order_does_not_exist_for_a_key(secured: Secured) -> 
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     own = secured.notifier.Watch(notifier_pb2.WatchRequest(order_id=mine.id), metadata=bearer(alice))
     first = await own.read()
-    assert first.order_id == mine.id and first.data["snapshot"]
+    assert first.order_id == mine.id and first.data.snapshot.order.id == mine.id
     own.cancel()
 
     listed_bob = await secured.orders.ListOrders(
@@ -216,7 +213,7 @@ async def test_watch_mine_streams_exactly_the_keys_orders_with_snapshots_first(s
     async with asyncio.timeout(15):
         while not all(seen.get(oid) and seen[oid][-1][1] == "confirmed" for oid in [live_before.id, *ours]):
             event = await stream.read()
-            snapshot = "snapshot" in event.data and bool(event.data["snapshot"])
+            snapshot = event.data.HasField("snapshot")
             status = common_pb2.OrderStatus.Name(event.status).removeprefix("ORDER_STATUS_").lower()
             seen.setdefault(event.order_id, []).append((event.seq, status, snapshot))
     stream.cancel()

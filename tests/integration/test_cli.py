@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import orjson
-from google.protobuf import struct_pb2
 
-from dexengine.v1 import common_pb2, orders_pb2
-from tests.support import dexctl
+from dexengine.v1 import orders_pb2
+from tests.support import dexctl, transitions
 from tests.support.client import SOL, USDC
 from tests.support.secured import INTERNAL_TOKEN, Secured
 from tests.support.transitions import advance
@@ -33,22 +33,7 @@ def env_for(secured: Secured, api_key: str | None = None) -> dict[str, str]:
 
 
 async def fail_order(secured: Secured, order_id: str) -> None:
-    await secured.service.Transition(
-        orders_pb2.TransitionRequest(
-            order_id=order_id,
-            expected_status=common_pb2.ORDER_STATUS_PENDING,
-            new_status=common_pb2.ORDER_STATUS_FAILED,
-            fields=_struct({"error_message": "NO_ROUTE: no pool trades this pair"}),
-            event_data=_struct({"code": "NO_ROUTE", "reason": "no pool trades this pair", "retryable": False}),
-        ),
-        timeout=5,
-    )
-
-
-def _struct(values: dict[str, object]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(values)
-    return struct
+    await secured.service.Transition(transitions.request(order_id, "pending", "failed"), timeout=5)
 
 
 async def test_keys_create_prints_the_key_alone_on_the_last_line_then_list_and_revoke(secured: Secured) -> None:
@@ -171,3 +156,33 @@ async def test_get_list_cancel_over_both_transports(secured: Secured) -> None:
         cancelled = await dexctl.run("cancel", order_id, *transport, env=env)
         assert cancelled.code == 2, "a confirmed order cannot be cancelled"
         assert "NOT_CANCELLABLE" in cancelled.stderr and "confirmed" in cancelled.stderr
+
+
+async def test_submit_limit_and_sniper_orders_then_cancel(secured: Secured) -> None:
+    _, secret = await secured.new_key(f"cli-{uuid.uuid4().hex[:6]}")
+    expires = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    for grpc_mode in (False, True):
+        transport = ["--grpc"] if grpc_mode else []
+        for kind, flags in (
+            ("limit", ["--limit-price", "999", "--expires-at", expires.isoformat()]),
+            ("sniper", ["--min-liquidity", "500"]),
+        ):
+            submitted = await dexctl.run(
+                "submit", "SOL", "USDC", "1", "--type", kind, *flags, *transport, env=env_for(secured, secret)
+            )
+            assert submitted.code == 0, (grpc_mode, kind, submitted)
+            order = orjson.loads(submitted.lines[0])
+            shown = await dexctl.run("get", order["orderId"], *transport, env=env_for(secured, secret))
+            view = orjson.loads(shown.stdout)
+            assert (view["type"], view["status"]) == (kind, "waiting"), view
+            if kind == "limit":
+                assert view["limitPrice"] == "999"
+                assert datetime.fromisoformat(view["expiresAt"].replace("Z", "+00:00")) == expires
+            else:
+                assert view["minLiquidity"] == "500"
+            cancelled = await dexctl.run("cancel", order["orderId"], *transport, env=env_for(secured, secret))
+            assert cancelled.code == 0 and orjson.loads(cancelled.stdout)["status"] == "cancelled", cancelled
+    refused = await dexctl.run(
+        "submit", "SOL", "USDC", "1", "--type", "limit", "--limit-price", "-1", env=env_for(secured, secret)
+    )
+    assert refused.code == 2 and "limitPrice" in refused.stderr, refused

@@ -15,6 +15,7 @@ import orjson
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import amqp, config, states
 from services.common.errors import parse_rpc_error
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 
 WAITING, ROUTING = states.to_proto(states.WAITING), states.to_proto(states.ROUTING)
@@ -75,7 +76,7 @@ async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_
         assert [(e["status"], e["seq"]) for e in published] == [("pending", 1), ("waiting", 2)]
 
         fired = await orders.Transition(
-            orders_pb2.TransitionRequest(order_id=order_id, expected_status=WAITING, new_status=ROUTING), timeout=5
+            transitions.request(order_id, WAITING, ROUTING), timeout=5
         )
         assert fired.order.status == ROUTING
         jobs = await _drain_for(work, order_id, 2.0)
@@ -92,7 +93,7 @@ async def test_cancel_racing_the_trigger_has_exactly_one_winner(
     async def race(order_id: str) -> tuple[bool, bool]:
         cancel = orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order_id), timeout=5)
         fire = orders.Transition(
-            orders_pb2.TransitionRequest(order_id=order_id, expected_status=WAITING, new_status=ROUTING), timeout=5
+            transitions.request(order_id, WAITING, ROUTING), timeout=5
         )
         outcomes = await asyncio.gather(cancel, fire, return_exceptions=True)
         for outcome in outcomes:
@@ -114,9 +115,7 @@ async def test_cancel_racing_the_trigger_has_exactly_one_winner(
 async def test_expiry_and_cancel_are_terminal(orders: orders_pb2_grpc.OrdersStub) -> None:
     order = (await orders.CreateOrder(limit_request(), timeout=5)).order
     expired = await orders.Transition(
-        orders_pb2.TransitionRequest(
-            order_id=order.id, expected_status=WAITING, new_status=common_pb2.ORDER_STATUS_EXPIRED
-        ),
+        transitions.request(order.id, WAITING, common_pb2.ORDER_STATUS_EXPIRED),
         timeout=5,
     )
     assert expired.order.status == common_pb2.ORDER_STATUS_EXPIRED and expired.order.completed_at.seconds > 0
@@ -129,9 +128,7 @@ async def test_expiry_and_cancel_are_terminal(orders: orders_pb2_grpc.OrdersStub
         assert [(v.field, v.issue) for v in info.violations] == [("status", "expired")]
     try:
         await orders.Transition(
-            orders_pb2.TransitionRequest(
-                order_id=order.id, expected_status=common_pb2.ORDER_STATUS_EXPIRED, new_status=ROUTING
-            ),
+            transitions.request(order.id, common_pb2.ORDER_STATUS_EXPIRED, ROUTING),
             timeout=5,
         )
         raise AssertionError("expired is final")

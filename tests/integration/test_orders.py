@@ -13,12 +13,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import amqp, codec, config, states
+from services.common import amqp, config, states
 from services.common.errors import parse_rpc_error
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.waiting import eventually
 
-PENDING, ROUTING, BUILDING = (states.to_proto(s) for s in ("pending", "routing", "building"))
+PENDING, ROUTING, BUILDING, SUBMITTED, CONFIRMED = (
+    states.to_proto(s) for s in ("pending", "routing", "building", "submitted", "confirmed")
+)
 
 
 def create_request(**over: str) -> orders_pb2.CreateOrderRequest:
@@ -80,21 +83,22 @@ async def test_invalid_create_is_invalid_argument_naming_fields(
 async def test_stale_transition_is_failed_precondition(orders: orders_pb2_grpc.OrdersStub) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     await orders.Transition(
-        orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+        transitions.request(order.id, PENDING, ROUTING), timeout=5
     )
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await orders.Transition(
-            orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+            transitions.request(order.id, PENDING, ROUTING), timeout=5
         )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(grpc.aio.AioRpcError) as illegal:
         await orders.Transition(
-            orders_pb2.TransitionRequest(order_id=order.id, expected_status=ROUTING, new_status=PENDING), timeout=5
+            orders_pb2.TransitionRequest(order_id=order.id, expected_status=ROUTING, begin=orders_pb2.Begin(attempt=1)),
+            timeout=5,
         )
     assert illegal.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await orders.Transition(
-            orders_pb2.TransitionRequest(order_id=str(uuid.uuid4()), expected_status=ROUTING, new_status=BUILDING),
+            transitions.request(str(uuid.uuid4()), ROUTING, BUILDING),
             timeout=5,
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -107,7 +111,7 @@ async def test_concurrent_transitions_exactly_one_wins(
     results = await asyncio.gather(
         *(
             orders.Transition(
-                orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+                transitions.request(order.id, PENDING, ROUTING), timeout=5
             )
             for _ in range(20)
         ),
@@ -122,26 +126,49 @@ async def test_concurrent_transitions_exactly_one_wins(
     assert [r["seq"] for r in seqs] == [1, 2]
 
 
-async def test_transition_fields_are_stored_and_events_carry_data(orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_each_step_records_its_facts_and_its_typed_event(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
-    await orders.Transition(
-        orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
-    )
-    req = orders_pb2.TransitionRequest(order_id=order.id, expected_status=ROUTING, new_status=BUILDING)
-    req.fields.update({"dex_provider": "meteora", "expected_price": "149.86", "routing": {"venue": "meteora"}})
-    req.event_data.update({"venue": "meteora"})
-    resp = await orders.Transition(req, timeout=5)
+    await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
+    resp = await orders.Transition(transitions.request(order.id, ROUTING, BUILDING), timeout=5)
     assert resp.order.dex_provider == "meteora"
     assert resp.order.expected_price == "149.86"
+    assert resp.order.routing == transitions.routing()
     assert resp.event.seq == 3
-    assert codec.struct_to_dict(resp.event.data) == {"venue": "meteora"}
-    bad = orders_pb2.TransitionRequest(
-        order_id=order.id, expected_status=BUILDING, new_status=states.to_proto("failed")
-    )
-    bad.fields.update({"status": "confirmed", "amount_out": "-1"})
+    assert resp.event.data.WhichOneof("detail") == "building"
+    assert resp.event.data.building == transitions.routing()
+
+    submitted = await orders.Transition(transitions.request(order.id, BUILDING, SUBMITTED), timeout=5)
+    assert submitted.order.tx_hash == transitions.SIGNATURE
+    assert submitted.order.signed.transaction == b"\x01signed", "the executor gets its signed transaction back"
+    assert submitted.event.data.submitted.tx_hash == transitions.SIGNATURE
+    public = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, fresh=True), timeout=5)
+    assert not public.order.HasField("signed"), "the signed transaction is private"
+    assert public.order.execution == transitions.execution()
+    private = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, include_signed=True), timeout=5)
+    assert private.order.signed.last_valid_block_height == 1000
+    stored = await pg.fetchval("SELECT execution::text FROM orders WHERE id = $1", uuid.UUID(order.id))
+    assert "signed" not in stored and "transaction" not in stored.lower()
+
+    bad = transitions.request(order.id, SUBMITTED, CONFIRMED)
+    bad.confirm.amount_out = "-1"
+    bad.confirm.execution.signature = ""
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await orders.Transition(bad, timeout=5)
-    assert {v.field for v in parse_rpc_error(info.value).violations} == {"fields.status", "fields.amount_out"}
+    assert {v.field for v in parse_rpc_error(info.value).violations} == {
+        "confirm.amount_out",
+        "confirm.execution.signature",
+    }
+    with pytest.raises(grpc.aio.AioRpcError) as no_step:
+        await orders.Transition(
+            orders_pb2.TransitionRequest(order_id=order.id, expected_status=SUBMITTED), timeout=5
+        )
+    assert [v.field for v in parse_rpc_error(no_step.value).violations] == ["step"]
+    confirmed = await orders.Transition(transitions.request(order.id, SUBMITTED, CONFIRMED), timeout=5)
+    assert confirmed.order.amount_out == "149.9"
+    assert confirmed.order.execution.slot == 7 and confirmed.order.execution.executed_out == "149.9"
+    assert confirmed.event.data.confirmed.improvement_bps == "2.67"
 
 
 async def test_idempotency_key_same_body_same_order_other_body_rejected(
@@ -215,7 +242,7 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
 async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub, settings: config.Settings) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     await orders.Transition(
-        orders_pb2.TransitionRequest(order_id=order.id, expected_status=PENDING, new_status=ROUTING), timeout=5
+        transitions.request(order.id, PENDING, ROUTING), timeout=5
     )
     client = aioredis.from_url(settings.redis_url)
     try:

@@ -6,6 +6,7 @@ import pytest
 
 from services.common import codec, config
 from services.common.decimals import fmt, parse_decimal
+from tests.support import transitions
 
 
 def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,8 +61,8 @@ def test_order_view_round_trips_through_protobuf() -> None:
         "errorMessage": None,
         "retryCount": 1,
         "seq": 5,
-        "routing": {"venue": "meteora", "legs": [{"x": "1"}]},
-        "execution": {"attempt": 2},
+        "routing": codec.to_json(transitions.routing()),
+        "execution": codec.to_json(transitions.execution(slot=9, landed_at_ms=1795578502630)),
         "createdAt": "2026-01-01T00:00:00.000001Z",
         "updatedAt": "2026-01-01T00:00:01.000000Z",
         "completedAt": "2026-01-01T00:00:01.000000Z",
@@ -70,5 +71,8 @@ def test_order_view_round_trips_through_protobuf() -> None:
         "expiresAt": None,
     }
     assert codec.order_to_view(codec.order_from_view(view)) == view
+    assert view["execution"]["slot"] == 9 and view["execution"]["landedAtMs"] == 1795578502630, "64-bit as numbers"
+    assert "executedOut" not in view["execution"], "optional fields only when set"
+    assert view["routing"]["excluded"] == {} and view["routing"]["quotes"] == [], "the rest always"
     limit = {**view, "type": "limit", "limitPrice": "151.2", "expiresAt": "2026-01-02T00:00:00.000000Z"}
     assert codec.order_to_view(codec.order_from_view(limit)) == limit

@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 import grpc_testing
 import pytest
-from google.protobuf import struct_pb2
 
 from dexclient import Client, Conflict, InvalidArgument, RateLimited, RetryPolicy, Unavailable
 from dexengine.v1 import common_pb2, notifier_pb2, orders_pb2, router_pb2
@@ -178,9 +177,12 @@ def test_watch_reopens_a_broken_stream_without_duplicates(channel: grpc_testing.
     threading.Thread(target=consume, daemon=True).start()
 
     def event(seq: int, status: int, snapshot: bool = False) -> common_pb2.OrderEvent:
-        data = struct_pb2.Struct()
+        data = common_pb2.EventData()
         if snapshot:
-            data.update({"snapshot": True})
+            order = common_pb2.Order(id="o-4", status=status)
+            data.snapshot.CopyFrom(common_pb2.SnapshotEvent(snapshot=True, order=order))
+        else:
+            data.routing.attempt = 1
         return common_pb2.OrderEvent(order_id="o-4", status=status, seq=seq, data=data)
 
     def seen(count: int) -> list[Any]:
@@ -216,14 +218,14 @@ def test_quote_maps_every_venue_and_the_decision(channel: grpc_testing.Channel, 
     assert (request.token_in, request.amount_in) == (SOL, "300")
     response = router_pb2.GetQuotesResponse(
         quotes=[
-            router_pb2.Quote(venue="raydium", amount_in="300", amount_out="44725.38", price="149.08", fee="0.75"),
-            router_pb2.Quote(venue="meteora", amount_in="300", amount_out="44588.66", price="148.62", fee="0.40"),
+            common_pb2.Quote(venue="raydium", amount_in="300", amount_out="44725.38", price="149.08", fee="0.75"),
+            common_pb2.Quote(venue="meteora", amount_in="300", amount_out="44588.66", price="148.62", fee="0.40"),
         ],
         decision=router_pb2.Decision(
             venue="split",
             legs=[
-                router_pb2.RouteLeg(venue="raydium", amount_in="180", amount_out="26867.28", min_amount_out="26598.6"),
-                router_pb2.RouteLeg(venue="meteora", amount_in="120", amount_out="17924.36", min_amount_out="17745.1"),
+                common_pb2.RouteLeg(venue="raydium", amount_in="180", amount_out="26867.28", min_amount_out="26598.6"),
+                common_pb2.RouteLeg(venue="meteora", amount_in="120", amount_out="17924.36", min_amount_out="17745.1"),
             ],
             amount_out="44791.64",
             min_amount_out="44343.73",

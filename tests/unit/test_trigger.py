@@ -78,7 +78,7 @@ class FakeOrders:
         self.waiting: list[common_pb2.Order] = []
 
     async def Transition(self, request: orders_pb2.TransitionRequest, timeout: float) -> Any:
-        self.calls.append((request.order_id, states.from_proto(request.new_status)))
+        self.calls.append((request.order_id, states.EXPIRED if request.HasField("expire") else states.ROUTING))
         if request.order_id in self.lose:
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.FAILED_PRECONDITION, grpc.aio.Metadata(), grpc.aio.Metadata(), "stale transition"

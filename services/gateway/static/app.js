@@ -199,6 +199,9 @@ function markStage(status, timestamp, data) {
   let text = `Status: ${status}${attempt}.`;
   if (status === "confirmed") text = `Status: confirmed — ${data.amountOut || "?"} out at ${data.executedPrice || "?"} on ${data.venue || "?"}.`;
   if (status === "failed") text = `Status: failed — ${(data && (data.reason || data.code)) || "see the order"}.`;
+  if (status === "waiting") text = `Status: waiting — armed until ${(data && data.expiresAt) || "it expires"}.`;
+  if (status === "expired") text = `Status: expired — its trigger never fired (at ${(data && data.expiresAt) || "?"}).`;
+  if (status === "cancelled") text = "Status: cancelled.";
   $("live-status").textContent = text;
 }
 

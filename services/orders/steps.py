@@ -1,0 +1,199 @@
+"""Each step of an order's life, as Orders/Transition names it, and what it writes.
+
+A step (see ``TransitionRequest``) fixes the new status, the columns the
+transition sets and the typed data of the event it appends. This module is the
+one place that knows it: the executor and the trigger send steps, never
+columns, so the orders table is not part of any RPC contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dexengine.v1 import common_pb2, orders_pb2
+from services.common import codec, states
+from services.common.decimals import MAX_CANONICAL_EXPONENT, fmt, parse_decimal
+from services.common.errors import FieldViolation, ValidationFailed
+from services.common.validation import OrderInput
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What a transition writes besides status and seq (None: left as it is)."""
+
+    amount_out: str | None = None
+    expected_price: str | None = None
+    executed_price: str | None = None
+    dex_provider: str | None = None
+    tx_hash: str | None = None
+    error_message: str | None = None
+    routing: dict[str, Any] | None = None
+    execution: dict[str, Any] | None = None
+    signed_tx: bytes | None = None
+    last_valid_block_height: int | None = None
+
+
+@dataclass(frozen=True)
+class Effect:
+    new: str
+    event: dict[str, Any]  # the event's data: the JSON of its status's message
+    columns: Columns = field(default_factory=Columns)
+
+
+# The statuses each step may start from; with states.is_legal, every other pairing is INVALID_ARGUMENT.
+SOURCES: dict[str, frozenset[str]] = {
+    "begin": frozenset({states.PENDING}),
+    "fire": frozenset({states.WAITING}),
+    "expire": frozenset({states.WAITING}),
+    "route": frozenset({states.ROUTING}),
+    "submit": frozenset({states.BUILDING}),
+    "confirm": frozenset({states.SUBMITTED}),
+    "retry": frozenset(states.RETRY),
+    "fail": frozenset(s for s in states.ORDERED if s not in states.TERMINAL),
+}
+
+
+def _required(violations: list[FieldViolation], path: str, value: object) -> None:
+    if not value:
+        violations.append(FieldViolation(path, "is required"))
+
+
+def _decimal(violations: list[FieldViolation], path: str, raw: str) -> str:
+    value = parse_decimal(raw)
+    if value is None or value < 0 or value.adjusted() > MAX_CANONICAL_EXPONENT:
+        violations.append(FieldViolation(path, "must be a non-negative decimal string"))
+        return ""
+    return fmt(value)
+
+
+def _error(code: str, reason: str) -> str:
+    return f"{code}: {reason}"
+
+
+def effect(request: orders_pb2.TransitionRequest, expected: str) -> Effect:
+    """The new status, columns and event of ``request``'s step (ValidationFailed naming the field if malformed)."""
+    step = request.WhichOneof("step")
+    violations: list[FieldViolation] = []
+    result: Effect | None = None
+    if step is None:
+        raise ValidationFailed([FieldViolation("step", "is required (begin, fire, expire, route, submit, ...)")])
+    if step == "begin":
+        if request.begin.attempt < 1:
+            violations.append(FieldViolation("begin.attempt", "must be at least 1"))
+        result = Effect(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=request.begin.attempt)))
+    elif step == "fire":
+        trigger = request.fire.triggered
+        _required(violations, "fire.triggered.kind", trigger.kind)
+        result = Effect(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=1, triggered=trigger)))
+    elif step == "expire":
+        _required(violations, "expire.expires_at", request.expire.expires_at)
+        result = Effect(states.EXPIRED, codec.to_json(common_pb2.ExpiredEvent(expires_at=request.expire.expires_at)))
+    elif step == "route":
+        result = _route(request.route.routing, violations)
+    elif step == "submit":
+        result = _submit(request.submit, violations)
+    elif step == "confirm":
+        result = _confirm(request.confirm, violations)
+    elif step == "retry":
+        retry = request.retry
+        _required(violations, "retry.code", retry.code)
+        if retry.attempt < 2:
+            violations.append(FieldViolation("retry.attempt", "must be at least 2 (the attempt that begins)"))
+        event = common_pb2.RoutingEvent(
+            attempt=retry.attempt,
+            retry_in=f"{retry.retry_in_ms / 1000:g}s",
+            code=retry.code,
+            reason=retry.reason,
+            previous_status=expected,
+        )
+        result = Effect(states.ROUTING, codec.to_json(event), Columns(error_message=_error(retry.code, retry.reason)))
+    else:  # fail
+        fail = request.fail
+        _required(violations, "fail.code", fail.code)
+        event_fail = common_pb2.FailedEvent(attempt=fail.attempt, code=fail.code, reason=fail.reason)
+        result = Effect(states.FAILED, codec.to_json(event_fail), Columns(error_message=_error(fail.code, fail.reason)))
+    if expected not in SOURCES[step] or not states.is_legal(expected, result.new):
+        violations.append(FieldViolation(step, f"cannot follow {expected} ({expected} -> {result.new} is not legal)"))
+    if violations:
+        raise ValidationFailed(violations)
+    return result
+
+
+def _route(routing: common_pb2.Routing, violations: list[FieldViolation]) -> Effect:
+    _required(violations, "route.routing.venue", routing.venue)
+    if not routing.legs:
+        violations.append(FieldViolation("route.routing.legs", "must name at least one leg"))
+    expected_price = _decimal(violations, "route.routing.expected_price", routing.expected_price)
+    record = codec.to_json(routing)
+    columns = Columns(routing=record, dex_provider=routing.venue, expected_price=expected_price or None)
+    return Effect(states.BUILDING, record, columns)
+
+
+def _submit(submit: orders_pb2.Submit, violations: list[FieldViolation]) -> Effect:
+    signed, execution = submit.signed, submit.execution
+    _required(violations, "submit.signed.signature", signed.signature)
+    _required(violations, "submit.signed.transaction", signed.transaction)
+    _required(violations, "submit.signed.last_valid_block_height", signed.last_valid_block_height)
+    if execution.signature != signed.signature:
+        violations.append(FieldViolation("submit.execution.signature", "must be the signed transaction's signature"))
+    event = common_pb2.SubmittedEvent(
+        attempt=execution.attempt,
+        tx_hash=signed.signature,
+        venue=execution.venue,
+        min_amount_out=execution.min_amount_out,
+    )
+    columns = Columns(
+        tx_hash=signed.signature,
+        execution=codec.to_json(execution),
+        signed_tx=signed.transaction,
+        last_valid_block_height=signed.last_valid_block_height,
+    )
+    return Effect(states.SUBMITTED, codec.to_json(event), columns)
+
+
+def _confirm(confirm: orders_pb2.Confirm, violations: list[FieldViolation]) -> Effect:
+    execution = confirm.execution
+    amount_out = _decimal(violations, "confirm.amount_out", confirm.amount_out)
+    executed_price = _decimal(violations, "confirm.executed_price", confirm.executed_price)
+    _required(violations, "confirm.execution.signature", execution.signature)
+    event = common_pb2.ConfirmedEvent(
+        tx_hash=execution.signature,
+        executed_price=executed_price,
+        amount_out=amount_out,
+        venue=execution.venue,
+        quoted_out=execution.quoted_out,
+        improvement_bps=execution.improvement_bps,
+    )
+    columns = Columns(
+        amount_out=amount_out or None,
+        executed_price=executed_price or None,
+        execution=codec.to_json(execution),
+    )
+    return Effect(states.CONFIRMED, codec.to_json(event), columns)
+
+
+def cancelled() -> dict[str, Any]:
+    """The data of the event of a cancel (Orders/CancelOrder)."""
+    return codec.to_json(common_pb2.CancelledEvent(by="client"))
+
+
+def pending(order: OrderInput) -> dict[str, Any]:
+    """The data of an order's first event."""
+    return codec.to_json(
+        common_pb2.PendingEvent(token_in=order.token_in, token_out=order.token_out, amount_in=fmt(order.amount_in))
+    )
+
+
+def waiting(order: OrderInput) -> dict[str, Any]:
+    """What an armed order waits for: the data of its ``waiting`` event."""
+    event = common_pb2.WaitingEvent(
+        type=order.type, token_in=order.token_in, token_out=order.token_out, amount_in=fmt(order.amount_in)
+    )
+    if order.limit_price is not None:
+        event.limit_price = fmt(order.limit_price)
+    if order.min_liquidity is not None:
+        event.min_liquidity = fmt(order.min_liquidity)
+    if order.expires_at is not None:
+        event.expires_at = codec.iso(order.expires_at)
+    return codec.to_json(event)

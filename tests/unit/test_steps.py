@@ -1,0 +1,73 @@
+"""Orders/Transition steps: each names its new status, the columns it writes and its typed event."""
+
+from __future__ import annotations
+
+import pytest
+
+from dexengine.v1 import orders_pb2
+from services.common import codec, states
+from services.common.errors import ValidationFailed
+from services.orders import steps
+from tests.support import transitions
+
+EDGES = [
+    ("pending", "routing"),
+    ("waiting", "routing"),
+    ("waiting", "expired"),
+    ("routing", "building"),
+    ("building", "submitted"),
+    ("submitted", "confirmed"),
+    ("submitted", "routing"),
+    ("building", "failed"),
+]
+
+
+@pytest.mark.parametrize(("current", "new"), EDGES)
+def test_each_step_leads_where_it_says(current: str, new: str) -> None:
+    request = transitions.request("o", current, new)
+    effect = steps.effect(request, current)
+    assert effect.new == new
+    # The event's data is its status's message: it parses back into it, and nothing is lost on the way.
+    typed = codec.event_data(new, effect.event)
+    assert typed.WhichOneof("detail") == new
+    assert codec.event_data_to_json(typed) == effect.event
+
+
+def test_columns_come_from_the_step_not_the_caller() -> None:
+    submit = steps.effect(transitions.request("o", "building", "submitted"), "building")
+    assert submit.columns.tx_hash == transitions.SIGNATURE
+    assert submit.columns.signed_tx == b"\x01signed" and submit.columns.last_valid_block_height == 1000
+    assert "transaction" not in str(submit.columns.execution) and "transaction" not in str(submit.event)
+    route = steps.effect(transitions.request("o", "routing", "building"), "routing")
+    assert (route.columns.dex_provider, route.columns.expected_price) == ("meteora", "149.86")
+    assert route.event == route.columns.routing, "the building event is the routing decision"
+    retry = steps.effect(transitions.request("o", "submitted", "routing"), "submitted")
+    assert retry.event["previousStatus"] == "submitted" and retry.event["retryIn"] == "0.1s"
+    assert retry.columns.error_message == "SLIPPAGE_EXCEEDED: moved"
+
+
+@pytest.mark.parametrize(
+    ("current", "step"),
+    [
+        ("routing", orders_pb2.TransitionRequest(begin=orders_pb2.Begin(attempt=1))),
+        ("pending", orders_pb2.TransitionRequest(expire=orders_pb2.Expire(expires_at="x"))),
+        ("confirmed", transitions.request("o", "submitted", "failed")),
+        ("expired", transitions.request("o", "submitted", "routing")),
+    ],
+)
+def test_a_step_from_the_wrong_status_names_the_step(current: str, step: orders_pb2.TransitionRequest) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        steps.effect(step, current)
+    assert [v.field for v in info.value.violations] == [step.WhichOneof("step")]
+
+
+def test_missing_or_malformed_fields_are_named() -> None:
+    with pytest.raises(ValidationFailed) as none:
+        steps.effect(orders_pb2.TransitionRequest(), states.PENDING)
+    assert [v.field for v in none.value.violations] == ["step"]
+    bad = transitions.request("o", "submitted", "confirmed")
+    bad.confirm.executed_price = "1e999999"
+    bad.confirm.amount_out = "abc"
+    with pytest.raises(ValidationFailed) as info:
+        steps.effect(bad, "submitted")
+    assert {v.field for v in info.value.violations} == {"confirm.amount_out", "confirm.executed_price"}
