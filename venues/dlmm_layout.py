@@ -27,6 +27,7 @@ Layouts follow ``idls/dlmm.json`` of MeteoraAg/dlmm-sdk (v0.12.0, bytemuck
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -136,7 +137,9 @@ def oracle_address(lb_pair: Pubkey) -> Pubkey:
     return pda([ORACLE_SEED, bytes(lb_pair)], METEORA_DLMM_PROGRAM_ID)
 
 
+@functools.lru_cache(maxsize=8192)
 def bin_array_address(lb_pair: Pubkey, index: int) -> Pubkey:
+    """A PDA (a search for an off-curve hash, tens of microseconds): remembered, as every decode of a pool asks it."""
     return pda([BIN_ARRAY_SEED, bytes(lb_pair), index.to_bytes(8, "little", signed=True)], METEORA_DLMM_PROGRAM_ID)
 
 

@@ -10,7 +10,7 @@ Layout details and sources: ``venues.cpmm_layout``, ``venues.dlmm_layout``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from solders.instruction import AccountMeta, Instruction
@@ -159,14 +159,39 @@ def _need(accounts: Mapping[Pubkey, Account], key: Pubkey, what: str) -> Account
     return account
 
 
-def decode_pool(address: Pubkey, accounts: Mapping[Pubkey, Account]) -> PoolSnapshot:
-    """The pool at ``address`` from its accounts (the state and its ``dependencies``)."""
+# A DLMM bin array decoded, with the sums of its bins' amounts (x, y), by address; an entry is
+# reused while the account object it was decoded from is the one in ``accounts``.
+BinArrayCache = MutableMapping[Pubkey, tuple[Account, "dlmm.BinArray", int, int]]
+
+
+def decode_pool(
+    address: Pubkey, accounts: Mapping[Pubkey, Account], cache: BinArrayCache | None = None
+) -> PoolSnapshot:
+    """The pool at ``address`` from its accounts (the state and its ``dependencies``).
+
+    With ``cache`` (a feed that replaces an account object whenever it changes), a DLMM pool's
+    bin arrays are decoded only when their account changed since the last decode; the snapshot
+    is the same as without it.
+    """
     state_account = _need(accounts, address, "pool account")
     if state_account.owner == RAYDIUM_CPMM_PROGRAM_ID:
         return _decode_cpmm(address, state_account, accounts)
     if state_account.owner == METEORA_DLMM_PROGRAM_ID:
-        return _decode_dlmm(address, state_account, accounts)
+        return _decode_dlmm(address, state_account, accounts, cache)
     raise LayoutError(f"{address} is not owned by a venue program")
+
+
+def _bin_array(key: Pubkey, account: Account, cache: BinArrayCache | None) -> tuple[dlmm.BinArray, int, int]:
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None and hit[0] is account:
+            return hit[1], hit[2], hit[3]
+    array = dlmm.decode_bin_array(account.data)
+    sum_x = sum(x for x, _ in array.bins.values())
+    sum_y = sum(y for _, y in array.bins.values())
+    if cache is not None:
+        cache[key] = (account, array, sum_x, sum_y)
+    return array, sum_x, sum_y
 
 
 def _decode_cpmm(address: Pubkey, state_account: Account, accounts: Mapping[Pubkey, Account]) -> PoolSnapshot:
@@ -204,19 +229,24 @@ def _decode_cpmm(address: Pubkey, state_account: Account, accounts: Mapping[Pubk
     )
 
 
-def _decode_dlmm(address: Pubkey, state_account: Account, accounts: Mapping[Pubkey, Account]) -> PoolSnapshot:
+def _decode_dlmm(
+    address: Pubkey, state_account: Account, accounts: Mapping[Pubkey, Account], cache: BinArrayCache | None
+) -> PoolSnapshot:
     pair = dlmm.decode_lb_pair(state_account.data)
     decimals_x = decode_mint(_need(accounts, pair.token_x_mint, "token_x_mint").data)
     decimals_y = decode_mint(_need(accounts, pair.token_y_mint, "token_y_mint").data)
     bins: dict[int, tuple[int, int]] = {}
     arrays: dict[int, Pubkey] = {}
+    reserve_x = reserve_y = 0  # each array holds its own bin ids: the sums of the arrays are the pool's
     for index in pair.bin_array_indexes():
         key = dlmm.bin_array_address(address, index)
-        array = dlmm.decode_bin_array(_need(accounts, key, "bin array").data)
+        array, sum_x, sum_y = _bin_array(key, _need(accounts, key, "bin array"), cache)
         if array.index != index or array.lb_pair != address:
             raise LayoutError(f"bin array {key} does not belong to {address} at index {index}")
         bins.update(array.bins)
         arrays[index] = key
+        reserve_x += sum_x
+        reserve_y += sum_y
     if not bins:
         raise LayoutError(f"{address} has no bin arrays")
     pool = DlmmPool(
@@ -246,7 +276,7 @@ def _decode_dlmm(address: Pubkey, state_account: Account, accounts: Mapping[Pubk
         address=address,
         mints=(pair.token_x_mint, pair.token_y_mint),
         decimals=(decimals_x, decimals_y),
-        reserves=(sum(x for x, _ in bins.values()), sum(y for _, y in bins.values())),
+        reserves=(reserve_x, reserve_y),
         pool=pool,
         open_time=pair.activation_point,
         accounts=(address, pair.reserve_x, pair.reserve_y, pair.token_x_mint, pair.token_y_mint, *arrays.values()),

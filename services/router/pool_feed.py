@@ -4,10 +4,15 @@ On every (re)connection of the PubSub stream the feed first subscribes
 (programSubscribe to both venue programs, accountSubscribe to each pool's
 token vaults and mints, which other programs own), then loads everything with
 getProgramAccounts and getMultipleAccounts: an update that races the load is
-applied after it, never lost. Each account update re-decodes only the pools
-that read that account, then tells the listeners (the limit/sniper trigger)
-which pools changed. The router holds no market of its own: two replicas
-fed by the same cluster quote the same pools identically.
+applied after it, never lost. An account update only stores the account and
+marks the pools that read it stale, then tells the listeners (the
+limit/sniper trigger) which pools changed; a stale pool is decoded when it is
+next read (``pools``, ``by_pair``, ``pools_for``: a quote, a trigger's
+evaluation), once for however many of its accounts changed meanwhile, and a
+DLMM pool's bin arrays are decoded again only if their own account changed.
+What is read is always decoded from the latest accounts, so a quote is the
+one an eager decode would give. The router holds no market of its own: two
+replicas fed by the same cluster quote the same pools identically.
 """
 
 from __future__ import annotations
@@ -23,11 +28,20 @@ from solana.rpc.async_api import AsyncClient
 from solders.pubkey import Pubkey
 
 from services.common.cluster import ClusterStream
-from venues.onchain import VENUE_PROGRAMS, Account, PoolSnapshot, decode_pool, dependencies, is_pool_account
+from venues.onchain import (
+    VENUE_PROGRAMS,
+    Account,
+    BinArrayCache,
+    PoolSnapshot,
+    decode_pool,
+    dependencies,
+    is_pool_account,
+)
 
 log = logging.getLogger(__name__)
 MAX_ACCOUNTS_PER_CALL = 100
-# Told the pools that changed and when the update arrived (time.time()).
+# Told the pools that changed and when the update arrived (time.time()). The snapshots name the pools
+# (venue, address, mints) as last decoded; their state is read through the feed, which decodes what changed.
 PoolListener = Callable[[list[PoolSnapshot], float], None]
 
 
@@ -40,10 +54,13 @@ class PoolFeed:
         self.rpc = rpc
         self.stream = stream
         self.accounts: dict[Pubkey, Account] = {}
-        self.pools: dict[Pubkey, PoolSnapshot] = {}
+        self._pools: dict[Pubkey, PoolSnapshot] = {}  # as last decoded
+        self.stale: set[Pubkey] = set()  # pools with an account changed since they were decoded
+        self.bin_arrays: BinArrayCache = {}
         self.readers: dict[Pubkey, set[Pubkey]] = defaultdict(set)  # account -> pools decoded from it
         self.watched: set[Pubkey] = set()  # accounts with an accountSubscribe on this connection
-        self.by_pair: dict[tuple[str, frozenset[str]], list[PoolSnapshot]] = {}
+        self._by_pair: dict[tuple[str, frozenset[str]], list[PoolSnapshot]] = {}
+        self.decodes = 0
         self.ready = asyncio.Event()
         self.updates = 0
         self.listeners: list[PoolListener] = []
@@ -87,31 +104,43 @@ class PoolFeed:
             self._decode(address)
         self._index()
         if self.ready.is_set():
-            self._tell([self.pools[a] for a in pools if a in self.pools], time.time())
+            self._tell([self._pools[a] for a in pools if a in self._pools], time.time())
 
     def _owned_by_venue(self, address: Pubkey) -> bool:
         account = self.accounts.get(address)
         return account is not None and account.owner in VENUE_PROGRAMS.values()
 
-    def _decode(self, address: Pubkey) -> None:
+    def _decode(self, address: Pubkey) -> bool:
+        """Decode the pool from the accounts held now; False (the last snapshot kept) if it cannot be yet."""
+        self.stale.discard(address)
+        self.decodes += 1
         try:
-            snapshot = decode_pool(address, self.accounts)
+            snapshot = decode_pool(address, self.accounts, self.bin_arrays)
         except (KeyError, ValueError) as exc:
             log.warning("pool %s not decodable yet: %s", address, exc)
-            return
-        old = self.pools.get(address)
+            return False
+        old = self._pools.get(address)
         if old is not None:
             for account in old.accounts:
                 self.readers[account].discard(address)
-        self.pools[address] = snapshot
+        self._pools[address] = snapshot
         for account in snapshot.accounts:
             self.readers[account].add(address)
+        return True
 
     def _index(self) -> None:
         by_pair: dict[tuple[str, frozenset[str]], list[PoolSnapshot]] = defaultdict(list)
-        for snapshot in self.pools.values():
+        for snapshot in self._pools.values():
             by_pair[(snapshot.venue, frozenset(str(m) for m in snapshot.mints))].append(snapshot)
-        self.by_pair = dict(by_pair)
+        self._by_pair = dict(by_pair)
+
+    def _refresh(self) -> None:
+        """Decode the stale pools (each once, from the latest accounts)."""
+        if not self.stale:
+            return
+        decoded = [address for address in list(self.stale) if self._decode(address)]
+        if decoded:
+            self._index()
 
     # -- updates ------------------------------------------------------------
     def _on_program_update(self, result: Any) -> None:
@@ -128,15 +157,13 @@ class PoolFeed:
     def _apply(self, address: Pubkey, account: Account) -> None:
         self.updates += 1
         self.accounts[address] = account
-        if address not in self.pools and is_pool_account(account):
+        if address not in self._pools and is_pool_account(account):
             asyncio.get_running_loop().create_task(self._resolve([address]))  # a new pool opened
             return
-        touched = self.readers.get(address, set()) | ({address} if address in self.pools else set())
-        for pool in touched:
-            self._decode(pool)
+        touched = self.readers.get(address, set()) | ({address} if address in self._pools else set())
         if touched:
-            self._index()
-            self._tell([self.pools[a] for a in touched if a in self.pools], time.time())
+            self.stale.update(touched)  # decoded when read
+            self._tell([self._pools[a] for a in touched], time.time())
 
     def _tell(self, snapshots: list[PoolSnapshot], at: float) -> None:
         for listener in self.listeners:
@@ -146,6 +173,18 @@ class PoolFeed:
                 log.exception("pool listener failed")
 
     # -- reading ------------------------------------------------------------
+    @property
+    def pools(self) -> dict[Pubkey, PoolSnapshot]:
+        """Every pool, decoded from the latest accounts."""
+        self._refresh()
+        return self._pools
+
+    @property
+    def by_pair(self) -> dict[tuple[str, frozenset[str]], list[PoolSnapshot]]:
+        """The pools by (venue, {mint, mint}), decoded from the latest accounts."""
+        self._refresh()
+        return self._by_pair
+
     def pools_for(self, venue: str, mint_in: str, mint_out: str, now: float | None = None) -> list[PoolSnapshot]:
         """Open pools of ``venue`` trading the pair."""
         at = time.time() if now is None else now
