@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aio_pika
+import aio_pika.abc
 import aiohttp
 import asyncpg
 import orjson
 
+from services.common import amqp
 from tests.support.mesh import Mesh
 
 BODY = (
@@ -15,6 +20,12 @@ BODY = (
 
 
 async def test_an_exponent_is_stored_and_shown_as_a_plain_decimal(mesh: Mesh) -> None:
+    # What the outbox published: a queue of our own on the mesh's events exchange, bound before the order exists.
+    names = amqp.Names(mesh.env["AMQP_PREFIX"])
+    broker = await aio_pika.connect(mesh.env["AMQP_URL"])
+    channel = await broker.channel()
+    published = await channel.declare_queue("", exclusive=True)
+    await published.bind(names.events_exchange)
     async with aiohttp.ClientSession() as session:
         async with session.post(
             f"{mesh.http}/api/orders/execute", data=BODY, headers={"Content-Type": "application/json"}
@@ -39,6 +50,25 @@ async def test_an_exponent_is_stored_and_shown_as_a_plain_decimal(mesh: Mesh) ->
         await conn.close()
     assert row["a"] == "10"
     assert orjson.loads(event)["amountIn"] == "10"
+    try:
+        pending = await _published_event(published, created["orderId"], seq=1)
+    finally:
+        await broker.close()
+    assert pending["data"] == order["history"][0]["data"], "the outbox carries the event the history shows"
+    assert pending["data"]["amountIn"] == "10"
+
+
+async def _published_event(queue: aio_pika.abc.AbstractQueue, order_id: str, seq: int) -> dict[str, object]:
+    async with asyncio.timeout(15):
+        while True:
+            message = await queue.get(fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            await message.ack()
+            event = orjson.loads(message.body)
+            if event["orderId"] == order_id and event["seq"] == seq:
+                return dict(event)
 
 
 def _strings(value: object) -> list[str]:
