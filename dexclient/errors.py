@@ -7,13 +7,12 @@ when the server said, how long to wait before retrying.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
-
-DETAILS_KEY = "grpc-status-details-bin"
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 
 @dataclass(frozen=True)
@@ -98,32 +97,46 @@ _BY_HTTP: dict[int, tuple[grpc.StatusCode, type[DexError]]] = {
 }
 
 
+@dataclass(frozen=True)
+class StatusDetails:
+    """The rich details of a failed call's google.rpc.Status (grpc-status-details-bin)."""
+
+    reason: str = ""
+    violations: list[Violation] = field(default_factory=list)
+    retry_after_s: float | None = None
+
+
+def status_details(err: grpc.RpcError) -> StatusDetails:
+    """ErrorInfo reason, BadRequest field violations and RetryInfo wait of a failed call (sync or aio)."""
+    try:
+        # Sync and aio errors answer code(), details() and trailing_metadata() as a grpc.Call does.
+        status = rpc_status.from_call(cast(grpc.Call, err))
+    except ValueError:  # a trailer that does not match the call's own status: not this call's details
+        status = None
+    details = StatusDetails()
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            details = replace(details, reason=info.reason)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            details.violations.extend(Violation(v.field, v.description) for v in bad.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            details = replace(details, retry_after_s=retry.retry_delay.ToMilliseconds() / 1000)
+    return details
+
+
 def from_rpc_error(err: grpc.RpcError) -> DexError:
     """The exception for a failed gRPC call (sync or async), with its rich status details."""
     call = cast(Any, err)  # sync and aio errors are both Calls, which grpc.RpcError does not declare
     code: grpc.StatusCode = call.code()
-    message: str = call.details() or ""
-    reason, retry_after = "", None
-    violations: list[Violation] = []
-    for key, value in call.trailing_metadata() or ():
-        if key != DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        status = status_pb2.Status.FromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                violations.extend(Violation(v.field, v.description) for v in bad.field_violations)
-            elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                retry = error_details_pb2.RetryInfo()
-                detail.Unpack(retry)
-                retry_after = retry.retry_delay.ToMilliseconds() / 1000
+    details = status_details(err)
     kind = _BY_CODE.get(code, DexError)
-    return kind(code.name, message, reason, violations, retry_after)
+    return kind(code.name, call.details() or "", details.reason, details.violations, details.retry_after_s)
 
 
 def from_http(status: int, body: Any, retry_after: str | None = None) -> DexError:

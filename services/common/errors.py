@@ -23,7 +23,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from dexclient.errors import status_details
 from services.common.db import UNAVAILABLE_ERRORS
 from venues.errors import AmmError, NoPoolError
 
@@ -186,29 +187,8 @@ async def guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
 
 
 def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
-    """What a failed call's status says: its code and message, and the rich details when the server sent them."""
-    code, message = err.code(), err.details() or ""
-    try:
-        # AioRpcError answers code(), details() and trailing_metadata() as a grpc.Call does.
-        status = rpc_status.from_call(cast(grpc.Call, err))
-    except ValueError:  # a trailer that does not match the call's own status: not this call's details
-        status = None
-    if status is None:
-        return RpcErrorInfo(code, message)
-    reason = ""
-    violations: list[FieldViolation] = []
-    retry_after_s: float | None = None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations.extend(FieldViolation(fv.field, fv.description) for fv in bad.field_violations)
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
-            retry_after_s = retry.retry_delay.ToMilliseconds() / 1000
-    return RpcErrorInfo(code, message, reason, violations, retry_after_s)
+    """What a failed call's status says: its code and message, and the rich details when the server sent them
+    (decoded by the Python client's one reader of them)."""
+    details = status_details(err)
+    violations = [FieldViolation(v.field, v.issue) for v in details.violations]
+    return RpcErrorInfo(err.code(), err.details() or "", details.reason, violations, details.retry_after_s)
