@@ -48,7 +48,7 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-def from_router_error(err: grpc.aio.AioRpcError) -> StepError:
+def from_router_error(err: grpc.aio.AioRpcError) -> Exception:
     info = parse_rpc_error(err)
     if info.code == grpc.StatusCode.NOT_FOUND:
         return FinalError(info.reason or "NO_ROUTE", info.message)
@@ -58,8 +58,12 @@ def from_router_error(err: grpc.aio.AioRpcError) -> StepError:
         return RetryableError(info.reason or "SWAP_REJECTED", info.message)
     if info.code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return RetryableError("QUOTE_TIMEOUT", info.message or "router deadline exceeded")
-    if info.code == grpc.StatusCode.UNAVAILABLE:
-        return RetryableError(info.reason or "VENUE_UNAVAILABLE", info.message)
+    if info.code == grpc.StatusCode.UNAVAILABLE and info.reason == "NO_VENUE_AVAILABLE":
+        return RetryableError(info.reason, info.message)  # the venues did not answer: this attempt's quote failed
+    if info.code in RETRYABLE_CODES:
+        # The router itself is down, restarting (a call cut off: CANCELLED/UNKNOWN) or has not loaded the pools
+        # yet: ours, not the order's. The job waits and runs again without spending an attempt.
+        return InfraError(info.reason or "ROUTER_UNAVAILABLE", info.message)
     return FinalError(info.reason or info.code.name, info.message)
 
 
