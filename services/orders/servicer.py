@@ -301,7 +301,10 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             await self.cache.append(view, event, terminal=step.new in states.TERMINAL)
             return view, event, row
 
-        return await asyncio.shield(commit_then_cache())
+        unit = asyncio.ensure_future(commit_then_cache())
+        # A caller that went away no longer awaits the unit: its outcome (a lost race) is not an unretrieved error.
+        unit.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(unit)
 
     async def CancelOrder(
         self, request: orders_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
