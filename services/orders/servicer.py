@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 import orjson
 from opentelemetry import trace
@@ -192,31 +193,29 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             await self._check_owner(principal, order_id)
             if request.include_signed and principal.scoped:
                 raise PermissionDenied("include_signed is for the services of the mesh, not API keys")
-            if request.include_signed:
-                row, events = await self.store.get_with_events(order_id)
-                order = order_view(row)
-                response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
-                signed = signed_transaction(row)
-                if signed is not None:
-                    response.order.signed.CopyFrom(signed)
-            else:
-                order, events = await self.read(order_id, fresh=request.fresh)
-                response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
+            order, events, row = await self.read(order_id, fresh=request.fresh or request.include_signed)
+            response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
+            signed = signed_transaction(row) if request.include_signed and row is not None else None
+            if signed is not None:
+                response.order.signed.CopyFrom(signed)
             if request.include_events:
                 response.events.extend(codec.event_from_view(e) for e in events)
             return response
 
         return await self._guard(context, run)
 
-    async def read(self, order_id: uuid.UUID, fresh: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The order and its history: from Redis when cached (unless fresh), else PostgreSQL (then cached)."""
+    async def read(
+        self, order_id: uuid.UUID, fresh: bool = False
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], asyncpg.Record | None]:
+        """The order and its history: from Redis when cached (unless fresh), else PostgreSQL (then cached, which
+        also repairs an entry left behind); the row when it was read from PostgreSQL."""
         cached = None if fresh else await self.cache.get(str(order_id))
         if cached is not None:
-            return cached
+            return *cached, None
         row, events = await self.store.get_with_events(order_id)
         order = order_view(row)
         await self.cache.fill(order, events, terminal=order["status"] in states.TERMINAL)
-        return order, events
+        return order, events, row
 
     async def ListOrders(
         self, request: orders_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
@@ -313,7 +312,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             principal = await self.auth.principal(context)
             order_id = validate_order_id(request.order_id)
             await self._check_owner(principal, order_id)
-            order, _ = await self.read(order_id, fresh=True)
+            order, _, _ = await self.read(order_id, fresh=True)
             # A compare-and-set like every transition: a cancel racing the trigger (waiting -> routing)
             # or the executor (pending -> routing) has exactly one winner; the loser sees the new status.
             while order["status"] in CANCELLABLE:
