@@ -160,7 +160,7 @@ def _need(accounts: Mapping[Pubkey, Account], key: Pubkey, what: str) -> Account
 
 
 # A DLMM bin array decoded, with the sums of its bins' amounts (x, y), by address; an entry is
-# reused while the account object it was decoded from is the one in ``accounts``.
+# reused while the account in ``accounts`` holds the data it was decoded from.
 BinArrayCache = MutableMapping[Pubkey, tuple[Account, "dlmm.BinArray", int, int]]
 
 
@@ -169,9 +169,8 @@ def decode_pool(
 ) -> PoolSnapshot:
     """The pool at ``address`` from its accounts (the state and its ``dependencies``).
 
-    With ``cache`` (a feed that replaces an account object whenever it changes), a DLMM pool's
-    bin arrays are decoded only when their account changed since the last decode; the snapshot
-    is the same as without it.
+    With ``cache``, a DLMM pool's bin arrays are decoded only when their account's data changed
+    since the last decode; the snapshot is the same as without it.
     """
     state_account = _need(accounts, address, "pool account")
     if state_account.owner == RAYDIUM_CPMM_PROGRAM_ID:
@@ -184,7 +183,7 @@ def decode_pool(
 def _bin_array(key: Pubkey, account: Account, cache: BinArrayCache | None) -> tuple[dlmm.BinArray, int, int]:
     if cache is not None:
         hit = cache.get(key)
-        if hit is not None and hit[0] is account:
+        if hit is not None and (hit[0] is account or hit[0].data == account.data):
             return hit[1], hit[2], hit[3]
     array = dlmm.decode_bin_array(account.data)
     sum_x = sum(x for x, _ in array.bins.values())

@@ -44,7 +44,7 @@ from solders.signature import Signature
 from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
 from services.common.cluster import ClusterStream
-from venues.onchain import Account, PoolSnapshot, decode_pool, dependencies
+from venues.onchain import Account, BinArrayCache, PoolSnapshot, decode_pool, dependencies
 
 UNKNOWN = "unknown"
 LANDED = "landed"
@@ -104,6 +104,7 @@ class Cluster:
         self.stream = stream
         self._blockhash: tuple[float, Hash, int] | None = None
         self._dependencies: dict[Pubkey, list[Pubkey]] = {}  # pool -> what it needed when last read
+        self._bin_arrays: BinArrayCache = {}  # decoded DLMM bin arrays, reused while their data is unchanged
 
     async def healthy(self) -> bool:
         """The cluster answers getHealth."""
@@ -151,7 +152,7 @@ class Cluster:
                 needed.extend(deps)
         fetched = set(addresses) | set(guessed)
         await self._fetch([d for d in dict.fromkeys(needed) if d not in fetched], accounts)
-        return {a: decode_pool(a, accounts) for a in addresses if a in accounts}
+        return {a: decode_pool(a, accounts, self._bin_arrays) for a in addresses if a in accounts}
 
     async def _fetch(self, addresses: list[Pubkey], into: dict[Pubkey, Account]) -> None:
         if not addresses:

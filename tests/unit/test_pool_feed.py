@@ -120,3 +120,26 @@ async def test_an_account_no_pool_reads_marks_nothing() -> None:
     feed = await loaded(accounts)
     feed._apply(Pubkey.new_unique(), mint_account(6))
     assert not feed.stale
+
+
+def test_a_bin_array_is_decoded_again_only_when_its_data_changed(monkeypatch: Any) -> None:
+    from venues import dlmm_layout
+
+    accounts, addresses = chain()
+    decoded: list[bytes] = []
+    decode = dlmm_layout.decode_bin_array
+    monkeypatch.setattr(dlmm_layout, "decode_bin_array", lambda data: decoded.append(data) or decode(data))
+    cache: dict[Any, Any] = {}
+    first = decode_pool(addresses[METEORA], accounts, cache)
+    arrays = len(decoded)
+    assert arrays == len(first.bin_arrays)
+    # Copies of the same accounts (as a new read gives): nothing decoded again, the same snapshot.
+    copies = {k: Account(a.owner, bytes(bytearray(a.data)), a.lamports) for k, a in accounts.items()}
+    assert decode_pool(addresses[METEORA], copies, cache) == first
+    assert len(decoded) == arrays
+    # A swap changes some bin arrays: those alone are decoded, and the snapshot is what no cache gives.
+    copies.update(swapped(METEORA, 200 * 10**9))
+    after = decode_pool(addresses[METEORA], copies, cache)
+    changed = sum(copies[k].data != accounts[k].data for k in first.bin_arrays.values())
+    assert 0 < len(decoded) - arrays == changed < arrays
+    assert after == decode_pool(addresses[METEORA], copies)
