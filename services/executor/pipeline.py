@@ -133,6 +133,7 @@ class Pipeline:
                 order = await self.transition(order, begin=orders_pb2.Begin(attempt=attempt))
             elif status == states.ROUTING:
                 order = await self.route(order, attempt)
+                built_here = True
             elif status == states.BUILDING:
                 order = await self.build(order, attempt)
                 built_here = True
@@ -149,11 +150,18 @@ class Pipeline:
         except grpc.aio.AioRpcError as err:
             raise from_router_error(err) from err
         metrics.STAGE_SECONDS.labels("routing").observe(time.monotonic() - started)
-        return await self.transition(order, route=orders_pb2.Route(routing=routing_record(resp, attempt)))
+        routing = routing_record(resp, attempt)
+        # The decision and the transaction signed from it are recorded in one commit (building, then
+        # submitted): still before anything is sent.
+        submit = await self.sign(order, routing, attempt)
+        return await self.transition(order, route_submit=orders_pb2.RouteSubmit(routing=routing, submit=submit))
 
     async def build(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
-        """Sign the attempt's transaction and record its signature before anything is sent."""
-        routing = order.routing
+        """An order left in building (its decision recorded alone): sign and record the transaction."""
+        return await self.transition(order, submit=await self.sign(order, order.routing, attempt))
+
+    async def sign(self, order: common_pb2.Order, routing: common_pb2.Routing, attempt: int) -> orders_pb2.Submit:
+        """The attempt's signed transaction for ``routing``, as the submit step records it."""
         mint_in, mint_out = Pubkey.from_string(order.token_in), Pubkey.from_string(order.token_out)
         try:
             addresses = [Pubkey.from_string(leg.pool) for leg in routing.legs]
@@ -186,7 +194,7 @@ class Pipeline:
             priority_fee_micro_lamports=self.settings.priority_fee_micro_lamports,
         )
         signature = str(tx.signatures[0])
-        submit = orders_pb2.Submit(
+        return orders_pb2.Submit(
             signed=common_pb2.SignedTransaction(
                 signature=signature, attempt=attempt, transaction=bytes(tx), last_valid_block_height=last_valid
             ),
@@ -198,7 +206,6 @@ class Pipeline:
                 min_amount_out=min_amount_out,
             ),
         )
-        return await self.transition(order, submit=submit)
 
     async def settle(self, order: common_pb2.Order, *, just_built: bool = False) -> common_pb2.Order:
         signed = order.signed

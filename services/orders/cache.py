@@ -31,23 +31,25 @@ TIMEOUT_S = 0.25
 WRITING_TTL_S = 5  # a writer that died between begin and append holds reads off PostgreSQL no longer
 FENCE_TTL_S = 60  # far longer than a read of PostgreSQL followed by its fill can take
 
-# KEYS: status, events, writing, fence. ARGV: order json, seq, event json, ttl, fence ttl
+# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, fence ttl, event json... (the events the
+# commit appended, the last one at seq).
 # The fence remembers the newest committed seq, so a fill from a read made before that commit
 # (which can arrive after this append) is refused instead of putting the older state back.
 _APPEND = """
 redis.call('DEL', KEYS[3])
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
+local k = #ARGV - 4
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
-if seq > fence then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[5]) end
+if seq > fence then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4]) end
 if n >= seq then return 0 end
-if n ~= seq - 1 then
+if n ~= seq - k then
   redis.call('DEL', KEYS[1], KEYS[2])
   return -1
 end
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
@@ -120,12 +122,13 @@ class OrderCache:
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)  # dirty entries are never read: the same guarantee
 
-    async def append(self, order: dict[str, Any], event: dict[str, Any], terminal: bool) -> None:
+    async def append(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
+        """The order as a commit left it, and the events that commit appended (the last at the order's seq)."""
         ttl = DONE_TTL_S if terminal else LIVE_TTL_S
         try:
             await self._append(
                 keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], _dumps(event), ttl, FENCE_TTL_S],
+                args=[_dumps(order), order["seq"], ttl, FENCE_TTL_S, *(_dumps(e) for e in events)],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)

@@ -255,7 +255,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 raise ValidationFailed([FieldViolation("expected_status", "is required")])
             step = steps.effect(request, expected)
             new = step.new
-            order, event, row = await self._commit(order_id, expected, step)
+            order, events, row = await self._commit(order_id, expected, step)
             trace.get_current_span().set_attributes({"order.id": order["orderId"], "order.status": new})
             if new in states.TERMINAL:
                 reason = (order["errorMessage"] or "").split(":", 1)[0] if new == states.FAILED else "ok"
@@ -268,7 +268,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 extra={"status": new, "seq": order["seq"]},
             )
             response = orders_pb2.TransitionResponse(
-                order=codec.order_from_view(order), event=codec.event_from_view(event)
+                order=codec.order_from_view(order),
+                event=codec.event_from_view(events[-1]),
+                events=[codec.event_from_view(e) for e in events],
             )
             signed = signed_transaction(row)
             if signed is not None:
@@ -279,26 +281,24 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
 
     async def _commit(
         self, order_id: uuid.UUID, expected: str, step: steps.Effect
-    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
         """Commit a transition and append it to the cache: one unit, shielded, so a caller that goes away
         (an executor killed mid-call, a client that disconnects mid-cancel) cancels its handler, never the
         cache append after a commit that happened. The event cached is the one the outbox carries."""
 
-        async def commit_then_cache() -> tuple[dict[str, Any], dict[str, Any], Any]:
+        async def commit_then_cache() -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
             # Before the commit: the relay may publish the event before the append below, and a client
             # who saw it must not read the state before it from the cache.
             await self.cache.begin(str(order_id))
             try:
-                row = await self.store.transition(
-                    order_id, expected, step.new, step.columns, step.event, telemetry.inject_headers()
-                )
+                row = await self.store.transition(order_id, expected, step, telemetry.inject_headers())
             except StaleTransition:
                 await self.cache.drop(str(order_id))  # whoever read the stale status may have read it here
                 raise
             view = order_view(row)
-            event = orjson.loads(row["event"])
-            await self.cache.append(view, event, terminal=step.new in states.TERMINAL)
-            return view, event, row
+            events = orjson.loads(row["events"])
+            await self.cache.append(view, events, terminal=step.new in states.TERMINAL)
+            return view, events, row
 
         unit = asyncio.ensure_future(commit_then_cache())
         # A caller that went away no longer awaits the unit: its outcome (a lost race) is not an unretrieved error.
@@ -318,7 +318,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             while order["status"] in CANCELLABLE:
                 try:
                     view, _, _ = await self._commit(
-                        order_id, order["status"], steps.Effect(states.CANCELLED, steps.cancelled())
+                        order_id, order["status"], steps.single(states.CANCELLED, steps.cancelled())
                     )
                 except StaleTransition as exc:
                     order["status"] = exc.current

@@ -8,6 +8,8 @@ columns, so the orders table is not part of any RPC contract.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,9 +38,27 @@ class Columns:
 
 @dataclass(frozen=True)
 class Effect:
-    new: str
-    event: dict[str, Any]  # the event's data: the JSON of its status's message
+    # (status, data) of each event the step appends, in order (one, or building + submitted): the data is
+    # the JSON of the status's message.
+    events: tuple[tuple[str, dict[str, Any]], ...]
     columns: Columns = field(default_factory=Columns)
+
+    @property
+    def new(self) -> str:
+        return self.events[-1][0]
+
+
+def single(new: str, event: dict[str, Any], columns: Columns | None = None) -> Effect:
+    return Effect(((new, event),), columns or Columns())
+
+
+def _then(first: Effect, second: Effect) -> Effect:
+    """Two steps committed as one: both events, and the columns of either (the second's win)."""
+    merged = {
+        name: getattr(second.columns, name) if getattr(second.columns, name) is not None else value
+        for name, value in vars(first.columns).items()
+    }
+    return Effect(first.events + second.events, Columns(**merged))
 
 
 # The statuses each step may start from; with states.is_legal, every other pairing is INVALID_ARGUMENT.
@@ -48,6 +68,7 @@ SOURCES: dict[str, frozenset[str]] = {
     "expire": frozenset({states.WAITING}),
     "route": frozenset({states.ROUTING}),
     "submit": frozenset({states.BUILDING}),
+    "route_submit": frozenset({states.ROUTING}),
     "confirm": frozenset({states.SUBMITTED}),
     "retry": frozenset(states.RETRY),
     "fail": frozenset(s for s in states.ORDERED if s not in states.TERMINAL),
@@ -74,50 +95,55 @@ def _error(code: str, reason: str) -> str:
 def effect(request: orders_pb2.TransitionRequest, expected: str) -> Effect:
     """The new status, columns and event of ``request``'s step (ValidationFailed naming the field if malformed)."""
     step = request.WhichOneof("step")
-    violations: list[FieldViolation] = []
-    result: Effect | None = None
     if step is None:
         raise ValidationFailed([FieldViolation("step", "is required (begin, fire, expire, route, submit, ...)")])
-    if step == "begin":
-        if request.begin.attempt < 1:
-            violations.append(FieldViolation("begin.attempt", "must be at least 1"))
-        result = Effect(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=request.begin.attempt)))
-    elif step == "fire":
-        trigger = request.fire.triggered
-        _required(violations, "fire.triggered.kind", trigger.kind)
-        result = Effect(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=1, triggered=trigger)))
-    elif step == "expire":
-        _required(violations, "expire.expires_at", request.expire.expires_at)
-        result = Effect(states.EXPIRED, codec.to_json(common_pb2.ExpiredEvent(expires_at=request.expire.expires_at)))
-    elif step == "route":
-        result = _route(request.route.routing, violations)
-    elif step == "submit":
-        result = _submit(request.submit, violations)
-    elif step == "confirm":
-        result = _confirm(request.confirm, violations)
-    elif step == "retry":
-        retry = request.retry
-        _required(violations, "retry.code", retry.code)
-        if retry.attempt < 2:
-            violations.append(FieldViolation("retry.attempt", "must be at least 2 (the attempt that begins)"))
-        event = common_pb2.RoutingEvent(
-            attempt=retry.attempt,
-            retry_in=f"{retry.retry_in_ms / 1000:g}s",
-            code=retry.code,
-            reason=retry.reason,
-            previous_status=expected,
-        )
-        result = Effect(states.ROUTING, codec.to_json(event), Columns(error_message=_error(retry.code, retry.reason)))
-    else:  # fail
-        fail = request.fail
-        _required(violations, "fail.code", fail.code)
-        event_fail = common_pb2.FailedEvent(attempt=fail.attempt, code=fail.code, reason=fail.reason)
-        result = Effect(states.FAILED, codec.to_json(event_fail), Columns(error_message=_error(fail.code, fail.reason)))
-    if expected not in SOURCES[step] or not states.is_legal(expected, result.new):
-        violations.append(FieldViolation(step, f"cannot follow {expected} ({expected} -> {result.new} is not legal)"))
+    violations: list[FieldViolation] = []
+    result = _BUILDERS[step](request, expected, violations)
+    path = [expected, *(status for status, _ in result.events)]
+    if expected not in SOURCES[step] or not all(states.is_legal(a, b) for a, b in itertools.pairwise(path)):
+        violations.append(FieldViolation(step, f"cannot follow {expected} ({' -> '.join(path)} is not legal)"))
     if violations:
         raise ValidationFailed(violations)
     return result
+
+
+def _begin(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
+    if request.begin.attempt < 1:
+        violations.append(FieldViolation("begin.attempt", "must be at least 1"))
+    return single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=request.begin.attempt)))
+
+
+def _fire(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
+    trigger = request.fire.triggered
+    _required(violations, "fire.triggered.kind", trigger.kind)
+    return single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=1, triggered=trigger)))
+
+
+def _expire(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
+    _required(violations, "expire.expires_at", request.expire.expires_at)
+    return single(states.EXPIRED, codec.to_json(common_pb2.ExpiredEvent(expires_at=request.expire.expires_at)))
+
+
+def _retry(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
+    retry = request.retry
+    _required(violations, "retry.code", retry.code)
+    if retry.attempt < 2:
+        violations.append(FieldViolation("retry.attempt", "must be at least 2 (the attempt that begins)"))
+    event = common_pb2.RoutingEvent(
+        attempt=retry.attempt,
+        retry_in=f"{retry.retry_in_ms / 1000:g}s",
+        code=retry.code,
+        reason=retry.reason,
+        previous_status=expected,
+    )
+    return single(states.ROUTING, codec.to_json(event), Columns(error_message=_error(retry.code, retry.reason)))
+
+
+def _fail(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
+    fail = request.fail
+    _required(violations, "fail.code", fail.code)
+    event = common_pb2.FailedEvent(attempt=fail.attempt, code=fail.code, reason=fail.reason)
+    return single(states.FAILED, codec.to_json(event), Columns(error_message=_error(fail.code, fail.reason)))
 
 
 def _route(routing: common_pb2.Routing, violations: list[FieldViolation]) -> Effect:
@@ -127,7 +153,7 @@ def _route(routing: common_pb2.Routing, violations: list[FieldViolation]) -> Eff
     expected_price = _decimal(violations, "route.routing.expected_price", routing.expected_price)
     record = codec.to_json(routing)
     columns = Columns(routing=record, dex_provider=routing.venue, expected_price=expected_price or None)
-    return Effect(states.BUILDING, record, columns)
+    return single(states.BUILDING, record, columns)
 
 
 def _submit(submit: orders_pb2.Submit, violations: list[FieldViolation]) -> Effect:
@@ -149,7 +175,7 @@ def _submit(submit: orders_pb2.Submit, violations: list[FieldViolation]) -> Effe
         signed_tx=signed.transaction,
         last_valid_block_height=signed.last_valid_block_height,
     )
-    return Effect(states.SUBMITTED, codec.to_json(event), columns)
+    return single(states.SUBMITTED, codec.to_json(event), columns)
 
 
 def _confirm(confirm: orders_pb2.Confirm, violations: list[FieldViolation]) -> Effect:
@@ -170,7 +196,23 @@ def _confirm(confirm: orders_pb2.Confirm, violations: list[FieldViolation]) -> E
         executed_price=executed_price or None,
         execution=codec.to_json(execution),
     )
-    return Effect(states.CONFIRMED, codec.to_json(event), columns)
+    return single(states.CONFIRMED, codec.to_json(event), columns)
+
+
+_BUILDERS: dict[str, Callable[[orders_pb2.TransitionRequest, str, list[FieldViolation]], Effect]] = {
+    "begin": _begin,
+    "fire": _fire,
+    "expire": _expire,
+    "route": lambda request, _, violations: _route(request.route.routing, violations),
+    "submit": lambda request, _, violations: _submit(request.submit, violations),
+    # routing -> building -> submitted in one commit: the decision and the transaction signed from it.
+    "route_submit": lambda request, _, violations: _then(
+        _route(request.route_submit.routing, violations), _submit(request.route_submit.submit, violations)
+    ),
+    "confirm": lambda request, _, violations: _confirm(request.confirm, violations),
+    "retry": _retry,
+    "fail": _fail,
+}
 
 
 def cancelled() -> dict[str, Any]:

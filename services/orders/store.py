@@ -72,7 +72,7 @@ TRANSITION_SQL = f"""
 WITH upd AS (
     UPDATE orders o SET
         status = $3,
-        seq = o.seq + 1,
+        seq = o.seq + jsonb_array_length($13::jsonb),
         retry_count = o.retry_count + $4,
         amount_out = COALESCE($5::numeric, o.amount_out),
         expected_price = COALESCE($6::numeric, o.expected_price),
@@ -89,18 +89,21 @@ WITH upd AS (
     WHERE o.id = $1 AND o.status = $2
     RETURNING {ORDER_COLUMNS}, {SIGNED_COLUMNS}, o.api_key_id
 ), ev AS (
+    -- The step's events ([{{status, data}}, ...], usually one), the last at the order's new seq.
     INSERT INTO order_events (order_id, seq, status, data, created_at)
-    SELECT id, seq, status, $13::jsonb, updated_at FROM upd
+    SELECT upd.id, upd.seq - jsonb_array_length($13::jsonb) + x.n, x.event ->> 'status', x.event -> 'data',
+           upd.updated_at
+    FROM upd, jsonb_array_elements($13::jsonb) WITH ORDINALITY AS x(event, n)
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="upd")}, $14::jsonb FROM ev e, upd
+    (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="upd")}, $14::jsonb FROM ev e, upd ORDER BY e.seq)
     UNION ALL
     -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
     SELECT upd.id, 'job', jsonb_build_object('orderId', upd.id::text, 'attempt', 1), $14::jsonb FROM upd
         WHERE $2 = 'waiting' AND $3 = 'routing'
 )
-SELECT upd.*, (SELECT {_EVENT_JSON} FROM ev e) AS event FROM upd
+SELECT upd.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM upd
 """
 
 LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TERMINAL]
@@ -284,18 +287,17 @@ class OrderStore:
         self,
         order_id: uuid.UUID,
         expected: str,
-        new: str,
-        columns: steps.Columns,
-        event_data: dict[str, Any],
+        step: steps.Effect,
         trace_headers: dict[str, str],
     ) -> asyncpg.Record:
-        """The row as committed, with ``event``: the appended event's JSON (the outbox's, without the owner)."""
+        """The row as committed, with ``events``: the appended events' JSON (the outbox's, without the owner)."""
+        columns = step.columns
         row = await self.pool.fetchrow(
             TRANSITION_SQL,
             order_id,
             expected,
-            new,
-            1 if states.is_retry(expected, new) else 0,
+            step.new,
+            1 if states.is_retry(expected, step.events[0][0]) else 0,
             columns.amount_out,
             columns.expected_price,
             columns.executed_price,
@@ -304,7 +306,7 @@ class OrderStore:
             columns.error_message,
             None if columns.routing is None else _dumps(columns.routing),
             None if columns.execution is None else _dumps(columns.execution),
-            _dumps(event_data),
+            _dumps([{"status": status, "data": data} for status, data in step.events]),
             _dumps(trace_headers),
             columns.signed_tx,
             columns.last_valid_block_height,

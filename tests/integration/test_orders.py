@@ -82,13 +82,9 @@ async def test_invalid_create_is_invalid_argument_naming_fields(
 
 async def test_stale_transition_is_failed_precondition(orders: orders_pb2_grpc.OrdersStub) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
-    await orders.Transition(
-        transitions.request(order.id, PENDING, ROUTING), timeout=5
-    )
+    await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await orders.Transition(
-            transitions.request(order.id, PENDING, ROUTING), timeout=5
-        )
+        await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(grpc.aio.AioRpcError) as illegal:
         await orders.Transition(
@@ -109,12 +105,7 @@ async def test_concurrent_transitions_exactly_one_wins(
 ) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     results = await asyncio.gather(
-        *(
-            orders.Transition(
-                transitions.request(order.id, PENDING, ROUTING), timeout=5
-            )
-            for _ in range(20)
-        ),
+        *(orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5) for _ in range(20)),
         return_exceptions=True,
     )
     wins = [r for r in results if not isinstance(r, BaseException)]
@@ -161,14 +152,40 @@ async def test_each_step_records_its_facts_and_its_typed_event(
         "confirm.execution.signature",
     }
     with pytest.raises(grpc.aio.AioRpcError) as no_step:
-        await orders.Transition(
-            orders_pb2.TransitionRequest(order_id=order.id, expected_status=SUBMITTED), timeout=5
-        )
+        await orders.Transition(orders_pb2.TransitionRequest(order_id=order.id, expected_status=SUBMITTED), timeout=5)
     assert [v.field for v in parse_rpc_error(no_step.value).violations] == ["step"]
     confirmed = await orders.Transition(transitions.request(order.id, SUBMITTED, CONFIRMED), timeout=5)
     assert confirmed.order.amount_out == "149.9"
     assert confirmed.order.execution.slot == 7 and confirmed.order.execution.executed_out == "149.9"
     assert confirmed.event.data.confirmed.improvement_bps == "2.67"
+
+
+async def test_route_submit_appends_building_then_submitted_in_one_commit(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, settings: config.Settings
+) -> None:
+    order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
+    resp = await orders.Transition(transitions.request(order.id, ROUTING, SUBMITTED), timeout=5)
+    assert resp.order.status == SUBMITTED and resp.order.seq == 4
+    assert [(e.seq, e.data.WhichOneof("detail")) for e in resp.events] == [(3, "building"), (4, "submitted")]
+    assert resp.event == resp.events[-1]
+    rows = await pg.fetch(
+        "SELECT seq, status, created_at FROM order_events WHERE order_id = $1 ORDER BY seq", uuid.UUID(order.id)
+    )
+    assert [(r["seq"], r["status"]) for r in rows] == [
+        (1, "pending"),
+        (2, "routing"),
+        (3, "building"),
+        (4, "submitted"),
+    ]
+    assert rows[2]["created_at"] == rows[3]["created_at"], "one commit"
+    got = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, include_events=True), timeout=5)
+    assert [e.seq for e in got.events] == [1, 2, 3, 4], "the cache holds both events"
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        assert await client.llen(f"order:{order.id}:events") == 4
+    finally:
+        await client.aclose()
 
 
 async def test_idempotency_key_same_body_same_order_other_body_rejected(
@@ -241,9 +258,7 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
 
 async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub, settings: config.Settings) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
-    await orders.Transition(
-        transitions.request(order.id, PENDING, ROUTING), timeout=5
-    )
+    await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
     client = aioredis.from_url(settings.redis_url)
     try:
         cached = orjson.loads(await client.get(f"order:{order.id}:status"))

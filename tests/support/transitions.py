@@ -30,6 +30,13 @@ def execution(**landed: object) -> common_pb2.Execution:
     )
 
 
+def submit() -> orders_pb2.Submit:
+    signed = common_pb2.SignedTransaction(
+        signature=SIGNATURE, attempt=1, transaction=b"\x01signed", last_valid_block_height=1000
+    )
+    return orders_pb2.Submit(signed=signed, execution=execution())
+
+
 def request(order_id: str, current: str | int, new: str | int) -> orders_pb2.TransitionRequest:
     """A TransitionRequest from ``current`` whose step leads to ``new`` (statuses by name or proto value)."""
     if isinstance(current, int):
@@ -49,11 +56,10 @@ def request(order_id: str, current: str | int, new: str | int) -> orders_pb2.Tra
         req.retry.CopyFrom(orders_pb2.Retry(attempt=2, code="SLIPPAGE_EXCEEDED", reason="moved", retry_in_ms=100))
     elif new == states.BUILDING:
         req.route.routing.CopyFrom(routing())
+    elif new == states.SUBMITTED and current == states.ROUTING:
+        req.route_submit.CopyFrom(orders_pb2.RouteSubmit(routing=routing(), submit=submit()))
     elif new == states.SUBMITTED:
-        signed = common_pb2.SignedTransaction(
-            signature=SIGNATURE, attempt=1, transaction=b"\x01signed", last_valid_block_height=1000
-        )
-        req.submit.CopyFrom(orders_pb2.Submit(signed=signed, execution=execution()))
+        req.submit.CopyFrom(submit())
     elif new == states.CONFIRMED:
         landed = execution(slot=7, fee_lamports=5000, executed_in="1", executed_out="149.9", improvement_bps="2.67")
         req.confirm.CopyFrom(orders_pb2.Confirm(amount_out="149.9", executed_price="149.9", execution=landed))

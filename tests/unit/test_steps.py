@@ -28,21 +28,36 @@ def test_each_step_leads_where_it_says(current: str, new: str) -> None:
     effect = steps.effect(request, current)
     assert effect.new == new
     # The event's data is its status's message: it parses back into it, and nothing is lost on the way.
-    typed = codec.event_data(new, effect.event)
+    ((status, data),) = effect.events
+    typed = codec.event_data(status, data)
     assert typed.WhichOneof("detail") == new
-    assert codec.event_data_to_json(typed) == effect.event
+    assert codec.event_data_to_json(typed) == data
+
+
+def test_route_submit_is_two_events_in_one_commit() -> None:
+    both = steps.effect(transitions.request("o", "routing", "submitted"), "routing")
+    assert [status for status, _ in both.events] == ["building", "submitted"]
+    route = steps.effect(transitions.request("o", "routing", "building"), "routing")
+    submit = steps.effect(transitions.request("o", "building", "submitted"), "building")
+    assert both.events == route.events + submit.events
+    assert both.columns.routing == route.columns.routing and both.columns.tx_hash == submit.columns.tx_hash
+    assert both.columns.expected_price == "149.86" and both.columns.signed_tx == b"\x01signed"
+    with pytest.raises(ValidationFailed) as info:
+        steps.effect(transitions.request("o", "routing", "submitted"), "building")
+    assert [v.field for v in info.value.violations] == ["route_submit"]
 
 
 def test_columns_come_from_the_step_not_the_caller() -> None:
     submit = steps.effect(transitions.request("o", "building", "submitted"), "building")
     assert submit.columns.tx_hash == transitions.SIGNATURE
     assert submit.columns.signed_tx == b"\x01signed" and submit.columns.last_valid_block_height == 1000
-    assert "transaction" not in str(submit.columns.execution) and "transaction" not in str(submit.event)
+    assert "transaction" not in str(submit.columns.execution) and "transaction" not in str(submit.events)
     route = steps.effect(transitions.request("o", "routing", "building"), "routing")
     assert (route.columns.dex_provider, route.columns.expected_price) == ("meteora", "149.86")
-    assert route.event == route.columns.routing, "the building event is the routing decision"
+    assert route.events == (("building", route.columns.routing),), "the building event is the routing decision"
     retry = steps.effect(transitions.request("o", "submitted", "routing"), "submitted")
-    assert retry.event["previousStatus"] == "submitted" and retry.event["retryIn"] == "0.1s"
+    ((_, retried),) = retry.events
+    assert retried["previousStatus"] == "submitted" and retried["retryIn"] == "0.1s"
     assert retry.columns.error_message == "SLIPPAGE_EXCEEDED: moved"
 
 

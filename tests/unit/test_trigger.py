@@ -187,7 +187,7 @@ async def test_a_sniper_ignores_a_thin_pool_and_waits_for_the_clusters_clock() -
     feed.put(snapshot(2, NEW, USDC, reserve_b=1_000))
     await settle()
     assert orders.calls == [], "1,000 USDC < minLiquidity"
-    opens = int(time.time()) + 1
+    opens = int(time.time()) + 2  # far enough ahead that a loaded machine cannot reach it before the next checks
     feed.put(snapshot(2, NEW, USDC, open_time=opens, reserve_b=50_000))
     await settle()
     assert orders.calls == [] and trigger.opening, "deep, not open yet: waiting for its open time"
