@@ -33,8 +33,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from dexengine.v1 import orders_pb2
-from services.common import amqp, metrics, states, telemetry
+from dexengine.v1 import common_pb2, orders_pb2
+from services.common import amqp, codec, metrics, states, telemetry
 from services.common.config import Settings
 from services.common.logs import order_id_var
 from services.executor.errors import FinalError, InfraError, RetryableError, StepError, Superseded
@@ -58,6 +58,33 @@ def decode(message: AbstractIncomingMessage) -> tuple[str, int]:
     if attempt < 1:
         raise PoisonMessage(f"attempt {attempt}")
     return order_id, attempt
+
+
+def carried_order(message: AbstractIncomingMessage, order_id: str) -> common_pb2.Order | None:
+    """The order as the job's first delivery carries it (orders writes it with the job), or None: a redelivery,
+    or a job back from a wait tier (its body names the order only). Only a starting point: every step is a
+    compare-and-set on the status, so a copy no longer current is caught at the first step and read again."""
+    if message.redelivered:
+        return None
+    try:
+        carried = orjson.loads(message.body).get("order")
+        if not isinstance(carried, dict):
+            return None
+        order = common_pb2.Order(
+            id=order_id,
+            type=carried["type"],
+            status=states.to_proto(carried["status"]),
+            seq=int(carried["seq"]),
+            token_in=carried["tokenIn"],
+            token_out=carried["tokenOut"],
+            amount_in=carried["amountIn"],
+            slippage=carried["slippage"],
+            limit_price=carried.get("limitPrice") or "",
+        )
+        order.created_at.FromDatetime(codec.parse_iso(carried["createdAt"]))
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+        return None  # read it from orders instead
+    return order
 
 
 class Stats:
@@ -158,7 +185,7 @@ class JobConsumer:
 
     async def _run_attempt(self, message: AbstractIncomingMessage, order_id: str, attempt: int) -> None:
         try:
-            order = await self.pipeline.load(order_id)
+            order = carried_order(message, order_id) or await self.pipeline.load(order_id)
             # PostgreSQL's retry_count is the truth; a stale header cannot rewind it.
             attempt = max(attempt, order.retry_count + 1)
             if order.status == states.to_proto(states.PENDING) or (

@@ -38,6 +38,14 @@ _TS = """to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _EVENT_JSON = f"""jsonb_build_object('orderId', e.order_id::text, 'status', e.status, 'seq', e.seq,
     'timestamp', {_TS.format(col="e.created_at")}, 'data', e.data)"""
 
+# An execution job: the order's id and attempt, and the order as the commit that queued the job left it (what
+# the executor's first attempt starts from, instead of reading the order back; a compare-and-set on its status
+# catches a copy that is no longer current).
+_JOB_JSON = f"""jsonb_build_object('orderId', {{src}}.id::text, 'attempt', 1, 'order', jsonb_build_object(
+    'type', {{src}}.type, 'status', {{src}}.status, 'seq', {{src}}.seq, 'tokenIn', {{src}}.token_in,
+    'tokenOut', {{src}}.token_out, 'amountIn', {{src}}.amount_in::text, 'slippage', {{src}}.slippage::text,
+    'limitPrice', {{src}}.limit_price::text, 'createdAt', {_TS.format(col="{src}.created_at")}))"""
+
 # Every view of an event (the history, the cache, the outbox) is this object, built from its committed row.
 # The outbox copy of an event also names the order's key, so that notifiers can
 # route it to the key's "mine" watchers; it never reaches a client.
@@ -60,7 +68,7 @@ WITH ins AS (
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    SELECT ins.id, 'job', jsonb_build_object('orderId', ins.id::text, 'attempt', 1), $10::jsonb FROM ins
+    SELECT ins.id, 'job', {_JOB_JSON.format(src="ins")}, $10::jsonb FROM ins
         WHERE ins.status = 'pending'
     UNION ALL
     (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="ins")}, $10::jsonb FROM ev e, ins ORDER BY e.seq)
@@ -100,7 +108,7 @@ WITH upd AS (
     (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="upd")}, $14::jsonb FROM ev e, upd ORDER BY e.seq)
     UNION ALL
     -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
-    SELECT upd.id, 'job', jsonb_build_object('orderId', upd.id::text, 'attempt', 1), $14::jsonb FROM upd
+    SELECT upd.id, 'job', {_JOB_JSON.format(src="upd")}, $14::jsonb FROM upd
         WHERE $2 = 'waiting' AND $3 = 'routing'
 )
 SELECT upd.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM upd

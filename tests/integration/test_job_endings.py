@@ -56,7 +56,7 @@ class Bench:
     orders: orders_pb2_grpc.OrdersStub
     names: amqp.Names
 
-    async def run_one_job(self, pipeline: Attempt, ends_in: str) -> str:
+    async def run_one_job(self, pipeline: Pipeline, ends_in: str) -> str:
         """Create an order, let the consumer handle its job until a message is in ``ends_in``, stop it; the id."""
         order = (
             await self.orders.CreateOrder(
@@ -139,3 +139,52 @@ async def test_a_failure_in_failure_handling_still_ends_the_message(bench: Bench
     assert await bench.messages(bench.names.parking_queue) == []
     order = (await bench.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id, fresh=True), timeout=5)).order
     assert order.status == common_pb2.ORDER_STATUS_PENDING, "nothing was recorded, so nothing is lost"
+
+
+class Counting(Pipeline):
+    """The real pipeline up to routing (its begin is a real compare-and-set); counts its reads of the order."""
+
+    def __init__(self, settings: config.Settings, orders: orders_pb2_grpc.OrdersStub) -> None:
+        super().__init__(settings, orders, None, None, Keypair())  # type: ignore[arg-type]
+        self.loads = 0
+        self.routed: list[common_pb2.Order] = []
+
+    async def load(self, order_id: str) -> common_pb2.Order:
+        self.loads += 1
+        return await super().load(order_id)
+
+    async def route(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
+        self.routed.append(order)
+        raise FinalError("NO_ROUTE", "stop here")
+
+
+async def test_the_first_delivery_starts_from_the_order_its_job_carries(bench: Bench) -> None:
+    pipeline = Counting(bench.settings, bench.orders)
+    await bench.run_one_job(pipeline, bench.names.parking_queue)
+    (routed,) = pipeline.routed
+    assert routed.status == common_pb2.ORDER_STATUS_ROUTING and routed.seq == 2, "begin ran on the carried copy"
+    assert (routed.token_in, routed.token_out, routed.amount_in, routed.slippage) == (SOL, USDC, "1", "0.01")
+    assert routed.created_at.seconds > 0
+    assert pipeline.loads == 1, "one read only, when recording the failure"
+
+
+async def test_a_carried_copy_no_longer_current_is_caught_by_the_first_compare_and_set(bench: Bench) -> None:
+    pipeline = Counting(bench.settings, bench.orders)
+    original = pipeline.transition
+
+    async def moved_first(order: common_pb2.Order, **step: Any) -> common_pb2.Order:
+        if "begin" in step and not pipeline.loads:  # someone else began this order since its job was written
+            await original(order, **step)
+        return await original(order, **step)
+
+    pipeline.transition = moved_first  # type: ignore[method-assign]
+    order_id = await bench.run_one_job(pipeline, bench.names.parking_queue)
+    assert pipeline.loads >= 2, "the stale copy's compare-and-set failed, and the order was read again"
+    (routed,) = pipeline.routed
+    assert routed.status == common_pb2.ORDER_STATUS_ROUTING and routed.seq == 2, "carried on from where it was"
+    got = await bench.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id, include_events=True), timeout=5)
+    assert [e.status for e in got.events] == [
+        common_pb2.ORDER_STATUS_PENDING,
+        common_pb2.ORDER_STATUS_ROUTING,
+        common_pb2.ORDER_STATUS_FAILED,
+    ], "begun once"
