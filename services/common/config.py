@@ -118,6 +118,9 @@ class Settings:
     gateway_port: int = 3000
     # Gateway processes sharing the port (SO_REUSEPORT): each holds its share of the sockets in its own heap.
     gateway_workers: int = 1
+    # Submits a gateway process has waiting on orders at once; beyond it a submit is refused at once (429
+    # OVERLOADED) instead of queueing until its deadline (503, outcome unknown). 0 = no limit.
+    max_submits_in_flight: int = 256
     orders_port: int = 50051
     router_port: int = 50052
     executor_port: int = 50053
@@ -186,6 +189,7 @@ def load() -> Settings:
         gateway_host=_env("GATEWAY_HOST", d.gateway_host),
         gateway_port=_int("GATEWAY_PORT", d.gateway_port, minimum=1),
         gateway_workers=_int("GATEWAY_WORKERS", d.gateway_workers, minimum=1),
+        max_submits_in_flight=_int("MAX_SUBMITS_IN_FLIGHT", d.max_submits_in_flight),
         orders_port=_int("ORDERS_GRPC_PORT", d.orders_port, minimum=1),
         router_port=_int("ROUTER_GRPC_PORT", d.router_port, minimum=1),
         executor_port=_int("EXECUTOR_GRPC_PORT", d.executor_port, minimum=1),

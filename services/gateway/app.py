@@ -121,6 +121,7 @@ class Gateway:
         self.notifier = notifier_pb2_grpc.NotifierStub(self.notifier_channel)
         self.feeds = OrderFeeds(self.notifier)
         self.sockets: set[MuxSocket] = set()
+        self.submits_in_flight = 0
         self.health = {
             "orders": health_pb2_grpc.HealthStub(self.orders_channel),
             "notifier": health_pb2_grpc.HealthStub(self.notifier_channel),
@@ -206,6 +207,25 @@ class Gateway:
                     raise ValidationFailed([FieldViolation("idempotency_key", "must not be empty")])
         except ValidationFailed as exc:
             return _invalid(exc)
+        limit = self.settings.max_submits_in_flight
+        if limit and self.submits_in_flight >= limit:
+            # Orders is behind: refuse now, with nothing written, rather than queue this submit until its
+            # deadline and answer "outcome unknown".
+            return error_response(
+                429,
+                "OVERLOADED",
+                f"{limit} submits are already waiting on the engine; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.submits_in_flight += 1
+        try:
+            return await self._submit(request, authorization, values, order, key)
+        finally:
+            self.submits_in_flight -= 1
+
+    async def _submit(
+        self, request: web.Request, authorization: str | None, values: dict[str, Any], order: Any, key: str
+    ) -> web.Response:
         refused = await self.check_route(order)
         if refused is not None:
             return refused

@@ -197,7 +197,8 @@ DOCUMENT: dict[str, Any] = {
                     "415": _err("The body is not JSON (Content-Type must be application/json)"),
                     "422": _err("Idempotency key reused with a different body"),
                     "429": _err(
-                        "BACKLOG_FULL (MAX_LIVE_ORDERS orders are live) or QUOTA_EXCEEDED (the key's submit quota); "
+                        "BACKLOG_FULL (MAX_LIVE_ORDERS orders are live), OVERLOADED (MAX_SUBMITS_IN_FLIGHT submits "
+                        "are already waiting) or QUOTA_EXCEEDED (the key's submit quota); nothing was created: "
                         "retry after Retry-After seconds"
                     ),
                     "503": _err("A dependency is unavailable, or OUTCOME_UNKNOWN: retry with the same Idempotency-Key"),

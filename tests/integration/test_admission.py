@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import aiohttp
 import grpc
@@ -111,3 +113,34 @@ async def test_a_finished_order_makes_room_and_accepted_orders_count_before_the_
     assert status == 201, body
     # counted at once, not at the next refresh: a burst cannot run far past the limit
     assert (await refused(limited, request()))[1] == "BACKLOG_FULL"
+
+
+async def test_submits_beyond_the_in_flight_limit_are_refused_at_once_never_left_to_time_out(
+    settings: config.Settings, infra: TestInfra
+) -> None:
+    async with isolated(infra.derive("inflight")) as own:
+        own_settings = replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix)
+        component = OrdersComponent(own_settings)
+        async with serve(component) as target:
+            gateway_settings = replace(own_settings, orders_target=target, max_submits_in_flight=1)
+            gateway = TestServer(build_app(gateway_settings), host="127.0.0.1")
+            await gateway.start_server()
+            try:
+                url = str(gateway.make_url("")).rstrip("/")
+                body = {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "1", "slippage": "0.01"}
+                async with aiohttp.ClientSession() as session:
+
+                    async def submit() -> tuple[int, dict[str, Any], str | None]:
+                        async with session.post(f"{url}/api/orders/execute", json=body) as resp:
+                            return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+                    answers = await asyncio.gather(*(submit() for _ in range(30)))
+            finally:
+                await gateway.close()
+            assert component.pool is not None
+            stored = int(await component.pool.fetchval("SELECT count(*) FROM orders"))
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) <= {201, 429}, statuses
+    refused = [(b["error"]["code"], retry) for status, b, retry in answers if status == 429]
+    assert refused and set(refused) == {("OVERLOADED", "1")}, refused
+    assert stored == statuses.count(201), "every 201 is an order, and a refusal wrote nothing"
