@@ -80,7 +80,9 @@ async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_
         )
         assert fired.order.status == ROUTING
         jobs = await _drain_for(work, order_id, 2.0)
-        assert jobs == [{"orderId": order_id, "attempt": 1}], "waiting -> routing enqueued exactly one job"
+        assert [(j["orderId"], j["attempt"]) for j in jobs] == [(order_id, 1)], "waiting -> routing: exactly one job"
+        carried = jobs[0]["order"]  # what the executor's first attempt starts from
+        assert (carried["status"], carried["seq"], carried["limitPrice"]) == ("routing", 3, "151.2")
     finally:
         await connection.close()
 
