@@ -31,6 +31,7 @@ from services.gateway.http_errors import AUTHENTICATE, HTTP_FIELD_NAMES, error_r
 from services.gateway.multiplex import MuxSocket
 from services.gateway.openapi import DOCUMENT
 from services.gateway.order_feeds import CLIENT_GONE, FeedEnd, Item, OrderFeeds
+from services.gateway.route_checks import RouteChecks
 from venues.tokens import TOKENS
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Gateway:
         self.feeds = OrderFeeds(self.notifier)
         self.sockets: set[MuxSocket] = set()
         self.submits_in_flight = 0
+        self.route_checks = RouteChecks()
         self.health = {
             "orders": health_pb2_grpc.HealthStub(self.orders_channel),
             "notifier": health_pb2_grpc.HealthStub(self.notifier_channel),
@@ -270,15 +272,16 @@ class Gateway:
         Asked of the router (its pool accounts, no quote latency). A sniper may name a mint with no pool
         yet. If the router cannot answer, the order is accepted: execution decides, as before this check.
         """
-        if order.type == "sniper":
+        if order.type == "sniper" or self.route_checks.known_open(order.token_in, order.token_out, order.amount_in):
             return None
         try:
-            await self.router.CheckRoute(
+            checked = await self.router.CheckRoute(
                 router_pb2.CheckRouteRequest(
                     token_in=order.token_in, token_out=order.token_out, amount_in=str(order.amount_in)
                 ),
                 timeout=RPC_TIMEOUT_S,
             )
+            self.route_checks.remember(order.token_in, order.token_out, checked.decimals_in)
         except grpc.aio.AioRpcError as err:
             info = parse_rpc_error(err)
             if info.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):

@@ -53,15 +53,17 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, event json...
+# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, terminal ('1' or '0'), event json...
+# A read that saw a terminal status is the last word: no commit can follow it, so a `writing` marker (left
+# by a writer that died between its commit and its append, say) cannot make it stale.
 _FILL = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
 if seq < tonumber(redis.call('GET', KEYS[4]) or '0') then return 0 end
 redis.call('DEL', KEYS[2])
-for i = 4, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
@@ -140,7 +142,7 @@ class OrderCache:
         try:
             await self._fill(
                 keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], ttl, *(_dumps(e) for e in events)],
+                args=[_dumps(order), order["seq"], ttl, "1" if terminal else "0", *(_dumps(e) for e in events)],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)

@@ -289,3 +289,28 @@ async def test_list_orders_filters_and_pages(orders: orders_pb2_grpc.OrdersStub)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await orders.ListOrders(orders_pb2.ListOrdersRequest(cursor="garbage"), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer_left(
+    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings
+) -> None:
+    """A writer that died between its commit and its cache append leaves the entry one step behind and its
+    `writing` marker: a fresh read that saw a terminal status fills over both (nothing can commit after it)."""
+    order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await transitions.advance(orders, order.id, 0)
+    client = aioredis.from_url(settings.redis_url)
+    status_key, events_key, writing_key = (f"order:{order.id}:{part}" for part in ("status", "events", "writing"))
+    try:
+        behind = orjson.loads(await client.get(status_key))
+        assert (behind["status"], behind["seq"]) == ("confirmed", 5)
+        behind.update(status="submitted", seq=4)
+        await client.set(status_key, orjson.dumps(behind))
+        await client.ltrim(events_key, 0, 3)
+        await client.set(writing_key, "1", ex=5)
+        read = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, fresh=True), timeout=5)
+        assert read.order.status == CONFIRMED
+        repaired = orjson.loads(await client.get(status_key))
+        assert (repaired["status"], repaired["seq"]) == ("confirmed", 5)
+        assert await client.llen(events_key) == 5
+    finally:
+        await client.aclose()
