@@ -42,7 +42,7 @@ from services.orders.keys import (
 )
 from services.orders.quota import Quota, QuotaExceeded
 from services.orders.store import NotFound, OrderStore, StaleTransition
-from services.orders.views import order_view, signed_transaction
+from services.orders.views import attach_signed, order_view
 from venues.tokens import token_by_mint
 
 log = logging.getLogger(__name__)
@@ -195,9 +195,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 raise PermissionDenied("include_signed is for the services of the mesh, not API keys")
             order, events, row = await self.read(order_id, fresh=request.fresh or request.include_signed)
             response = orders_pb2.GetOrderResponse(order=codec.order_from_view(order))
-            signed = signed_transaction(row) if request.include_signed and row is not None else None
-            if signed is not None:
-                response.order.signed.CopyFrom(signed)
+            if request.include_signed and row is not None:
+                attach_signed(response.order, row, order)
             if request.include_events:
                 response.events.extend(codec.event_from_view(e) for e in events)
             return response
@@ -267,14 +266,11 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 new,
                 extra={"status": new, "seq": order["seq"]},
             )
+            appended = [codec.event_from_view(e) for e in events]
             response = orders_pb2.TransitionResponse(
-                order=codec.order_from_view(order),
-                event=codec.event_from_view(events[-1]),
-                events=[codec.event_from_view(e) for e in events],
+                order=codec.order_from_view(order), event=appended[-1], events=appended
             )
-            signed = signed_transaction(row)
-            if signed is not None:
-                response.order.signed.CopyFrom(signed)
+            attach_signed(response.order, row, order)
             return response
 
         return await self._guard(context, run)

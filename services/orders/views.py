@@ -54,13 +54,16 @@ def order_view(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def signed_transaction(row: asyncpg.Record) -> common_pb2.SignedTransaction | None:
-    """The current attempt's signed transaction, from a row read with SIGNED_COLUMNS (None before one is signed)."""
+def attach_signed(message: common_pb2.Order, row: asyncpg.Record, view: dict[str, Any]) -> None:
+    """Set the current attempt's signed transaction on ``message`` from a row read with SIGNED_COLUMNS (none is
+    set before one is signed); its signature and attempt are the view's."""
     if row.get("signed_tx") is None:
-        return None
-    return common_pb2.SignedTransaction(
-        signature=row["tx_hash"] or "",
-        attempt=int((_json(row["execution"]) or {}).get("attempt") or 0),
-        transaction=bytes(row["signed_tx"]),
-        last_valid_block_height=row["last_valid_block_height"] or 0,
+        return
+    message.signed.CopyFrom(
+        common_pb2.SignedTransaction(
+            signature=view["txHash"] or "",
+            attempt=int((view["execution"] or {}).get("attempt") or 0),
+            transaction=bytes(row["signed_tx"]),
+            last_valid_block_height=row["last_valid_block_height"] or 0,
+        )
     )
