@@ -61,20 +61,6 @@ def _then(first: Effect, second: Effect) -> Effect:
     return Effect(first.events + second.events, Columns(**merged))
 
 
-# The statuses each step may start from; with states.is_legal, every other pairing is INVALID_ARGUMENT.
-SOURCES: dict[str, frozenset[str]] = {
-    "begin": frozenset({states.PENDING}),
-    "fire": frozenset({states.WAITING}),
-    "expire": frozenset({states.WAITING}),
-    "route": frozenset({states.ROUTING}),
-    "submit": frozenset({states.BUILDING}),
-    "route_submit": frozenset({states.ROUTING}),
-    "confirm": frozenset({states.SUBMITTED}),
-    "retry": frozenset(states.RETRY),
-    "fail": frozenset(s for s in states.ORDERED if s not in states.TERMINAL),
-}
-
-
 def _required(violations: list[FieldViolation], path: str, value: object) -> None:
     if not value:
         violations.append(FieldViolation(path, "is required"))
@@ -98,9 +84,10 @@ def effect(request: orders_pb2.TransitionRequest, expected: str) -> Effect:
     if step is None:
         raise ValidationFailed([FieldViolation("step", "is required (begin, fire, expire, route, submit, ...)")])
     violations: list[FieldViolation] = []
-    result = _BUILDERS[step](request, expected, violations)
+    sources, build = _STEPS[step]
+    result = build(request, expected, violations)
     path = [expected, *(status for status, _ in result.events)]
-    if expected not in SOURCES[step] or not all(states.is_legal(a, b) for a, b in itertools.pairwise(path)):
+    if expected not in sources or not all(states.is_legal(a, b) for a, b in itertools.pairwise(path)):
         violations.append(FieldViolation(step, f"cannot follow {expected} ({' -> '.join(path)} is not legal)"))
     if violations:
         raise ValidationFailed(violations)
@@ -199,19 +186,30 @@ def _confirm(confirm: orders_pb2.Confirm, violations: list[FieldViolation]) -> E
     return single(states.CONFIRMED, codec.to_json(event), columns)
 
 
-_BUILDERS: dict[str, Callable[[orders_pb2.TransitionRequest, str, list[FieldViolation]], Effect]] = {
-    "begin": _begin,
-    "fire": _fire,
-    "expire": _expire,
-    "route": lambda request, _, violations: _route(request.route.routing, violations),
-    "submit": lambda request, _, violations: _submit(request.submit, violations),
+Builder = Callable[[orders_pb2.TransitionRequest, str, list[FieldViolation]], Effect]
+_LIVE = frozenset(s for s in states.ORDERED if s not in states.TERMINAL)
+
+# Each step: the statuses it may start from (with states.is_legal, every other pairing is INVALID_ARGUMENT)
+# and what it writes.
+_STEPS: dict[str, tuple[frozenset[str], Builder]] = {
+    "begin": (frozenset({states.PENDING}), _begin),
+    "fire": (frozenset({states.WAITING}), _fire),
+    "expire": (frozenset({states.WAITING}), _expire),
+    "route": (frozenset({states.ROUTING}), lambda request, _, violations: _route(request.route.routing, violations)),
+    "submit": (frozenset({states.BUILDING}), lambda request, _, violations: _submit(request.submit, violations)),
     # routing -> building -> submitted in one commit: the decision and the transaction signed from it.
-    "route_submit": lambda request, _, violations: _then(
-        _route(request.route_submit.routing, violations), _submit(request.route_submit.submit, violations)
+    "route_submit": (
+        frozenset({states.ROUTING}),
+        lambda request, _, violations: _then(
+            _route(request.route_submit.routing, violations), _submit(request.route_submit.submit, violations)
+        ),
     ),
-    "confirm": lambda request, _, violations: _confirm(request.confirm, violations),
-    "retry": _retry,
-    "fail": _fail,
+    "confirm": (
+        frozenset({states.SUBMITTED}),
+        lambda request, _, violations: _confirm(request.confirm, violations),
+    ),
+    "retry": (frozenset(states.RETRY), _retry),
+    "fail": (_LIVE, _fail),
 }
 
 
