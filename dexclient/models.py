@@ -50,8 +50,10 @@ def _parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
-def _plain(value: message.Message) -> dict[str, Any]:
-    """A typed record (routing, execution, event data) as the HTTP API's JSON shows it (proto3 JSON mapping)."""
+def record_json(value: message.Message) -> dict[str, Any]:
+    """A typed record (routing, execution, event data) as the HTTP API's JSON shows it: the proto3 JSON mapping,
+    every field without presence printed, ``optional`` ones only when set, 64-bit integers as numbers. The
+    services write their JSON with this same function."""
     return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True)
 
 
@@ -62,7 +64,7 @@ def _event_data(data: common_pb2.EventData) -> dict[str, Any]:
     if kind == "snapshot":
         return {"snapshot": True, "order": Order.from_proto(data.snapshot.order).to_json()}
     detail: message.Message = getattr(data, kind)
-    return _plain(detail)
+    return record_json(detail)
 
 
 def _num(value: Decimal | None) -> str | None:
@@ -161,8 +163,8 @@ class Order:
             created_at=_time(order.created_at),
             updated_at=_time(order.updated_at),
             completed_at=_time(order.completed_at),
-            routing=_plain(order.routing) if order.HasField("routing") else None,
-            execution=_plain(order.execution) if order.HasField("execution") else None,
+            routing=record_json(order.routing) if order.HasField("routing") else None,
+            execution=record_json(order.execution) if order.HasField("execution") else None,
             limit_price=_dec(order.limit_price),
             min_liquidity=_dec(order.min_liquidity),
             expires_at=_time(order.expires_at),

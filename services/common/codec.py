@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from google.protobuf import json_format, message, timestamp_pb2
 
+from dexclient.models import record_json as to_json
 from dexengine.v1 import common_pb2
 from services.common import states
 
@@ -74,11 +75,6 @@ def _ts_to_view(ts: timestamp_pb2.Timestamp) -> str | None:
 def _ts_from_view(text: str | None, target: timestamp_pb2.Timestamp) -> None:
     if text:
         target.FromDatetime(parse_iso(text))
-
-
-def to_json(value: message.Message) -> dict[str, Any]:
-    """A typed message as its JSON object (see the module docstring)."""
-    return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True)
 
 
 def from_json(value: dict[str, Any] | None, target: message.Message) -> None:
