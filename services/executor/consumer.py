@@ -25,6 +25,7 @@ import contextlib
 import logging
 import random
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -48,7 +49,15 @@ class PoisonMessage(Exception):
     pass
 
 
-def decode(message: AbstractIncomingMessage) -> tuple[str, int]:
+@dataclass(frozen=True)
+class Job:
+    order_id: str
+    attempt: int
+    # The order as the job's first delivery carries it (see carried_order), or None.
+    carried: common_pb2.Order | None = None
+
+
+def decode(message: AbstractIncomingMessage) -> Job:
     try:
         body = orjson.loads(message.body)
         order_id = str(uuid.UUID(str(body["orderId"])))
@@ -57,19 +66,17 @@ def decode(message: AbstractIncomingMessage) -> tuple[str, int]:
         raise PoisonMessage(str(exc)) from exc
     if attempt < 1:
         raise PoisonMessage(f"attempt {attempt}")
-    return order_id, attempt
+    return Job(order_id, attempt, None if message.redelivered else carried_order(body, order_id))
 
 
-def carried_order(message: AbstractIncomingMessage, order_id: str) -> common_pb2.Order | None:
-    """The order as the job's first delivery carries it (orders writes it with the job), or None: a redelivery,
-    or a job back from a wait tier (its body names the order only). Only a starting point: every step is a
+def carried_order(body: dict[str, Any], order_id: str) -> common_pb2.Order | None:
+    """The order as the job's body carries it (orders writes it with the job), or None: a job back from a wait
+    tier names the order only (and a redelivery is not asked). Only a starting point: every step is a
     compare-and-set on the status, so a copy no longer current is caught at the first step and read again."""
-    if message.redelivered:
+    carried = body.get("order")
+    if not isinstance(carried, dict):
         return None
     try:
-        carried = orjson.loads(message.body).get("order")
-        if not isinstance(carried, dict):
-            return None
         order = common_pb2.Order(
             id=order_id,
             type=carried["type"],
@@ -82,7 +89,7 @@ def carried_order(message: AbstractIncomingMessage, order_id: str) -> common_pb2
             limit_price=carried.get("limitPrice") or "",
         )
         order.created_at.FromDatetime(codec.parse_iso(carried["createdAt"]))
-    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+    except (KeyError, TypeError, ValueError):
         return None  # read it from orders instead
     return order
 
@@ -145,12 +152,13 @@ class JobConsumer:
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
-            order_id, attempt = decode(message)
+            job = decode(message)
         except PoisonMessage as exc:
             log.error("undecodable job parked: %s", exc, extra={"messageId": message.message_id})
             self.stats.parked += 1
             await message.reject(requeue=False)
             return
+        order_id, attempt = job.order_id, job.attempt
         order_id_var.set(order_id)
         ctx = telemetry.extract(message.headers)
         with telemetry.tracer(__name__).start_as_current_span(
@@ -166,11 +174,12 @@ class JobConsumer:
                 "messaging.message.id": message.message_id or "",
             },
         ):
-            await self._attempt(message, order_id, attempt)
+            await self._attempt(message, job)
 
-    async def _attempt(self, message: AbstractIncomingMessage, order_id: str, attempt: int) -> None:
+    async def _attempt(self, message: AbstractIncomingMessage, job: Job) -> None:
+        order_id, attempt = job.order_id, job.attempt
         try:
-            await self._run_attempt(message, order_id, attempt)
+            await self._run_attempt(message, job)
         except Exception:
             # Not straight back to the work queue (an immediate redelivery would fail the same way and
             # spend the queue's delivery limit in a second): to the first wait tier, same attempt.
@@ -183,9 +192,10 @@ class JobConsumer:
                 return
         await message.ack()
 
-    async def _run_attempt(self, message: AbstractIncomingMessage, order_id: str, attempt: int) -> None:
+    async def _run_attempt(self, message: AbstractIncomingMessage, job: Job) -> None:
+        order_id, attempt = job.order_id, job.attempt
         try:
-            order = carried_order(message, order_id) or await self.pipeline.load(order_id)
+            order = job.carried or await self.pipeline.load(order_id)
             # PostgreSQL's retry_count is the truth; a stale header cannot rewind it.
             attempt = max(attempt, order.retry_count + 1)
             if order.status == states.to_proto(states.PENDING) or (
