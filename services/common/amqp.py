@@ -14,8 +14,9 @@ Topology (names get ``AMQP_PREFIX`` in front):
   dead-letters back to ``orders.execute``. No consumers.
 - ``orders.parking`` (fanout) -> ``orders.parking.q``: messages that must not
   be retried (undecodable, exhausted, crash-looping). No consumer; inspect it.
-- ``orders.events`` (fanout): order events; each notifier replica binds its
-  own exclusive queue, so every replica sees every event.
+- ``orders.events`` (fanout): order events, one message per commit (a JSON
+  array of the events it appended, in seq order); each notifier replica binds
+  its own exclusive queue, so every replica sees every event.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 
 from services.common.config import Settings
@@ -67,6 +69,17 @@ class Names:
     @property
     def events_exchange(self) -> str:
         return f"{self.prefix}orders.events"
+
+
+def events_of(body: bytes) -> list[dict[str, Any]]:
+    """The events of one message of the events exchange (an array; a single object from before one message per
+    commit counts as one). ValueError if it is neither."""
+    events = orjson.loads(body)
+    if isinstance(events, dict):
+        return [events]
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        raise ValueError("an events message is a JSON array of event objects")
+    return events
 
 
 def _quorum_args(**extra: Any) -> dict[str, Any]:

@@ -49,11 +49,6 @@ def is_legal(current: str, new: str) -> bool:
     return new in FORWARD.get(current, frozenset()) or new in RETRY.get(current, frozenset())
 
 
-def is_retry(current: str, new: str) -> bool:
-    """Entering routing again from a later state starts a new attempt."""
-    return new in RETRY.get(current, frozenset())
-
-
 def to_proto(status: str) -> common_pb2.OrderStatus.ValueType:
     return common_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.upper()}")
 

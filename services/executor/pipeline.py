@@ -2,7 +2,11 @@
 
 pending -> routing (quote both venues) -> building (record the decision) ->
 submitted (the transaction signature is recorded *before* it is sent) ->
-confirmed. Because every step starts from the status stored in orders, a
+confirmed. The quote is taken first; routing, building and submitted are then
+committed together (one ``route_submit``), so the decision and the signed
+transaction are on record before anything is sent. A cancel that lands while
+the quote is taken wins: the commit's compare-and-set fails and nothing is
+sent. Because every step starts from the status stored in orders, a
 redelivered job carries on where the last one stopped, and a step that
 another delivery already did is skipped (its compare-and-set fails).
 
@@ -129,9 +133,8 @@ class Pipeline:
             status = states.from_proto(order.status)
             if status in states.TERMINAL or status == states.WAITING:
                 return order  # a waiting order belongs to its trigger until it fires (its job comes then)
-            if status == states.PENDING:
-                order = await self.transition(order, begin=orders_pb2.Begin(attempt=attempt))
-            elif status == states.ROUTING:
+            if status in (states.PENDING, states.ROUTING):
+                # From pending, the attempt's routing event is committed with the decision (one call fewer).
                 order = await self.route(order, attempt)
                 built_here = True
             elif status == states.BUILDING:

@@ -10,7 +10,6 @@ import logging
 
 import aio_pika
 import grpc
-import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from opentelemetry.trace import SpanKind
 
@@ -58,10 +57,11 @@ class NotifierComponent(grpc_server.Lifecycle):
         return [notifier_pb2.DESCRIPTOR.services_by_name["Notifier"].full_name]
 
     async def on_event(self, message: AbstractIncomingMessage) -> None:
+        """One commit's events (one message per commit), handed to the watchers in seq order."""
         try:
-            event = orjson.loads(message.body)
-        except orjson.JSONDecodeError:
-            log.error("undecodable event dropped", extra={"messageId": message.message_id})
+            events = amqp.events_of(message.body)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError too
+            log.error("undecodable event message dropped", extra={"messageId": message.message_id})
             return
         with telemetry.tracer(__name__).start_as_current_span(
             "notifier fan-out",
@@ -70,12 +70,14 @@ class NotifierComponent(grpc_server.Lifecycle):
             attributes={
                 "messaging.system": "rabbitmq",
                 "messaging.operation.type": "process",
-                "order.id": str(event.get("orderId", "")),
-                "order.status": str(event.get("status", "")),
-                "order.seq": int(event.get("seq", 0)),
+                "order.id": str(events[0].get("orderId", "")) if events else "",
+                # The commit's statuses in seq order; order.status and order.seq are its last event's.
+                "order.statuses": [str(event.get("status", "")) for event in events],
+                "order.status": str(events[-1].get("status", "")) if events else "",
+                "order.seq": int(events[-1].get("seq", 0)) if events else 0,
             },
         ) as span:
-            delivered = self.hub.publish(event)
+            delivered = sum(self.hub.publish(event) for event in events)
             span.set_attribute("notifier.watchers", delivered)
             metrics.EVENTS_FANNED_OUT.inc(delivered)
 

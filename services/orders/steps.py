@@ -42,6 +42,7 @@ class Effect:
     # the JSON of the status's message.
     events: tuple[tuple[str, dict[str, Any]], ...]
     columns: Columns = field(default_factory=Columns)
+    new_attempt: bool = False  # a retry: the order's retry_count goes up by one
 
     @property
     def new(self) -> str:
@@ -58,7 +59,7 @@ def _then(first: Effect, second: Effect) -> Effect:
         name: getattr(second.columns, name) if getattr(second.columns, name) is not None else value
         for name, value in vars(first.columns).items()
     }
-    return Effect(first.events + second.events, Columns(**merged))
+    return Effect(first.events + second.events, Columns(**merged), first.new_attempt or second.new_attempt)
 
 
 def _required(violations: list[FieldViolation], path: str, value: object) -> None:
@@ -100,6 +101,21 @@ def _begin(request: orders_pb2.TransitionRequest, expected: str, violations: lis
     return single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=request.begin.attempt)))
 
 
+def _route_submit(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
+    """The decision and the transaction signed from it in one commit (building, then submitted); from pending,
+    the attempt's ``routing`` event comes first in the same commit (the quote was taken while it was pending)."""
+    routing = request.route_submit.routing
+    decided = _then(
+        _route(routing, violations, "route_submit.routing"),
+        _submit(request.route_submit.submit, violations, "route_submit.submit"),
+    )
+    if expected != states.PENDING:
+        return decided
+    if routing.attempt < 1:
+        violations.append(FieldViolation("route_submit.routing.attempt", "must be at least 1"))
+    return _then(single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=routing.attempt))), decided)
+
+
 def _fire(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
     trigger = request.fire.triggered
     _required(violations, "fire.triggered.kind", trigger.kind)
@@ -123,7 +139,8 @@ def _retry(request: orders_pb2.TransitionRequest, expected: str, violations: lis
         reason=retry.reason,
         previous_status=expected,
     )
-    return single(states.ROUTING, codec.to_json(event), Columns(error_message=_error(retry.code, retry.reason)))
+    columns = Columns(error_message=_error(retry.code, retry.reason))
+    return Effect(((states.ROUTING, codec.to_json(event)),), columns, new_attempt=True)
 
 
 def _fail(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
@@ -133,23 +150,23 @@ def _fail(request: orders_pb2.TransitionRequest, expected: str, violations: list
     return single(states.FAILED, codec.to_json(event), Columns(error_message=_error(fail.code, fail.reason)))
 
 
-def _route(routing: common_pb2.Routing, violations: list[FieldViolation]) -> Effect:
-    _required(violations, "route.routing.venue", routing.venue)
+def _route(routing: common_pb2.Routing, violations: list[FieldViolation], path: str = "route.routing") -> Effect:
+    _required(violations, f"{path}.venue", routing.venue)
     if not routing.legs:
-        violations.append(FieldViolation("route.routing.legs", "must name at least one leg"))
-    expected_price = _decimal(violations, "route.routing.expected_price", routing.expected_price)
+        violations.append(FieldViolation(f"{path}.legs", "must name at least one leg"))
+    expected_price = _decimal(violations, f"{path}.expected_price", routing.expected_price)
     record = codec.to_json(routing)
     columns = Columns(routing=record, dex_provider=routing.venue, expected_price=expected_price or None)
     return single(states.BUILDING, record, columns)
 
 
-def _submit(submit: orders_pb2.Submit, violations: list[FieldViolation]) -> Effect:
+def _submit(submit: orders_pb2.Submit, violations: list[FieldViolation], path: str = "submit") -> Effect:
     signed, execution = submit.signed, submit.execution
-    _required(violations, "submit.signed.signature", signed.signature)
-    _required(violations, "submit.signed.transaction", signed.transaction)
-    _required(violations, "submit.signed.last_valid_block_height", signed.last_valid_block_height)
+    _required(violations, f"{path}.signed.signature", signed.signature)
+    _required(violations, f"{path}.signed.transaction", signed.transaction)
+    _required(violations, f"{path}.signed.last_valid_block_height", signed.last_valid_block_height)
     if execution.signature != signed.signature:
-        violations.append(FieldViolation("submit.execution.signature", "must be the signed transaction's signature"))
+        violations.append(FieldViolation(f"{path}.execution.signature", "must be the signed transaction's signature"))
     event = common_pb2.SubmittedEvent(
         attempt=execution.attempt,
         tx_hash=signed.signature,
@@ -197,18 +214,14 @@ _STEPS: dict[str, tuple[frozenset[str], Builder]] = {
     "expire": (frozenset({states.WAITING}), _expire),
     "route": (frozenset({states.ROUTING}), lambda request, _, violations: _route(request.route.routing, violations)),
     "submit": (frozenset({states.BUILDING}), lambda request, _, violations: _submit(request.submit, violations)),
-    # routing -> building -> submitted in one commit: the decision and the transaction signed from it.
-    "route_submit": (
-        frozenset({states.ROUTING}),
-        lambda request, _, violations: _then(
-            _route(request.route_submit.routing, violations), _submit(request.route_submit.submit, violations)
-        ),
-    ),
+    # (pending ->) routing -> building -> submitted in one commit: the decision and the transaction signed from it.
+    "route_submit": (frozenset({states.PENDING, states.ROUTING}), _route_submit),
     "confirm": (
         frozenset({states.SUBMITTED}),
         lambda request, _, violations: _confirm(request.confirm, violations),
     ),
-    "retry": (frozenset(states.RETRY), _retry),
+    # From pending too: a first attempt that failed before its route_submit committed (no route, say).
+    "retry": (frozenset({states.PENDING, *states.RETRY}), _retry),
     "fail": (_LIVE, _fail),
 }
 

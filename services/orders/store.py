@@ -1,7 +1,9 @@
 """Order persistence: every write is one SQL statement, so one transaction.
 
 CreateOrder inserts the order, its first event and two outbox rows (the
-execution job and the ``pending`` event). A limit or sniper order is armed in
+execution job and the ``pending`` event). An outbox row of kind ``event``
+holds every event of its commit, as a JSON array in seq order: one message per
+commit on the events exchange. A limit or sniper order is armed in
 the same statement: ``pending`` (seq 1) and ``waiting`` (seq 2, what it waits
 for) and no job; its job is enqueued by the waiting -> routing transition
 (the trigger firing), in that transition's statement. Transition is a
@@ -50,6 +52,8 @@ _JOB_JSON = f"""jsonb_build_object('orderId', {{src}}.id::text, 'attempt', 1, 'o
 # The outbox copy of an event also names the order's key, so that notifiers can
 # route it to the key's "mine" watchers; it never reaches a client.
 _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.api_key_id::text)"
+# One outbox row, so one message, per commit: the array of the events it appended, in seq order.
+_OUTBOX_EVENTS = f"(SELECT jsonb_agg({_OWNED_EVENT_JSON} ORDER BY e.seq) FROM ev e)"
 
 CREATE_SQL = f"""
 WITH ins AS (
@@ -71,7 +75,7 @@ WITH ins AS (
     SELECT ins.id, 'job', {_JOB_JSON.format(src="ins")}, $10::jsonb FROM ins
         WHERE ins.status = 'pending'
     UNION ALL
-    (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="ins")}, $10::jsonb FROM ev e, ins ORDER BY e.seq)
+    SELECT ins.id, 'event', {_OUTBOX_EVENTS.format(owner="ins")}, $10::jsonb FROM ins
 )
 SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM ins
 """
@@ -105,7 +109,7 @@ WITH upd AS (
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    (SELECT e.order_id, 'event', {_OWNED_EVENT_JSON.format(owner="upd")}, $14::jsonb FROM ev e, upd ORDER BY e.seq)
+    SELECT upd.id, 'event', {_OUTBOX_EVENTS.format(owner="upd")}, $14::jsonb FROM upd
     UNION ALL
     -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
     SELECT upd.id, 'job', {_JOB_JSON.format(src="upd")}, $14::jsonb FROM upd
@@ -305,7 +309,7 @@ class OrderStore:
             order_id,
             expected,
             step.new,
-            1 if states.is_retry(expected, step.events[0][0]) else 0,
+            1 if step.new_attempt else 0,
             columns.amount_out,
             columns.expected_price,
             columns.executed_price,

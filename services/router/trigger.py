@@ -33,7 +33,6 @@ from typing import Any
 
 import aio_pika
 import grpc
-import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
@@ -252,10 +251,11 @@ class Trigger:
 
     async def on_event(self, message: AbstractIncomingMessage) -> None:
         try:
-            event = orjson.loads(message.body)
-        except orjson.JSONDecodeError:
+            events = amqp.events_of(message.body)
+        except ValueError:
             return
-        self.apply_event(event)
+        for event in events:  # one commit's, in seq order
+            self.apply_event(event)
 
     def apply_event(self, event: dict[str, Any]) -> None:
         order_id = str(event.get("orderId", ""))

@@ -66,9 +66,9 @@ async def _published_event(queue: aio_pika.abc.AbstractQueue, order_id: str, seq
                 await asyncio.sleep(0.05)
                 continue
             await message.ack()
-            event = orjson.loads(message.body)
-            if event["orderId"] == order_id and event["seq"] == seq:
-                return dict(event)
+            for event in amqp.events_of(message.body):
+                if event["orderId"] == order_id and event["seq"] == seq:
+                    return dict(event)
 
 
 def _strings(value: object) -> list[str]:

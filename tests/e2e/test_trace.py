@@ -113,8 +113,10 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
     assert {s.attributes["dex.venue"] for s in quotes} == {"raydium", "meteora"}
     assert all(parent_of(trace_spans, q).name.endswith("/GetQuotes") for q in quotes)  # type: ignore[union-attr]
     assert {"solana sendTransaction", "solana confirm"} <= {s.name for s in trace_spans}
-    fanouts = [s for s in trace_spans if s.name == "notifier fan-out"]
-    assert {s.attributes["order.status"] for s in fanouts} >= {"pending", "routing", "confirmed"}
+    fanouts = sorted((s for s in trace_spans if s.name == "notifier fan-out"), key=lambda s: s.start_ns)
+    fanned = [status for s in fanouts for status in s.attributes["order.statuses"]]  # type: ignore[attr-defined]
+    assert fanned == ["pending", "routing", "building", "submitted", "confirmed"], "in order, each once"
+    assert [s.attributes["order.status"] for s in fanouts] == ["pending", "submitted", "confirmed"], "per commit"
     root = next(s for s in trace_spans if not s.parent_id)
     assert root.service == "gateway"
     rendered = "\n".join(tree(trace_spans, root))

@@ -25,6 +25,7 @@ from services.executor.errors import FinalError
 from services.executor.pipeline import Pipeline
 from services.executor.ratelimit import RateLimiter
 from services.orders.__main__ import OrdersComponent
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
@@ -142,10 +143,14 @@ async def test_a_failure_in_failure_handling_still_ends_the_message(bench: Bench
 
 
 class Counting(Pipeline):
-    """The real pipeline up to routing (its begin is a real compare-and-set); counts its reads of the order."""
+    """The real pipeline up to routing; counts its reads of the order. With ``record_first``, its first route
+    records a decision with a real ``route_submit`` (a compare-and-set); every other route stops with NO_ROUTE."""
 
-    def __init__(self, settings: config.Settings, orders: orders_pb2_grpc.OrdersStub) -> None:
+    def __init__(
+        self, settings: config.Settings, orders: orders_pb2_grpc.OrdersStub, record_first: bool = False
+    ) -> None:
         super().__init__(settings, orders, None, None, Keypair())  # type: ignore[arg-type]
+        self.record_first = record_first
         self.loads = 0
         self.routed: list[common_pb2.Order] = []
 
@@ -155,6 +160,9 @@ class Counting(Pipeline):
 
     async def route(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         self.routed.append(order)
+        if self.record_first and len(self.routed) == 1:
+            decided = orders_pb2.RouteSubmit(routing=transitions.routing(), submit=transitions.submit())
+            return await self.transition(order, route_submit=decided)
         raise FinalError("NO_ROUTE", "stop here")
 
 
@@ -162,29 +170,30 @@ async def test_the_first_delivery_starts_from_the_order_its_job_carries(bench: B
     pipeline = Counting(bench.settings, bench.orders)
     await bench.run_one_job(pipeline, bench.names.parking_queue)
     (routed,) = pipeline.routed
-    assert routed.status == common_pb2.ORDER_STATUS_ROUTING and routed.seq == 2, "begin ran on the carried copy"
+    assert routed.status == common_pb2.ORDER_STATUS_PENDING and routed.seq == 1, "quoted from the carried copy"
     assert (routed.token_in, routed.token_out, routed.amount_in, routed.slippage) == (SOL, USDC, "1", "0.01")
     assert routed.created_at.seconds > 0
     assert pipeline.loads == 1, "one read only, when recording the failure"
 
 
 async def test_a_carried_copy_no_longer_current_is_caught_by_the_first_compare_and_set(bench: Bench) -> None:
-    pipeline = Counting(bench.settings, bench.orders)
+    pipeline = Counting(bench.settings, bench.orders, record_first=True)
     original = pipeline.transition
 
     async def moved_first(order: common_pb2.Order, **step: Any) -> common_pb2.Order:
-        if "begin" in step and not pipeline.loads:  # someone else began this order since its job was written
-            await original(order, **step)
+        if "route_submit" in step and not pipeline.loads:  # another holder began this order since the job was written
+            await original(order, begin=orders_pb2.Begin(attempt=1))
         return await original(order, **step)
 
     pipeline.transition = moved_first  # type: ignore[method-assign]
     order_id = await bench.run_one_job(pipeline, bench.names.parking_queue)
     assert pipeline.loads >= 2, "the stale copy's compare-and-set failed, and the order was read again"
-    (routed,) = pipeline.routed
-    assert routed.status == common_pb2.ORDER_STATUS_ROUTING and routed.seq == 2, "carried on from where it was"
+    first, again = pipeline.routed
+    assert first.status == common_pb2.ORDER_STATUS_PENDING and first.seq == 1
+    assert again.status == common_pb2.ORDER_STATUS_ROUTING and again.seq == 2, "carried on from where it was"
     got = await bench.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id, include_events=True), timeout=5)
     assert [e.status for e in got.events] == [
         common_pb2.ORDER_STATUS_PENDING,
         common_pb2.ORDER_STATUS_ROUTING,
         common_pb2.ORDER_STATUS_FAILED,
-    ], "begun once"
+    ], "nothing of the stale copy's decision was recorded"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -34,7 +35,8 @@ def limit_request(**over: str) -> orders_pb2.CreateOrderRequest:
     return orders_pb2.CreateOrderRequest(**fields)
 
 
-async def _drain_for(queue: aio_pika.abc.AbstractQueue, order_id: str, seconds: float) -> list[dict[str, object]]:
+async def _drain_for(queue: aio_pika.abc.AbstractQueue, order_id: str, seconds: float) -> list[Any]:
+    """The bodies of the messages about ``order_id``: a job, or the array of one commit's events."""
     found = []
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
@@ -44,7 +46,7 @@ async def _drain_for(queue: aio_pika.abc.AbstractQueue, order_id: str, seconds: 
             continue
         await message.ack()
         body = orjson.loads(message.body)
-        if body.get("orderId") == order_id:
+        if (body[0] if isinstance(body, list) else body).get("orderId") == order_id:
             found.append(body)
     return found
 
@@ -73,11 +75,11 @@ async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_
         assert waiting["limitPrice"] == "151.2" and waiting["type"] == "limit"
         assert await _drain_for(work, order_id, 1.0) == [], "an armed order queues no execution job"
         published = await _drain_for(events_q, order_id, 1.0)
-        assert [(e["status"], e["seq"]) for e in published] == [("pending", 1), ("waiting", 2)]
+        assert [[(e["status"], e["seq"]) for e in commit] for commit in published] == [
+            [("pending", 1), ("waiting", 2)]
+        ], "one message per commit: the order's pending and waiting events together"
 
-        fired = await orders.Transition(
-            transitions.request(order_id, WAITING, ROUTING), timeout=5
-        )
+        fired = await orders.Transition(transitions.request(order_id, WAITING, ROUTING), timeout=5)
         assert fired.order.status == ROUTING
         jobs = await _drain_for(work, order_id, 2.0)
         assert [(j["orderId"], j["attempt"]) for j in jobs] == [(order_id, 1)], "waiting -> routing: exactly one job"
@@ -94,9 +96,7 @@ async def test_cancel_racing_the_trigger_has_exactly_one_winner(
 
     async def race(order_id: str) -> tuple[bool, bool]:
         cancel = orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order_id), timeout=5)
-        fire = orders.Transition(
-            transitions.request(order_id, WAITING, ROUTING), timeout=5
-        )
+        fire = orders.Transition(transitions.request(order_id, WAITING, ROUTING), timeout=5)
         outcomes = await asyncio.gather(cancel, fire, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, grpc.aio.AioRpcError):

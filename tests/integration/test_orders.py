@@ -188,6 +188,47 @@ async def test_route_submit_appends_building_then_submitted_in_one_commit(
         await client.aclose()
 
 
+async def test_route_submit_from_pending_is_one_commit_and_one_message(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, settings: config.Settings
+) -> None:
+    names = amqp.Names(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        published = await channel.declare_queue("", exclusive=True)
+        await published.bind(names.events_exchange)
+        order = (await orders.CreateOrder(create_request(), timeout=5)).order
+        resp = await orders.Transition(transitions.request(order.id, PENDING, SUBMITTED), timeout=5)
+        assert resp.order.status == SUBMITTED and resp.order.seq == 4 and resp.order.retry_count == 0
+        assert [(e.seq, e.data.WhichOneof("detail")) for e in resp.events] == [
+            (2, "routing"),
+            (3, "building"),
+            (4, "submitted"),
+        ]
+        assert resp.events[0].data.routing.attempt == 1
+        rows = await pg.fetch(
+            "SELECT seq, status, created_at FROM order_events WHERE order_id = $1 ORDER BY seq", uuid.UUID(order.id)
+        )
+        assert [r["status"] for r in rows] == ["pending", "routing", "building", "submitted"]
+        assert len({r["created_at"] for r in rows[1:]}) == 1, "one commit"
+        messages: list[list[tuple[str, int]]] = []
+        async with asyncio.timeout(10):
+            while len(messages) < 2:
+                message = await published.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                events = amqp.events_of(message.body)
+                if events[0]["orderId"] == order.id:
+                    messages.append([(e["status"], e["seq"]) for e in events])
+        assert messages == [
+            [("pending", 1)],
+            [("routing", 2), ("building", 3), ("submitted", 4)],
+        ], "one message per commit, its events in seq order"
+    finally:
+        await connection.close()
+
+
 async def test_idempotency_key_same_body_same_order_other_body_rejected(
     orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
 ) -> None:
@@ -241,13 +282,13 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
             message = await events_q.get(fail=False)
             if message is not None:
                 body = orjson.loads(message.body)
-                if body["orderId"] == order.id:
+                if body[0]["orderId"] == order.id:
                     event = body
                     break
             else:
                 await asyncio.sleep(0.1)
         assert event is not None
-        assert event["status"] == "pending" and event["seq"] == 1
+        assert [(e["status"], e["seq"]) for e in event] == [("pending", 1)], "one message per commit"
         # The rows are deleted when the whole batch is confirmed, a moment after a consumer may see a message.
         await eventually(
             lambda: pg.fetchval("SELECT count(*) = 0 FROM outbox WHERE order_id = $1", uuid.UUID(order.id))

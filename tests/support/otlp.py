@@ -33,6 +33,8 @@ class Span:
 
 def _value(value: object) -> object:
     field = value.WhichOneof("value")  # type: ignore[attr-defined]
+    if field == "array_value":
+        return [_value(item) for item in value.array_value.values]  # type: ignore[attr-defined]
     return getattr(value, field) if field else None
 
 

@@ -56,7 +56,7 @@ def request(order_id: str, current: str | int, new: str | int) -> orders_pb2.Tra
         req.retry.CopyFrom(orders_pb2.Retry(attempt=2, code="SLIPPAGE_EXCEEDED", reason="moved", retry_in_ms=100))
     elif new == states.BUILDING:
         req.route.routing.CopyFrom(routing())
-    elif new == states.SUBMITTED and current == states.ROUTING:
+    elif new == states.SUBMITTED and current in (states.PENDING, states.ROUTING):
         req.route_submit.CopyFrom(orders_pb2.RouteSubmit(routing=routing(), submit=submit()))
     elif new == states.SUBMITTED:
         req.submit.CopyFrom(submit())

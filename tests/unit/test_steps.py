@@ -47,6 +47,33 @@ def test_route_submit_is_two_events_in_one_commit() -> None:
     assert [v.field for v in info.value.violations] == ["route_submit"]
 
 
+def test_route_submit_from_pending_commits_the_attempts_routing_event_first() -> None:
+    three = steps.effect(transitions.request("o", "pending", "submitted"), "pending")
+    assert [status for status, _ in three.events] == ["routing", "building", "submitted"]
+    assert three.events[0][1] == {"attempt": 1}, "the attempt begins (as begin would write it)"
+    assert three.events[1:] == steps.effect(transitions.request("o", "routing", "submitted"), "routing").events
+    assert not three.new_attempt, "the first attempt: retry_count stays"
+    no_attempt = transitions.request("o", "pending", "submitted")
+    no_attempt.route_submit.routing.attempt = 0
+    no_attempt.route_submit.routing.venue = ""
+    with pytest.raises(ValidationFailed) as info:
+        steps.effect(no_attempt, "pending")
+    assert {v.field for v in info.value.violations} == {
+        "route_submit.routing.attempt",
+        "route_submit.routing.venue",
+    }, "route_submit's fields are named under route_submit"
+
+
+def test_a_retry_may_start_from_pending_and_counts_an_attempt() -> None:
+    # A first attempt that failed before its route_submit (no route, say): the order is still pending.
+    retry = transitions.request("o", "routing", "routing")
+    effect = steps.effect(retry, "pending")
+    ((status, data),) = effect.events
+    assert status == "routing" and data["previousStatus"] == "pending" and data["attempt"] == 2
+    assert effect.new_attempt
+    assert not steps.effect(transitions.request("o", "pending", "routing"), "pending").new_attempt, "begin"
+
+
 def test_columns_come_from_the_step_not_the_caller() -> None:
     submit = steps.effect(transitions.request("o", "building", "submitted"), "building")
     assert submit.columns.tx_hash == transitions.SIGNATURE
