@@ -33,6 +33,8 @@ from solders.pubkey import Pubkey
 from solders.rpc.responses import SignatureNotification
 from solders.signature import Signature
 
+from services.common.rpc_transport import RpcClient
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Any], None]
@@ -44,7 +46,8 @@ EARLY_NOTIFICATIONS = 1024  # signature notifications held for a handler about t
 
 
 def rpc_client(url: str) -> AsyncClient:
-    return AsyncClient(url, commitment=Confirmed, timeout=RPC_TIMEOUT_S)
+    """solana-py's client for the cluster's JSON-RPC (its calls made by aiohttp: ``rpc_transport``)."""
+    return RpcClient(url, commitment=Confirmed, timeout=RPC_TIMEOUT_S)
 
 
 class ClusterStream:
