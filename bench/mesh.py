@@ -62,7 +62,7 @@ async def _delete_amqp(settings: config.Settings) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     try:
         queues = [names.execute_queue, names.parking_queue, *(names.wait_queue(d) for d in settings.retry_backoff_ms)]
-        exchanges = [names.execute_exchange, names.retry_exchange, names.parking_exchange, names.events_exchange]
+        exchanges = names.exchanges
         for name in queues:
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.AMQPError):

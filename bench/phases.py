@@ -351,16 +351,14 @@ async def add_details(
         if "pending" in times:
             stages["accept"].append((times["pending"] - record.sent_wall) * 1000)
         for name, a, b in (
-            ("queue", "pending", "routing"),
-            ("route", "routing", "building"),
-            ("build", "building", "submitted"),
+            ("queue and route", "pending", "submitted"),
             ("settle", "submitted", "confirmed"),
         ):
             value = span(a, b)
             if value is not None:
                 stages[name].append(value)
-                if name == "route":
-                    stages["route, engine"].append(value - sim_q)
+                if name == "queue and route":
+                    stages["queue and route, engine"].append(value - sim_q)
                 if name == "settle":
                     stages["settle, engine"].append(value - chain_ms)
         if "confirmed" in times:

@@ -13,10 +13,12 @@ EMPTY = summarize([])
 # Stages between consecutive events, named by what happens in them.
 STAGES = (
     ("accept", "client send → pending committed"),
-    ("queue", "pending → routing (outbox relay, broker, executor pick-up, rate limit)"),
-    ("route", "routing → building (quotes, decision, commit)"),
-    ("route, engine", "routing → building minus simulated quote time"),
-    ("build", "building → submitted (transaction built, commit)"),
+    (
+        "queue and route",
+        "pending → submitted (outbox relay, broker, executor pick-up, rate limit, quotes, decision, signing; "
+        "one commit writes routing, building and submitted)",
+    ),
+    ("queue and route, engine", "pending → submitted minus simulated quote time"),
     ("settle", "submitted → confirmed (chain, polling, commit)"),
     ("settle, engine", "submitted → confirmed minus the chain's part of the floor"),
     ("landed, executor", "the executor's send → landed (execution.landedMs: send, notification, read)"),

@@ -15,8 +15,13 @@ Topology (names get ``AMQP_PREFIX`` in front):
 - ``orders.parking`` (fanout) -> ``orders.parking.q``: messages that must not
   be retried (undecodable, exhausted, crash-looping). No consumer; inspect it.
 - ``orders.events`` (fanout): order events, one message per commit (a JSON
-  array of the events it appended, in seq order); each notifier replica binds
-  its own exclusive queue, so every replica sees every event.
+  array of the events it appended, in seq order), published with the order's
+  type (``market``, ``limit``, ``sniper``) as routing key; each notifier
+  replica binds its own exclusive queue, so every replica sees every event.
+- ``orders.events.by-type`` (direct), bound to ``orders.events``: the same
+  messages routed by that key, for a consumer that wants only some types (the
+  router's trigger binds ``limit`` and ``sniper``: a market order's three
+  messages never reach it).
 """
 
 from __future__ import annotations
@@ -69,6 +74,21 @@ class Names:
     @property
     def events_exchange(self) -> str:
         return f"{self.prefix}orders.events"
+
+    @property
+    def events_by_type_exchange(self) -> str:
+        return f"{self.prefix}orders.events.by-type"
+
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        """Every exchange of the topology (what a run that declared it deletes afterwards)."""
+        return (
+            self.execute_exchange,
+            self.retry_exchange,
+            self.parking_exchange,
+            self.events_exchange,
+            self.events_by_type_exchange,
+        )
 
 
 def events_of(body: bytes) -> list[dict[str, Any]]:
@@ -136,7 +156,15 @@ async def declare_topology(channel: AbstractChannel, names: Names, settings: Set
         )
         await wait.bind(retry, routing_key=names.wait_key(delay))
 
-    await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    await declare_events_by_type(channel, names)
+
+
+async def declare_events_by_type(channel: AbstractChannel, names: Names) -> AbstractExchange:
+    """The events exchange and, bound to it, the exchange that routes its messages by order type."""
+    events = await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    by_type = await channel.declare_exchange(names.events_by_type_exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    await by_type.bind(events)
+    return by_type
 
 
 async def publish(

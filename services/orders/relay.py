@@ -28,6 +28,7 @@ from services.common import amqp, faults, metrics, telemetry
 from services.common.config import Settings
 
 log = logging.getLogger(__name__)
+ORDER_TYPE_HEADER = "x-order-type"  # stored with an event row; its message's routing key
 
 # Deleted, but only for this transaction until it commits: the rows come back if it rolls back.
 CLAIM_SQL = """
@@ -141,9 +142,9 @@ class OutboxRelay:
                 "outbox.kind": kind,
             },
         ):
-            await self._send(row, kind, telemetry.inject_headers())
+            await self._send(row, kind, stored, telemetry.inject_headers())
 
-    async def _send(self, row: asyncpg.Record, kind: str, headers: dict[str, str]) -> None:
+    async def _send(self, row: asyncpg.Record, kind: str, stored: dict[str, Any], headers: dict[str, str]) -> None:
         payload = row["payload"]
         body = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
         if kind == "event" and body[:1] == b"{":  # a row written before one message per commit: an array of one
@@ -157,8 +158,15 @@ class OutboxRelay:
                 message_id=f"outbox-{row['id']}",
             )
         else:
+            # Routed by the order's type (rows from before it was recorded have none: "").
+            kind_of_order = stored.get(ORDER_TYPE_HEADER, "")
             await amqp.publish(
-                self.exchanges["event"], "", body, headers=headers, message_id=f"outbox-{row['id']}", mandatory=False
+                self.exchanges["event"],
+                kind_of_order,
+                body,
+                headers={**headers, ORDER_TYPE_HEADER: kind_of_order},
+                message_id=f"outbox-{row['id']}",
+                mandatory=False,
             )
 
     async def stop(self) -> None:

@@ -54,6 +54,8 @@ _JOB_JSON = f"""jsonb_build_object('orderId', {{src}}.id::text, 'attempt', 1, 'o
 _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.api_key_id::text)"
 # One outbox row, so one message, per commit: the array of the events it appended, in seq order.
 _OUTBOX_EVENTS = f"(SELECT jsonb_agg({_OWNED_EVENT_JSON} ORDER BY e.seq) FROM ev e)"
+# Its message headers: the trace context, and the order's type, which the relay publishes as the routing key.
+_EVENT_HEADERS = "{headers}::jsonb || jsonb_build_object('x-order-type', {src}.type)"
 
 CREATE_SQL = f"""
 WITH ins AS (
@@ -75,7 +77,8 @@ WITH ins AS (
     SELECT ins.id, 'job', {_JOB_JSON.format(src="ins")}, $10::jsonb FROM ins
         WHERE ins.status = 'pending'
     UNION ALL
-    SELECT ins.id, 'event', {_OUTBOX_EVENTS.format(owner="ins")}, $10::jsonb FROM ins
+    SELECT ins.id, 'event', {_OUTBOX_EVENTS.format(owner="ins")}, {_EVENT_HEADERS.format(src="ins", headers="$10")}
+    FROM ins
 )
 SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM ins
 """
@@ -109,7 +112,8 @@ WITH upd AS (
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    SELECT upd.id, 'event', {_OUTBOX_EVENTS.format(owner="upd")}, $14::jsonb FROM upd
+    SELECT upd.id, 'event', {_OUTBOX_EVENTS.format(owner="upd")}, {_EVENT_HEADERS.format(src="upd", headers="$14")}
+    FROM upd
     UNION ALL
     -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
     SELECT upd.id, 'job', {_JOB_JSON.format(src="upd")}, $14::jsonb FROM upd

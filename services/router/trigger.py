@@ -194,9 +194,11 @@ class Trigger:
         self.connection.reconnect_callbacks.add(lambda *_: self._spawn(self.catch_up()))
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=1000)
-        exchange = await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+        # Only the events of orders that can be armed: a market order's never reach the trigger.
+        by_type = await amqp.declare_events_by_type(channel, names)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(exchange)
+        for kind in (LIMIT, SNIPER):
+            await queue.bind(by_type, routing_key=kind)
         await queue.consume(self.on_event, no_ack=True)
         await self.catch_up()
         while True:

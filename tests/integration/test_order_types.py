@@ -89,6 +89,50 @@ async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_
         await connection.close()
 
 
+async def test_events_are_routed_by_order_type_and_a_market_order_never_reaches_the_armed_binding(
+    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings
+) -> None:
+    names = amqp.Names(settings.amqp_prefix)
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel()
+        by_type = await amqp.declare_events_by_type(channel, names)
+        armed = await channel.declare_queue("", exclusive=True)  # bound as the router's trigger binds
+        for kind in ("limit", "sniper"):
+            await armed.bind(by_type, routing_key=kind)
+        everything = await channel.declare_queue("", exclusive=True)
+        await everything.bind(names.events_exchange)
+        market = (await orders.CreateOrder(limit_request(type="market", limit_price=""), timeout=5)).order.id
+        limit = (await orders.CreateOrder(limit_request(), timeout=5)).order.id
+        await orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=market), timeout=5)
+        await orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=limit), timeout=5)
+        seen: dict[str, list[tuple[str, str]]] = {"armed": [], "everything": []}
+        async with asyncio.timeout(10):
+            while len(seen["everything"]) < 4:
+                for name, queue in (("armed", armed), ("everything", everything)):
+                    message = await queue.get(fail=False)
+                    if message is None:
+                        await asyncio.sleep(0.02)
+                        continue
+                    ours = [e for e in amqp.events_of(message.body) if e["orderId"] in (market, limit)]
+                    if ours:
+                        seen[name].append((message.routing_key or "", ours[-1]["status"]))
+                        assert message.headers["x-order-type"] == message.routing_key
+        await asyncio.sleep(0.3)  # anything else for the armed queue would have come by now
+        while (message := await armed.get(fail=False)) is not None:
+            if any(e["orderId"] in (market, limit) for e in amqp.events_of(message.body)):
+                seen["armed"].append((message.routing_key or "", "late"))
+        assert sorted(seen["everything"]) == [
+            ("limit", "cancelled"),
+            ("limit", "waiting"),
+            ("market", "cancelled"),
+            ("market", "pending"),
+        ]
+        assert sorted(seen["armed"]) == [("limit", "cancelled"), ("limit", "waiting")], "no market order's event"
+    finally:
+        await connection.close()
+
+
 async def test_cancel_racing_the_trigger_has_exactly_one_winner(
     orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
 ) -> None:

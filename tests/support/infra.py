@@ -110,7 +110,7 @@ async def delete_topology(infra: TestInfra) -> None:
         waits = (names.wait_queue(d) for d in tiers)
         for queue in (names.execute_queue, names.parking_queue, *waits):
             await channel.queue_delete(queue)
-        for exchange in (names.execute_exchange, names.retry_exchange, names.parking_exchange, names.events_exchange):
+        for exchange in names.exchanges:
             await channel.exchange_delete(exchange)
     finally:
         await connection.close()
