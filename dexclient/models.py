@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import json_format, message, timestamp_pb2
+from google.protobuf import message, timestamp_pb2
 
+from dexclient import records
 from dexengine.v1 import common_pb2, orders_pb2, router_pb2
 
 TERMINAL = frozenset({"confirmed", "failed", "expired", "cancelled"})
@@ -54,7 +55,7 @@ def record_json(value: message.Message) -> dict[str, Any]:
     """A typed record (routing, execution, event data) as the HTTP API's JSON shows it: the proto3 JSON mapping,
     every field without presence printed, ``optional`` ones only when set, 64-bit integers as numbers. The
     services write their JSON with this same function."""
-    return json_format.MessageToDict(value, always_print_fields_with_no_presence=True, unquote_int64_if_possible=True)
+    return records.to_json(value)
 
 
 def _event_data(data: common_pb2.EventData) -> dict[str, Any]:

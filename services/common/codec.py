@@ -17,8 +17,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from google.protobuf import json_format, message, timestamp_pb2
+from google.protobuf import message, timestamp_pb2
 
+from dexclient import records
 from dexclient.models import record_json as to_json
 from dexengine.v1 import common_pb2
 from services.common import states
@@ -80,7 +81,7 @@ def _ts_from_view(text: str | None, target: timestamp_pb2.Timestamp) -> None:
 def from_json(value: dict[str, Any] | None, target: message.Message) -> None:
     """Fill ``target`` from its JSON object; keys it does not know (older records) are ignored."""
     if value:
-        json_format.ParseDict(value, target, ignore_unknown_fields=True)
+        records.parse(value, target)
 
 
 def order_from_view(view: dict[str, Any]) -> common_pb2.Order:

@@ -39,13 +39,15 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
             second: list[str] = []
             mid_publish = asyncio.Event()
 
-            async def send_and_commit_another(row: Any, kind: str, headers: dict[str, str]) -> None:
+            async def send_and_commit_another(
+                row: Any, kind: str, stored: dict[str, Any], headers: dict[str, str]
+            ) -> None:
                 if not mid_publish.is_set():
                     mid_publish.set()  # once: the batch's rows are sent concurrently
                     # another order commits and its NOTIFY reaches the relay
                     second.append((await orders.CreateOrder(request(), timeout=5)).order.id)
                     await asyncio.wait_for(relay._wake.wait(), 5)
-                await send(row, kind, headers)
+                await send(row, kind, stored, headers)
 
             relay._send = send_and_commit_another  # type: ignore[method-assign]
             await orders.CreateOrder(request(), timeout=5)
