@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import amqp, config, states
+from services.common import config, states
 from services.common.errors import parse_rpc_error
-from tests.support import transitions
+from tests.support import published, transitions
 from tests.support.client import SOL, USDC
 from tests.support.waiting import eventually
 
@@ -191,12 +191,7 @@ async def test_route_submit_appends_building_then_submitted_in_one_commit(
 async def test_route_submit_from_pending_is_one_commit_and_one_message(
     orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, settings: config.Settings
 ) -> None:
-    names = amqp.Names(settings.amqp_prefix)
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        published = await channel.declare_queue("", exclusive=True)
-        await published.bind(names.events_exchange)
+    async with published.broker(settings.amqp_url, settings.amqp_prefix) as seen:
         order = (await orders.CreateOrder(create_request(), timeout=5)).order
         resp = await orders.Transition(transitions.request(order.id, PENDING, SUBMITTED), timeout=5)
         assert resp.order.status == SUBMITTED and resp.order.seq == 4 and resp.order.retry_count == 0
@@ -211,22 +206,11 @@ async def test_route_submit_from_pending_is_one_commit_and_one_message(
         )
         assert [r["status"] for r in rows] == ["pending", "routing", "building", "submitted"]
         assert len({r["created_at"] for r in rows[1:]}) == 1, "one commit"
-        messages: list[list[tuple[str, int]]] = []
-        async with asyncio.timeout(10):
-            while len(messages) < 2:
-                message = await published.get(fail=False)
-                if message is None:
-                    await asyncio.sleep(0.05)
-                    continue
-                events = amqp.events_of(message.body)
-                if events[0]["orderId"] == order.id:
-                    messages.append([(e["status"], e["seq"]) for e in events])
-        assert messages == [
-            [("pending", 1)],
-            [("routing", 2), ("building", 3), ("submitted", 4)],
-        ], "one message per commit, its events in seq order"
-    finally:
-        await connection.close()
+        commits = await seen.commits({order.id}, 2)
+    assert [[(e["status"], e["seq"]) for e in commit] for commit in commits] == [
+        [("pending", 1)],
+        [("routing", 2), ("building", 3), ("submitted", 4)],
+    ], "one message per commit, its events in seq order"
 
 
 async def test_idempotency_key_same_body_same_order_other_body_rejected(
@@ -253,14 +237,9 @@ async def test_idempotency_key_same_body_same_order_other_body_rejected(
 async def test_relay_publishes_jobs_and_events_to_rabbitmq(
     orders: orders_pb2_grpc.OrdersStub, settings: config.Settings, pg: asyncpg.Connection
 ) -> None:
-    names = amqp.Names(settings.amqp_prefix)
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        events_q = await channel.declare_queue("", exclusive=True)
-        await events_q.bind(names.events_exchange)
+    async with published.broker(settings.amqp_url, settings.amqp_prefix) as seen:
         order = (await orders.CreateOrder(create_request(), timeout=5)).order
-        work = await channel.get_queue(names.execute_queue)
+        work = await seen.channel.get_queue(seen.names.execute_queue)
         job = None
         deadline = asyncio.get_running_loop().time() + 10
         while asyncio.get_running_loop().time() < deadline:  # earlier tests' jobs are queued too
@@ -276,25 +255,12 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
         assert job is not None, "the job reached the execution queue"
         assert job[1].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert job[1].headers["x-attempt"] == 1
-        event = None
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            message = await events_q.get(fail=False)
-            if message is not None:
-                body = orjson.loads(message.body)
-                if body[0]["orderId"] == order.id:
-                    event = body
-                    break
-            else:
-                await asyncio.sleep(0.1)
-        assert event is not None
-        assert [(e["status"], e["seq"]) for e in event] == [("pending", 1)], "one message per commit"
+        (commit,) = await seen.commits({order.id}, 1)
+        assert [(e["status"], e["seq"]) for e in commit] == [("pending", 1)], "one message per commit"
         # The rows are deleted when the whole batch is confirmed, a moment after a consumer may see a message.
         await eventually(
             lambda: pg.fetchval("SELECT count(*) = 0 FROM outbox WHERE order_id = $1", uuid.UUID(order.id))
         )
-    finally:
-        await connection.close()
 
 
 async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub, settings: config.Settings) -> None:
