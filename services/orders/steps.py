@@ -95,10 +95,15 @@ def effect(request: orders_pb2.TransitionRequest, expected: str) -> Effect:
     return result
 
 
+def _attempt_begins(attempt: int, path: str, violations: list[FieldViolation]) -> Effect:
+    """pending -> routing: the ``routing`` event of a first attempt."""
+    if attempt < 1:
+        violations.append(FieldViolation(path, "must be at least 1"))
+    return single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=attempt)))
+
+
 def _begin(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
-    if request.begin.attempt < 1:
-        violations.append(FieldViolation("begin.attempt", "must be at least 1"))
-    return single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=request.begin.attempt)))
+    return _attempt_begins(request.begin.attempt, "begin.attempt", violations)
 
 
 def _route_submit(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
@@ -111,9 +116,7 @@ def _route_submit(request: orders_pb2.TransitionRequest, expected: str, violatio
     )
     if expected != states.PENDING:
         return decided
-    if routing.attempt < 1:
-        violations.append(FieldViolation("route_submit.routing.attempt", "must be at least 1"))
-    return _then(single(states.ROUTING, codec.to_json(common_pb2.RoutingEvent(attempt=routing.attempt))), decided)
+    return _then(_attempt_begins(routing.attempt, "route_submit.routing.attempt", violations), decided)
 
 
 def _fire(request: orders_pb2.TransitionRequest, expected: str, violations: list[FieldViolation]) -> Effect:
