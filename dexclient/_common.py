@@ -1,18 +1,29 @@
-"""What the sync and async clients share: requests, metadata, and which calls may be retried."""
+"""What the sync and async clients share: each unary call (its request, credentials and reading of the
+answer), metadata, and which calls may be retried. A client only runs a ``Call``, blocking or awaiting."""
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, Literal, TypeVar
 
 import grpc
 
 from dexclient import tokens
 from dexclient.errors import InvalidArgument, Violation
-from dexclient.models import status_value
+from dexclient.models import (
+    ApiKey,
+    Caller,
+    CreatedOrder,
+    NewApiKey,
+    Order,
+    OrderPage,
+    Quotes,
+    status_value,
+)
 from dexengine.v1 import common_pb2, orders_pb2, router_pb2
 
 AUTHORIZATION = "authorization"
@@ -21,6 +32,7 @@ DEFAULT_TIMEOUT_S = 10.0
 
 Amount = Decimal | str | int
 Metadata = tuple[tuple[str, str], ...]
+R = TypeVar("R")
 
 # Calls that change nothing, or that the server deduplicates: retried on UNAVAILABLE.
 # CreateOrder always carries an idempotency key (the client makes one), so a retry
@@ -127,3 +139,85 @@ def quote_request(token_in: str, token_out: str, amount_in: Amount, slippage: Am
         amount_in=decimal_text(amount_in, "amount_in"),
         slippage=decimal_text(slippage, "slippage"),
     )
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One unary call of the engine: the stub and method, the request, whose credentials, how the answer reads."""
+
+    service: Literal["orders", "router"]
+    method: str
+    request: Any
+    admin: bool  # the internal token (``admin_token``) rather than the API key
+    read: Callable[[Any], R]
+
+
+def create_order(
+    token_in: str,
+    token_out: str,
+    amount_in: Amount,
+    slippage: Amount,
+    order_type: str,
+    idempotency_key: str | None,
+    extra: dict[str, Amount | str],
+) -> Call[CreatedOrder]:
+    request = create_request(token_in, token_out, amount_in, slippage, order_type, idempotency_key, extra)
+    return Call(
+        "orders",
+        "CreateOrder",
+        request,
+        False,
+        lambda resp: CreatedOrder(Order.from_proto(resp.order), resp.created, request.idempotency_key),
+    )
+
+
+def get_order(order_id: str, events: bool) -> Call[Order]:
+    request = orders_pb2.GetOrderRequest(order_id=order_id, include_events=events)
+    return Call("orders", "GetOrder", request, False, lambda resp: Order.from_proto(resp.order, resp.events))
+
+
+def list_orders(status: str | None, limit: int, cursor: str | None, live: bool) -> Call[OrderPage]:
+    return Call(
+        "orders",
+        "ListOrders",
+        list_request(status, limit, cursor, live),
+        False,
+        lambda resp: OrderPage(tuple(Order.from_proto(o) for o in resp.orders), resp.next_cursor or None),
+    )
+
+
+def cancel_order(order_id: str) -> Call[Order]:
+    request = orders_pb2.CancelOrderRequest(order_id=order_id)
+    return Call("orders", "CancelOrder", request, False, lambda resp: Order.from_proto(resp.order))
+
+
+def quote(token_in: str, token_out: str, amount_in: Amount, slippage: Amount) -> Call[Quotes]:
+    request = quote_request(token_in, token_out, amount_in, slippage)
+    return Call("router", "GetQuotes", request, False, Quotes.from_proto)
+
+
+def whoami() -> Call[Caller]:
+    return Call(
+        "orders",
+        "WhoAmI",
+        orders_pb2.WhoAmIRequest(),
+        False,
+        lambda resp: Caller(resp.kind, resp.auth, ApiKey.from_proto(resp.key) if resp.HasField("key") else None),
+    )
+
+
+def create_key(name: str, quota_per_min: int) -> Call[NewApiKey]:
+    request = orders_pb2.CreateApiKeyRequest(name=name, quota_per_min=quota_per_min)
+    return Call(
+        "orders", "CreateApiKey", request, True, lambda resp: NewApiKey(ApiKey.from_proto(resp.key), resp.secret)
+    )
+
+
+def list_keys(include_revoked: bool) -> Call[list[ApiKey]]:
+    request = orders_pb2.ListApiKeysRequest(include_revoked=include_revoked)
+    return Call("orders", "ListApiKeys", request, True, lambda resp: [ApiKey.from_proto(k) for k in resp.keys])
+
+
+def revoke_key(key: str) -> Call[ApiKey]:
+    request = orders_pb2.RevokeApiKeyRequest(key=key)
+    return Call("orders", "RevokeApiKey", request, True, lambda resp: ApiKey.from_proto(resp.key))

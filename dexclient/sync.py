@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 import grpc
 
 from dexclient import _common
-from dexclient._common import DEFAULT_TIMEOUT_S, SAFE, Amount, Metadata, RetryPolicy
+from dexclient._common import DEFAULT_TIMEOUT_S, SAFE, Amount, RetryPolicy
 from dexclient.errors import DexError, from_rpc_error
 from dexclient.models import ApiKey, Caller, CreatedOrder, NewApiKey, Order, OrderEvent, OrderPage, Quotes
-from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc, router_pb2_grpc
+from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2_grpc, router_pb2_grpc
 
 T = TypeVar("T")
 
@@ -83,13 +83,17 @@ class Client:
 
     # -- the engine's calls
 
-    def _call(self, method: str, call: Callable[[float, Metadata], T], metadata: Metadata, timeout: float | None) -> T:
+    def _run(self, call: _common.Call[T], timeout: float | None) -> T:
+        """Make ``call``, retrying a safe one on a retryable status within its deadline; read its answer."""
+        stub = self.orders if call.service == "orders" else self.router
+        method = getattr(stub, call.method)
+        metadata = _common.admin_metadata(self.admin_token) if call.admin else _common.key_metadata(self.api_key)
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
-        delays = self.retry.delays() if method in SAFE else iter(())
+        delays = self.retry.delays() if call.method in SAFE else iter(())
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return call(max(remaining, 0.001), metadata)
+                return call.read(method(call.request, timeout=max(remaining, 0.001), metadata=metadata))
             except grpc.RpcError as err:
                 error = from_rpc_error(err)
                 delay = next(delays, None) if err.code() in self.retry.retryable else None
@@ -110,24 +114,12 @@ class Client:
         **extra: Amount | str,
     ) -> CreatedOrder:
         """Submit an order (tokens as mints or symbols). The same idempotency key returns the same order."""
-        request = _common.create_request(token_in, token_out, amount_in, slippage, type, idempotency_key, extra)
-        resp = self._call(
-            "CreateOrder",
-            lambda t, md: self.orders.CreateOrder(request, timeout=t, metadata=md),
-            _common.key_metadata(self.api_key),
-            timeout,
+        return self._run(
+            _common.create_order(token_in, token_out, amount_in, slippage, type, idempotency_key, extra), timeout
         )
-        return CreatedOrder(Order.from_proto(resp.order), resp.created, request.idempotency_key)
 
     def get_order(self, order_id: str, *, events: bool = True, timeout: float | None = None) -> Order:
-        request = orders_pb2.GetOrderRequest(order_id=order_id, include_events=events)
-        resp = self._call(
-            "GetOrder",
-            lambda t, md: self.orders.GetOrder(request, timeout=t, metadata=md),
-            _common.key_metadata(self.api_key),
-            timeout,
-        )
-        return Order.from_proto(resp.order, resp.events)
+        return self._run(_common.get_order(order_id, events), timeout)
 
     def list_orders(
         self,
@@ -138,25 +130,11 @@ class Client:
         live: bool = False,
         timeout: float | None = None,
     ) -> OrderPage:
-        request = _common.list_request(status, limit, cursor, live)
-        resp = self._call(
-            "ListOrders",
-            lambda t, md: self.orders.ListOrders(request, timeout=t, metadata=md),
-            _common.key_metadata(self.api_key),
-            timeout,
-        )
-        return OrderPage(tuple(Order.from_proto(o) for o in resp.orders), resp.next_cursor or None)
+        return self._run(_common.list_orders(status, limit, cursor, live), timeout)
 
     def cancel_order(self, order_id: str, *, timeout: float | None = None) -> Order:
         """Cancel while pending or waiting; Conflict (NOT_CANCELLABLE) once routing. Never retried."""
-        request = orders_pb2.CancelOrderRequest(order_id=order_id)
-        resp = self._call(
-            "CancelOrder",
-            lambda t, md: self.orders.CancelOrder(request, timeout=t, metadata=md),
-            _common.key_metadata(self.api_key),
-            timeout,
-        )
-        return Order.from_proto(resp.order)
+        return self._run(_common.cancel_order(order_id), timeout)
 
     def watch(self, order_id: str) -> Iterator[OrderEvent]:
         """The order's current state (a snapshot), then every later event, until the terminal one.
@@ -210,57 +188,21 @@ class Client:
         timeout: float | None = None,
     ) -> Quotes:
         """Both venues' quotes and the route the router would choose now (Router/GetQuotes)."""
-        request = _common.quote_request(token_in, token_out, amount_in, slippage)
-        resp = self._call(
-            "GetQuotes",
-            lambda t, md: self.router.GetQuotes(request, timeout=t, metadata=md),
-            _common.key_metadata(self.api_key),
-            timeout,
-        )
-        return Quotes.from_proto(resp)
+        return self._run(_common.quote(token_in, token_out, amount_in, slippage), timeout)
 
     def whoami(self, *, timeout: float | None = None) -> Caller:
-        resp = self._call(
-            "WhoAmI",
-            lambda t, md: self.orders.WhoAmI(orders_pb2.WhoAmIRequest(), timeout=t, metadata=md),
-            _common.key_metadata(self.api_key),
-            timeout,
-        )
-        return Caller(resp.kind, resp.auth, ApiKey.from_proto(resp.key) if resp.HasField("key") else None)
-
-    # -- admin (the internal token, ``admin_token``)
+        return self._run(_common.whoami(), timeout)
 
     def create_key(self, name: str, *, quota_per_min: int = 0, timeout: float | None = None) -> NewApiKey:
         """A new API key; its secret is in the answer only. Never retried (a retry would make a second key)."""
-        request = orders_pb2.CreateApiKeyRequest(name=name, quota_per_min=quota_per_min)
-        resp = self._call(
-            "CreateApiKey",
-            lambda t, md: self.orders.CreateApiKey(request, timeout=t, metadata=md),
-            _common.admin_metadata(self.admin_token),
-            timeout,
-        )
-        return NewApiKey(ApiKey.from_proto(resp.key), resp.secret)
+        return self._run(_common.create_key(name, quota_per_min), timeout)
 
     def list_keys(self, *, include_revoked: bool = False, timeout: float | None = None) -> list[ApiKey]:
-        request = orders_pb2.ListApiKeysRequest(include_revoked=include_revoked)
-        resp = self._call(
-            "ListApiKeys",
-            lambda t, md: self.orders.ListApiKeys(request, timeout=t, metadata=md),
-            _common.admin_metadata(self.admin_token),
-            timeout,
-        )
-        return [ApiKey.from_proto(k) for k in resp.keys]
+        return self._run(_common.list_keys(include_revoked), timeout)
 
     def revoke_key(self, key: str, *, timeout: float | None = None) -> ApiKey:
         """Revoke by id or by the name of an active key (idempotent by id)."""
-        request = orders_pb2.RevokeApiKeyRequest(key=key)
-        resp = self._call(
-            "RevokeApiKey",
-            lambda t, md: self.orders.RevokeApiKey(request, timeout=t, metadata=md),
-            _common.admin_metadata(self.admin_token),
-            timeout,
-        )
-        return ApiKey.from_proto(resp.key)
+        return self._run(_common.revoke_key(key), timeout)
 
 
 __all__ = ["Client", "DexError"]
