@@ -47,6 +47,10 @@ from venues.onchain import VENUE_PROGRAMS, PoolSnapshot
 from venues.raydium import ConstantProductPool
 
 log = logging.getLogger(__name__)
+# The routing keys the trigger hears on orders.events.by-type: the events of orders that can be armed (a market
+# order's never reach it), and "": a message published before events carried their order's type (an older relay,
+# or an outbox row it left).
+EVENT_KEYS = (LIMIT, SNIPER, "")
 PAGE = 200
 FIRE_CONCURRENCY = 64
 RPC_TIMEOUT_S = 5.0
@@ -194,10 +198,9 @@ class Trigger:
         self.connection.reconnect_callbacks.add(lambda *_: self._spawn(self.catch_up()))
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=1000)
-        # Only the events of orders that can be armed: a market order's never reach the trigger.
         by_type = await amqp.declare_events_by_type(channel, names)
         queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-        for kind in (LIMIT, SNIPER):
+        for kind in EVENT_KEYS:
             await queue.bind(by_type, routing_key=kind)
         await queue.consume(self.on_event, no_ack=True)
         await self.catch_up()

@@ -16,6 +16,7 @@ import orjson
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import amqp, config, states
 from services.common.errors import parse_rpc_error
+from services.router.trigger import EVENT_KEYS
 from tests.support import transitions
 from tests.support.client import SOL, USDC
 
@@ -98,7 +99,7 @@ async def test_events_are_routed_by_order_type_and_a_market_order_never_reaches_
         channel = await connection.channel()
         by_type = await amqp.declare_events_by_type(channel, names)
         armed = await channel.declare_queue("", exclusive=True)  # bound as the router's trigger binds
-        for kind in ("limit", "sniper"):
+        for kind in EVENT_KEYS:
             await armed.bind(by_type, routing_key=kind)
         everything = await channel.declare_queue("", exclusive=True)
         await everything.bind(names.events_exchange)
@@ -129,6 +130,17 @@ async def test_events_are_routed_by_order_type_and_a_market_order_never_reaches_
             ("market", "pending"),
         ]
         assert sorted(seen["armed"]) == [("limit", "cancelled"), ("limit", "waiting")], "no market order's event"
+        # A message of an older relay: one event, no order type. The trigger still hears it.
+        legacy = {"orderId": limit, "status": "expired", "seq": 9, "timestamp": None, "data": {}}
+        fanout = await channel.get_exchange(names.events_exchange)
+        await fanout.publish(aio_pika.Message(orjson.dumps(legacy)), routing_key="")
+        message = None
+        async with asyncio.timeout(10):
+            while message is None:
+                message = await armed.get(fail=False)
+                if message is None:
+                    await asyncio.sleep(0.02)
+        assert amqp.events_of(message.body) == [legacy]
     finally:
         await connection.close()
 
