@@ -84,7 +84,26 @@ def admin_metadata(admin_token: str | None) -> Metadata:
     return ((INTERNAL, admin_token),) if admin_token else ()
 
 
-def create_request(
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One unary call of the engine: the stub and method, the request, whose credentials, how the answer reads."""
+
+    service: Literal["orders", "router"]
+    method: str
+    request: Any
+    admin: bool  # the internal token (``admin_token``) rather than the API key
+    read: Callable[[Any], R]
+
+
+def _mints(token_in: str, token_out: str) -> tuple[str, str]:
+    """Both tokens as mints (symbols are resolved); InvalidArgument for an unknown symbol."""
+    try:
+        return tokens.resolve(token_in), tokens.resolve(token_out)
+    except ValueError as exc:
+        raise InvalidArgument("INVALID_ARGUMENT", str(exc)) from None
+
+
+def create_order(
     token_in: str,
     token_out: str,
     amount_in: Amount,
@@ -92,13 +111,10 @@ def create_request(
     order_type: str,
     idempotency_key: str | None,
     extra: dict[str, Amount | str],
-) -> orders_pb2.CreateOrderRequest:
-    """A CreateOrderRequest; tokens may be symbols. ``extra`` sets fields of other order types when the
+) -> Call[CreatedOrder]:
+    """CreateOrder; tokens may be symbols. ``extra`` sets fields of other order types when the
     engine's protos have them (limit_price, min_liquidity, expires_at …)."""
-    try:
-        mint_in, mint_out = tokens.resolve(token_in), tokens.resolve(token_out)
-    except ValueError as exc:
-        raise InvalidArgument("INVALID_ARGUMENT", str(exc)) from None
+    mint_in, mint_out = _mints(token_in, token_out)
     request = orders_pb2.CreateOrderRequest(
         token_in=mint_in,
         token_out=mint_out,
@@ -116,52 +132,6 @@ def create_request(
                 violations=[Violation(name, "is not a field of CreateOrderRequest in this version")],
             )
         setattr(request, name, value if isinstance(value, str) else decimal_text(value, name))
-    return request
-
-
-def list_request(status: str | None, limit: int, cursor: str | None, live: bool) -> orders_pb2.ListOrdersRequest:
-    return orders_pb2.ListOrdersRequest(
-        status=status_value(status) if status else common_pb2.ORDER_STATUS_UNSPECIFIED,
-        limit=limit,
-        cursor=cursor or "",
-        live=live,
-    )
-
-
-def quote_request(token_in: str, token_out: str, amount_in: Amount, slippage: Amount) -> router_pb2.GetQuotesRequest:
-    try:
-        mint_in, mint_out = tokens.resolve(token_in), tokens.resolve(token_out)
-    except ValueError as exc:
-        raise InvalidArgument("INVALID_ARGUMENT", str(exc)) from None
-    return router_pb2.GetQuotesRequest(
-        token_in=mint_in,
-        token_out=mint_out,
-        amount_in=decimal_text(amount_in, "amount_in"),
-        slippage=decimal_text(slippage, "slippage"),
-    )
-
-
-@dataclass(frozen=True)
-class Call(Generic[R]):
-    """One unary call of the engine: the stub and method, the request, whose credentials, how the answer reads."""
-
-    service: Literal["orders", "router"]
-    method: str
-    request: Any
-    admin: bool  # the internal token (``admin_token``) rather than the API key
-    read: Callable[[Any], R]
-
-
-def create_order(
-    token_in: str,
-    token_out: str,
-    amount_in: Amount,
-    slippage: Amount,
-    order_type: str,
-    idempotency_key: str | None,
-    extra: dict[str, Amount | str],
-) -> Call[CreatedOrder]:
-    request = create_request(token_in, token_out, amount_in, slippage, order_type, idempotency_key, extra)
     return Call(
         "orders",
         "CreateOrder",
@@ -177,10 +147,16 @@ def get_order(order_id: str, events: bool) -> Call[Order]:
 
 
 def list_orders(status: str | None, limit: int, cursor: str | None, live: bool) -> Call[OrderPage]:
+    request = orders_pb2.ListOrdersRequest(
+        status=status_value(status) if status else common_pb2.ORDER_STATUS_UNSPECIFIED,
+        limit=limit,
+        cursor=cursor or "",
+        live=live,
+    )
     return Call(
         "orders",
         "ListOrders",
-        list_request(status, limit, cursor, live),
+        request,
         False,
         lambda resp: OrderPage(tuple(Order.from_proto(o) for o in resp.orders), resp.next_cursor or None),
     )
@@ -192,7 +168,13 @@ def cancel_order(order_id: str) -> Call[Order]:
 
 
 def quote(token_in: str, token_out: str, amount_in: Amount, slippage: Amount) -> Call[Quotes]:
-    request = quote_request(token_in, token_out, amount_in, slippage)
+    mint_in, mint_out = _mints(token_in, token_out)
+    request = router_pb2.GetQuotesRequest(
+        token_in=mint_in,
+        token_out=mint_out,
+        amount_in=decimal_text(amount_in, "amount_in"),
+        slippage=decimal_text(slippage, "slippage"),
+    )
     return Call("router", "GetQuotes", request, False, Quotes.from_proto)
 
 

@@ -21,7 +21,8 @@ Topology (names get ``AMQP_PREFIX`` in front):
 - ``orders.events.by-type`` (direct), bound to ``orders.events``: the same
   messages routed by that key, for a consumer that wants only some types (the
   router's trigger binds ``limit`` and ``sniper``: a market order's three
-  messages never reach it).
+  messages never reach it). A message published before events carried their
+  order's type (one event object, not an array) has the key ``""``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from services.common.config import Settings
 
 DELIVERY_LIMIT = 5
+ORDER_TYPE_HEADER = "x-order-type"  # an event message's order type, also its routing key
 JOB_KEY = "execute"
 
 

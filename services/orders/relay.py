@@ -28,7 +28,6 @@ from services.common import amqp, faults, metrics, telemetry
 from services.common.config import Settings
 
 log = logging.getLogger(__name__)
-ORDER_TYPE_HEADER = "x-order-type"  # stored with an event row; its message's routing key
 
 # Deleted, but only for this transaction until it commits: the rows come back if it rolls back.
 CLAIM_SQL = """
@@ -147,8 +146,6 @@ class OutboxRelay:
     async def _send(self, row: asyncpg.Record, kind: str, stored: dict[str, Any], headers: dict[str, str]) -> None:
         payload = row["payload"]
         body = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
-        if kind == "event" and body[:1] == b"{":  # a row written before one message per commit: an array of one
-            body = b"[" + body + b"]"
         if kind == "job":
             await amqp.publish(
                 self.exchanges["job"],
@@ -159,12 +156,12 @@ class OutboxRelay:
             )
         else:
             # Routed by the order's type (rows from before it was recorded have none: "").
-            kind_of_order = stored.get(ORDER_TYPE_HEADER, "")
+            kind_of_order = stored.get(amqp.ORDER_TYPE_HEADER, "")
             await amqp.publish(
                 self.exchanges["event"],
                 kind_of_order,
                 body,
-                headers={**headers, ORDER_TYPE_HEADER: kind_of_order},
+                headers={**headers, amqp.ORDER_TYPE_HEADER: kind_of_order},
                 message_id=f"outbox-{row['id']}",
                 mandatory=False,
             )

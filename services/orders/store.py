@@ -23,7 +23,7 @@ import asyncpg
 import grpc
 import orjson
 
-from services.common import states
+from services.common import amqp, states
 from services.common.errors import DomainError, FieldViolation
 from services.common.validation import OrderInput
 from services.orders import steps
@@ -55,7 +55,7 @@ _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.
 # One outbox row, so one message, per commit: the array of the events it appended, in seq order.
 _OUTBOX_EVENTS = f"(SELECT jsonb_agg({_OWNED_EVENT_JSON} ORDER BY e.seq) FROM ev e)"
 # Its message headers: the trace context, and the order's type, which the relay publishes as the routing key.
-_EVENT_HEADERS = "{headers}::jsonb || jsonb_build_object('x-order-type', {src}.type)"
+_EVENT_HEADERS = f"{{headers}}::jsonb || jsonb_build_object('{amqp.ORDER_TYPE_HEADER}', {{src}}.type)"
 
 CREATE_SQL = f"""
 WITH ins AS (

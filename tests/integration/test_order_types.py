@@ -118,7 +118,7 @@ async def test_events_are_routed_by_order_type_and_a_market_order_never_reaches_
                     ours = [e for e in amqp.events_of(message.body) if e["orderId"] in (market, limit)]
                     if ours:
                         seen[name].append((message.routing_key or "", ours[-1]["status"]))
-                        assert message.headers["x-order-type"] == message.routing_key
+                        assert message.headers[amqp.ORDER_TYPE_HEADER] == message.routing_key
         await asyncio.sleep(0.3)  # anything else for the armed queue would have come by now
         while (message := await armed.get(fail=False)) is not None:
             if any(e["orderId"] in (market, limit) for e in amqp.events_of(message.body)):
