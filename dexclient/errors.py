@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 
@@ -113,6 +113,11 @@ def status_details(err: grpc.RpcError) -> StatusDetails:
         status = rpc_status.from_call(cast(grpc.Call, err))
     except ValueError:  # a trailer that does not match the call's own status: not this call's details
         status = None
+    return details_of(status)
+
+
+def details_of(status: status_pb2.Status | None) -> StatusDetails:
+    """ErrorInfo reason, BadRequest field violations and RetryInfo wait of a google.rpc.Status."""
     details = StatusDetails()
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

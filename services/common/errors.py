@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dexclient.errors import status_details
+from dexclient.errors import details_of, status_details
 from services.common.db import UNAVAILABLE_ERRORS
 from venues.errors import AmmError, NoPoolError
 
@@ -137,6 +137,11 @@ def _pack(message: Message) -> any_pb2.Any:
 
 def rich_status(info: RpcErrorInfo) -> grpc.Status:
     """``info`` as a grpc.Status whose trailer carries the google.rpc.Status (ErrorInfo, RetryInfo, BadRequest)."""
+    return rpc_status.to_status(status_message(info))
+
+
+def status_message(info: RpcErrorInfo) -> status_pb2.Status:
+    """``info`` as a google.rpc.Status: its code and message, and ErrorInfo, RetryInfo and BadRequest details."""
     status = status_pb2.Status(code=info.code.value[0], message=info.message)
     if info.reason:
         status.details.append(_pack(error_details_pb2.ErrorInfo(reason=info.reason, domain=DOMAIN)))
@@ -151,7 +156,7 @@ def rich_status(info: RpcErrorInfo) -> grpc.Status:
             ]
         )
         status.details.append(_pack(bad))
-    return rpc_status.to_status(status)
+    return status
 
 
 async def abort(context: grpc.aio.ServicerContext, info: RpcErrorInfo) -> NoReturn:
@@ -192,3 +197,14 @@ def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
     details = status_details(err)
     violations = [FieldViolation(v.field, v.issue) for v in details.violations]
     return RpcErrorInfo(err.code(), err.details() or "", details.reason, violations, details.retry_after_s)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def parse_status(status: status_pb2.Status) -> RpcErrorInfo:
+    """What a google.rpc.Status carried in a message says (:func:`status_message` wrote it)."""
+    details = details_of(status)
+    violations = [FieldViolation(v.field, v.issue) for v in details.violations]
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return RpcErrorInfo(code, status.message, details.reason, violations, details.retry_after_s)

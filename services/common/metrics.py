@@ -81,9 +81,11 @@ ARMED = Gauge("dexengine_armed_orders", "Waiting limit/sniper orders the router'
 DECISIONS = Counter("dexengine_route_decisions", "Routing decisions by chosen venue", ["venue"], registry=REGISTRY)
 WEBSOCKETS = Gauge("dexengine_websocket_connections", "Open WebSocket connections", registry=REGISTRY)
 ORDER_FEEDS = Gauge(
-    "dexengine_order_feeds", "Notifier Watch streams a gateway holds (one per watched order)", registry=REGISTRY
+    "dexengine_order_feeds", "Orders a gateway follows over its notifier WatchMany stream", registry=REGISTRY
 )
-WATCHERS = Gauge("dexengine_watch_streams", "Open notifier Watch streams", registry=REGISTRY)
+WATCHERS = Gauge(
+    "dexengine_watch_streams", "Notifier Watch and WatchMine streams, and WatchMany subscriptions", registry=REGISTRY
+)
 EVENTS_FANNED_OUT = Counter("dexengine_events_delivered", "Events handed to watchers", registry=REGISTRY)
 
 

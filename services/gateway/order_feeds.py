@@ -1,10 +1,12 @@
-"""One notifier Watch stream per live order per gateway, shared by its WebSockets.
+"""One feed per live order per gateway, shared by its WebSockets; one notifier stream for every feed.
 
 Without sharing, every WebSocket held its own gRPC stream to the notifier: 10,000
 subscribers of 100 orders meant 10,000 streams, and each event was encoded,
-sent, received and decoded 100 times over. A feed opens one stream per order,
+sent, received and decoded 100 times over. A feed follows its order once,
 encodes each event to its JSON text frame once, and hands that frame to every
-subscriber's queue.
+subscriber's queue. The feeds are subscriptions on one notifier ``WatchMany``
+stream (:class:`NotifierStream`), so a newly watched order costs a message on
+an open stream instead of opening a gRPC call of its own.
 
 The notifier's contract carries over unchanged: a subscriber receives the
 snapshot that began the feed, then every event since in seq order — those
@@ -13,22 +15,28 @@ arrive live — no gaps, no duplicates. A feed ends with its order's terminal
 event (subscribers close with 1000), with the stream breaking off (1013,
 reconnect) or, before its first message, with the notifier's error (the HTTP
 error of the upgrade request). An ended feed is forgotten, so the next
-subscriber opens a fresh stream; a feed whose last subscriber leaves is
-cancelled.
+subscriber starts a fresh subscription; a feed whose last subscriber leaves is
+cancelled and its subscription stopped. When the shared stream breaks off
+(a notifier restart), every feed on it ends as its own stream would have;
+the next feed opens a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import orjson
+from google.rpc import status_pb2
 
-from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc
+from dexengine.v1 import notifier_pb2, notifier_pb2_grpc
 from services.common import codec, metrics, states
-from services.common.errors import RpcErrorInfo, parse_rpc_error
+from services.common.errors import RpcErrorInfo, parse_rpc_error, parse_status
 
 
 @dataclass(frozen=True)
@@ -69,30 +77,97 @@ class OrderFeed:
             queue.put_nowait(item)
 
     async def _run(self) -> None:
-        call = self.feeds.stub.Watch(notifier_pb2.WatchRequest(order_id=self.order_id))
-        end = FeedEnd(terminal=False)
+        stream = self.feeds.stream()
+        ref, inbox = stream.subscribe(self.order_id)
+        end: FeedEnd | None = None  # set when the notifier ended the subscription (or the stream)
         metrics.ORDER_FEEDS.inc()
         try:
-            while True:
-                event = await call.read()
-                if not isinstance(event, common_pb2.OrderEvent):  # grpc.aio.EOF: the stream ended
-                    break
-                frame = orjson.dumps(codec.event_to_view(event)).decode()
-                self.backlog.append(frame)
-                self._publish(frame)
-                if states.from_proto(event.status) in states.TERMINAL:
-                    end = FeedEnd(terminal=True)
-                    break
-        except grpc.aio.AioRpcError as err:
-            end = FeedEnd(terminal=False, error=parse_rpc_error(err))
+            end = await self._follow(inbox)
         except asyncio.CancelledError:
-            self._publish(end)  # the gateway is shutting down: subscribers close with "reconnect"
+            self._publish(FeedEnd(terminal=False))  # the gateway is shutting down: subscribers close with "reconnect"
             raise
         finally:
             metrics.ORDER_FEEDS.dec()
-            call.cancel()
+            stream.release(ref, stop=end is None)
             self.feeds.forget(self)
         self._publish(end)
+
+    async def _follow(self, inbox: asyncio.Queue[Message | FeedEnd]) -> FeedEnd:
+        """Publish the subscription's events as frames; return how it ended."""
+        while not isinstance(item := await inbox.get(), FeedEnd):
+            if item.WhichOneof("item") == "refused":
+                return FeedEnd(terminal=False, error=parse_status(status_pb2.Status.FromString(item.refused)))
+            frame = orjson.dumps(codec.event_to_view(item.event)).decode()
+            self.backlog.append(frame)
+            self._publish(frame)
+            if states.from_proto(item.event.status) in states.TERMINAL:
+                return FeedEnd(terminal=True)
+        return item  # the shared stream ended
+
+
+Message = notifier_pb2.WatchManyMessage
+# Half the notifier's MAX_CONNECTION_AGE_MS: every connection the channel opens gets new feeds for a while.
+ROTATE_AFTER_S = 60.0
+
+
+class NotifierStream:
+    """One ``WatchMany`` call: the subscriptions of feeds, by ref, and the messages it brings for each.
+
+    Opened when the first feed subscribes; when it ends, every subscription's inbox gets a FeedEnd (with the
+    call's error, if any) and the gateway opens a new one for the next feed. After ``ROTATE_AFTER_S`` new
+    feeds go to a new call, which takes the channel's current connection (the notifier recycles connections
+    so that new replicas get a share); the old one serves its feeds to their end, then closes."""
+
+    def __init__(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
+        self.inboxes: dict[int, asyncio.Queue[Message | FeedEnd]] = {}
+        self.requests: asyncio.Queue[notifier_pb2.WatchManyRequest] = asyncio.Queue()
+        self.refs = itertools.count(1)
+        self.opened = time.monotonic()
+        self.retired = False
+        self.task = asyncio.create_task(self._run(stub), name="notifier-watch-many")
+
+    def fresh(self) -> bool:
+        return not self.task.done() and time.monotonic() - self.opened < ROTATE_AFTER_S
+
+    def retire(self) -> None:
+        """No new subscriptions: close once the last one is released."""
+        self.retired = True
+        if not self.inboxes:
+            self.task.cancel()
+
+    def subscribe(self, order_id: str) -> tuple[int, asyncio.Queue[Message | FeedEnd]]:
+        ref = next(self.refs)
+        inbox: asyncio.Queue[Message | FeedEnd] = asyncio.Queue()
+        self.inboxes[ref] = inbox
+        self.requests.put_nowait(notifier_pb2.WatchManyRequest(ref=ref, order_id=order_id))
+        return ref, inbox
+
+    def release(self, ref: int, *, stop: bool) -> None:
+        """The feed is done with ``ref``; ``stop`` it at the notifier when it has not ended there."""
+        if self.inboxes.pop(ref, None) is not None and stop and not self.task.done():
+            self.requests.put_nowait(notifier_pb2.WatchManyRequest(ref=ref, stop=True))
+        if self.retired and not self.inboxes:
+            self.task.cancel()
+
+    async def _outgoing(self) -> AsyncIterator[notifier_pb2.WatchManyRequest]:
+        while True:
+            yield await self.requests.get()
+
+    async def _run(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
+        call = stub.WatchMany(self._outgoing())
+        end = FeedEnd(terminal=False)
+        try:
+            async for message in call:
+                inbox = self.inboxes.get(message.ref)
+                if inbox is not None:
+                    inbox.put_nowait(message)
+        except grpc.aio.AioRpcError as err:
+            end = FeedEnd(terminal=False, error=parse_rpc_error(err))
+        finally:
+            call.cancel()
+            for inbox in self.inboxes.values():
+                inbox.put_nowait(end)
+            self.inboxes.clear()
 
 
 class OrderFeeds:
@@ -101,6 +176,15 @@ class OrderFeeds:
     def __init__(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
         self.stub = stub
         self.feeds: dict[str, OrderFeed] = {}
+        self._stream: NotifierStream | None = None
+
+    def stream(self) -> NotifierStream:
+        """The open WatchMany stream, opened anew when there is none or the last one ended."""
+        if self._stream is None or not self._stream.fresh():
+            if self._stream is not None:
+                self._stream.retire()
+            self._stream = NotifierStream(self.stub)
+        return self._stream
 
     def join(self, order_id: str) -> tuple[OrderFeed, asyncio.Queue[Item]]:
         feed = self.feeds.get(order_id)
@@ -119,3 +203,7 @@ class OrderFeeds:
         for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError):
                 await feed.task
+        if self._stream is not None:
+            self._stream.retire()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stream.task

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -26,7 +26,17 @@ import grpc
 from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import auth, codec, metrics, states
 from services.common.auth import AuthSettings
-from services.common.errors import DomainError, FieldViolation, UpstreamError, abort, answering, parse_rpc_error
+from services.common.errors import (
+    DomainError,
+    FieldViolation,
+    RpcErrorInfo,
+    UpstreamError,
+    abort,
+    answering,
+    parse_rpc_error,
+    status_message,
+    status_of,
+)
 from services.common.validation import validate_order_id
 from services.notifier.hub import EVERY_OWNER, RESYNC, Hub
 
@@ -122,6 +132,14 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
                         orders_pb2.GetOrderRequest(order_id=order_id), timeout=5, metadata=auth.forwarded(authorization)
                     )
                 )
+        async with answering(context):
+            async for event in self._watch(order_id):
+                yield event
+
+    async def _watch(self, order_id: str) -> AsyncIterator[common_pb2.OrderEvent]:
+        """One order's stream: its snapshot, then every later event in seq order, up to a terminal one.
+
+        Raises UpstreamError when the snapshot cannot be read (NOT_FOUND for an unknown order)."""
         subscribed = time.monotonic()
         queue = self.hub.subscribe(order_id)
         metrics.WATCHERS.inc()
@@ -129,7 +147,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             try:
                 order, _ = await self._history(order_id, subscribed)
             except grpc.aio.AioRpcError as err:
-                await abort(context, parse_rpc_error(err))
+                raise UpstreamError(parse_rpc_error(err)) from None
             yield codec.event_from_view(snapshot_event(order))
             last = order["seq"]
             if order["status"] in states.TERMINAL:
@@ -162,6 +180,22 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
         finally:
             metrics.WATCHERS.dec()
             self.hub.unsubscribe(order_id, queue)
+
+    async def WatchMany(
+        self, request_iterator: AsyncIterator[notifier_pb2.WatchManyRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[notifier_pb2.WatchManyMessage]:
+        """Many orders' Watch streams over one stream, each tagged with the caller's ref (see notifier.proto)."""
+        async with answering(context):
+            if self._authorization(context) is not None:
+                raise ServicesOnly
+        stream = _ManyWatches(self._watch)
+        reader = asyncio.create_task(stream.read_requests(request_iterator))
+        try:
+            while (message := await stream.next_message()) is not None:
+                yield message
+        finally:
+            reader.cancel()
+            stream.stop_all()
 
     async def _owner(self, authorization: str | None) -> str:
         """Whose orders a WatchMine stream follows: the key's id, or EVERY_OWNER (AUTH=off, or a service)."""
@@ -253,6 +287,76 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             if order["orderId"] not in follower.last:
                 events.extend(follower.snapshot(order))
         return events
+
+
+class ServicesOnly(DomainError):
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self) -> None:
+        super().__init__("WatchMany is for the services of the mesh; a client watches an order with Watch")
+
+
+class _Subscription:
+    """One order followed on a WatchMany stream."""
+
+    def __init__(self, ref: int) -> None:
+        self.ref = ref
+        self.stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _ManyWatches:
+    """The subscriptions of one WatchMany stream and the messages they queue for it, in the order produced."""
+
+    def __init__(self, watch: Callable[[str], AsyncIterator[common_pb2.OrderEvent]]) -> None:
+        self.watch = watch
+        self.subscriptions: dict[int, _Subscription] = {}
+        self.outbox: asyncio.Queue[tuple[_Subscription, notifier_pb2.WatchManyMessage] | None] = asyncio.Queue()
+
+    async def read_requests(self, requests: AsyncIterator[notifier_pb2.WatchManyRequest]) -> None:
+        try:
+            async for request in requests:
+                running = self.subscriptions.pop(request.ref, None)
+                if running is not None:  # stopped, or its ref reused: nothing more of the old one is sent
+                    running.stop()
+                if not request.stop:
+                    subscription = self.subscriptions[request.ref] = _Subscription(request.ref)
+                    subscription.task = asyncio.create_task(self._follow(subscription, request.order_id))
+        finally:
+            self.outbox.put_nowait(None)  # the caller ended its side (or the call ended): so does the stream
+
+    async def next_message(self) -> notifier_pb2.WatchManyMessage | None:
+        """The next message of a subscription that was not stopped; None once the caller ended its side."""
+        while (item := await self.outbox.get()) is not None:
+            if not item[0].stopped:
+                return item[1]
+        return None
+
+    def stop_all(self) -> None:
+        for subscription in list(self.subscriptions.values()):
+            subscription.stop()
+
+    async def _follow(self, subscription: _Subscription, order_id: str) -> None:
+        ref = subscription.ref
+        try:
+            async for event in self.watch(str(validate_order_id(order_id))):
+                self.outbox.put_nowait((subscription, notifier_pb2.WatchManyMessage(ref=ref, event=event)))
+        except Exception as exc:
+            info = status_of(exc)
+            if info is None:
+                log.exception("WatchMany subscription failed", extra={"orderId": order_id})
+                info = RpcErrorInfo(grpc.StatusCode.INTERNAL, "the order's stream failed")
+            refused = status_message(info).SerializeToString()
+            self.outbox.put_nowait((subscription, notifier_pb2.WatchManyMessage(ref=ref, refused=refused)))
+        finally:
+            if self.subscriptions.get(ref) is subscription:
+                del self.subscriptions[ref]
 
 
 class _Follower:

@@ -141,6 +141,19 @@ async def test_another_keys_order_does_not_exist_for_a_key(secured: Secured) -> 
     first = await own.read()
     assert first.order_id == mine.id and first.data.snapshot.order.id == mine.id
     own.cancel()
+    # WatchMany serves many clients at once: the services of the mesh only, never a key, even the owner's.
+    for metadata, code in ((bearer(alice), grpc.StatusCode.PERMISSION_DENIED), ((), grpc.StatusCode.UNAUTHENTICATED)):
+        many = secured.notifier.WatchMany(
+            iter([notifier_pb2.WatchManyRequest(ref=1, order_id=mine.id)]), metadata=metadata
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await many.read()
+        assert info.value.code() == code
+    many = secured.notifier.WatchMany(metadata=ADMIN)
+    await many.write(notifier_pb2.WatchManyRequest(ref=1, order_id=mine.id))
+    first_of_many = await many.read()
+    assert (first_of_many.ref, first_of_many.event.data.snapshot.order.id) == (1, mine.id)
+    many.cancel()
 
     listed_bob = await secured.orders.ListOrders(
         orders_pb2.ListOrdersRequest(limit=200), metadata=bearer(bob), timeout=5

@@ -1,4 +1,5 @@
-"""The gateway's WebSockets share one notifier Watch stream per order (real HTTP, gRPC, AMQP, PostgreSQL)."""
+"""The gateway's WebSockets share one feed per order, and its feeds one notifier stream (real HTTP, gRPC, AMQP,
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import config
+from services.gateway import order_feeds
 from services.gateway.app import GATEWAY, build_app
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC, follow
@@ -73,6 +75,54 @@ async def test_sockets_joining_while_events_commit_see_each_event_once_in_order_
     assert results[0][0]["status"] == "pending", "the first socket was open before the first transition"
     await eventually(lambda: order_id not in feeds_of(gateway))
     assert order_id not in notifier.hub.watchers
+
+
+async def test_feeds_of_many_orders_are_subscriptions_on_one_notifier_stream(
+    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer, notifier_served: tuple[NotifierComponent, str]
+) -> None:
+    order_ids = [await create(orders) for _ in range(3)]
+    async with aiohttp.ClientSession() as session:
+        sockets = [asyncio.create_task(follow(session, str(gateway.make_url(f"/ws/orders/{o}")))) for o in order_ids]
+        await eventually(lambda: all(o in feeds_of(gateway) and feeds_of(gateway)[o].backlog for o in order_ids))
+        stream = gateway.app[GATEWAY].feeds.stream()
+        assert len(stream.inboxes) == 3  # three subscriptions, one call
+        await asyncio.gather(*(advance(orders, o, 0) for o in order_ids))
+        results = await asyncio.gather(*sockets)
+    for order_id, events in zip(order_ids, results, strict=True):
+        assert {e["orderId"] for e in events} == {order_id}
+        assert [e["status"] for e in events] == CHAIN
+    assert gateway.app[GATEWAY].feeds.stream() is stream  # the stream outlives the feeds that ended
+    await eventually(lambda: not stream.inboxes and not any(o in notifier_served[0].hub.watchers for o in order_ids))
+
+
+async def test_after_its_rotation_age_new_feeds_go_to_a_new_stream_and_the_old_one_closes_after_its_last(
+    orders: orders_pb2_grpc.OrdersStub,
+    gateway: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The notifier recycles connections so that new replicas get a share; a stream stays on its connection."""
+    first, second = await create(orders), await create(orders)
+    async with aiohttp.ClientSession() as session:
+        one = await session.ws_connect(str(gateway.make_url(f"/ws/orders/{first}")))
+        assert (await one.receive_json())["status"] == "pending"
+        old = gateway.app[GATEWAY].feeds.stream()
+        monkeypatch.setattr(order_feeds, "ROTATE_AFTER_S", 0.0)
+        two = await session.ws_connect(str(gateway.make_url(f"/ws/orders/{second}")))
+        assert (await two.receive_json())["status"] == "pending"
+        new = gateway.app[GATEWAY].feeds._stream
+        assert new is not old and old.retired and not new.retired
+        assert list(old.inboxes) and list(new.inboxes)  # each serves its own feed
+        await advance(orders, first, 0)
+        assert [m["status"] async for m in frames(one)] == CHAIN[1:]
+        await eventually(old.task.done)  # its last feed ended: the old call is closed
+        assert not new.task.done()
+        await advance(orders, second, 0)
+        assert [m["status"] async for m in frames(two)] == CHAIN[1:]
+
+
+async def frames(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str, Any]]:
+    async for message in ws:
+        yield message.json()
 
 
 async def test_the_last_socket_leaving_closes_the_stream_and_a_later_one_opens_a_fresh_one(

@@ -1,4 +1,4 @@
-"""notifier.Watch: snapshot first, then every later event, no gap, no duplicate."""
+"""notifier.Watch and WatchMany: snapshot first, then every later event, no gap, no duplicate."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import states
+from services.common.errors import parse_status
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC
 from tests.support.transitions import CHAIN, advance
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +63,95 @@ async def test_watch_unknown_order_is_not_found(notifier: notifier_pb2_grpc.Noti
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await watch(notifier, "not-a-uuid")
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
+    request = orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01")
+    return (await orders.CreateOrder(request, timeout=5)).order.id
+
+
+def subscribe(ref: int, order_id: str) -> notifier_pb2.WatchManyRequest:
+    return notifier_pb2.WatchManyRequest(ref=ref, order_id=order_id)
+
+
+def refusal(message: notifier_pb2.WatchManyMessage) -> tuple[grpc.StatusCode, str, list[str]]:
+    info = parse_status(status_pb2.Status.FromString(message.refused))
+    return info.code, info.reason, [v.field for v in info.violations]
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.02])
+async def test_watch_many_streams_each_subscription_as_watch_does_over_one_call(
+    orders: orders_pb2_grpc.OrdersStub,
+    notifier: notifier_pb2_grpc.NotifierStub,
+    notifier_served: tuple[NotifierComponent, str],
+    pause: float,
+) -> None:
+    """Orders subscribed on one stream while they move: per ref a snapshot, then the rest, contiguous, to the end."""
+    order_ids = [await create(orders) for _ in range(4)]
+    call = notifier.WatchMany(timeout=20)
+    movers = []
+    for ref, order_id in enumerate(order_ids, start=1):
+        await call.write(subscribe(ref, order_id))
+        movers.append(asyncio.create_task(advance(orders, order_id, pause)))
+        await asyncio.sleep(pause)
+    seen: dict[int, list[tuple[str, int, bool]]] = {ref: [] for ref in range(1, 5)}
+    finished: set[int] = set()
+    while finished != set(seen):
+        message = await call.read()
+        assert message.WhichOneof("item") == "event", message
+        assert message.event.order_id == order_ids[message.ref - 1]
+        status = states.from_proto(message.event.status)
+        seen[message.ref].append((status, message.event.seq, message.event.data.HasField("snapshot")))
+        if status in states.TERMINAL:
+            finished.add(message.ref)
+    await asyncio.gather(*movers)
+    for events in seen.values():
+        (first_status, first_seq, snapshot), rest = events[0], events[1:]
+        assert snapshot and CHAIN.index(first_status) == first_seq - 1
+        assert [(s, q) for s, q, _ in events] == [(s, i + 1) for i, s in enumerate(CHAIN)][first_seq - 1 :], events
+        assert not any(snap for _, _, snap in rest)
+    # A subscription that reached its terminal event is gone from the notifier; the stream stays open.
+    hub = notifier_served[0].hub
+    await eventually(lambda: not any(order_id in hub.watchers for order_id in order_ids))
+    await call.write(subscribe(9, order_ids[0]))
+    again = await call.read()
+    assert (again.ref, states.from_proto(again.event.status), again.event.data.HasField("snapshot")) == (
+        9,
+        "confirmed",
+        True,
+    )
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF  # the caller ended its side: so does the stream
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_nothing_more(
+    orders: orders_pb2_grpc.OrdersStub,
+    notifier: notifier_pb2_grpc.NotifierStub,
+    notifier_served: tuple[NotifierComponent, str],
+) -> None:
+    hub = notifier_served[0].hub
+    stopped, kept = await create(orders), await create(orders)
+    call = notifier.WatchMany(timeout=20)
+    await call.write(subscribe(1, "00000000-0000-0000-0000-000000000000"))
+    await call.write(subscribe(2, "not-a-uuid"))
+    await call.write(subscribe(3, stopped))
+    await call.write(subscribe(4, kept))
+    first = {}
+    while len(first) < 4:
+        message = await call.read()
+        first.setdefault(message.ref, message)
+    assert refusal(first[1]) == (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND", [])
+    assert refusal(first[2]) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED", ["order_id"])
+    assert first[3].event.data.HasField("snapshot") and first[4].event.data.HasField("snapshot")
+    await call.write(notifier_pb2.WatchManyRequest(ref=3, stop=True))
+    await eventually(lambda: stopped not in hub.watchers)
+    await asyncio.gather(advance(orders, stopped, 0), advance(orders, kept, 0))
+    later = []
+    while not later or states.from_proto(later[-1].event.status) not in states.TERMINAL:
+        later.append(await call.read())
+    # Everything after the stop belongs to the order still followed, in order, up to its end.
+    assert {m.ref for m in later} == {4}
+    assert [m.event.seq for m in later] == list(range(2, len(CHAIN) + 1))
+    call.cancel()
+    await eventually(lambda: kept not in hub.watchers and stopped not in hub.watchers)
