@@ -6,9 +6,10 @@ orders replicas share the work). The rows are published together with
 publisher confirms (pipelined, not one round trip each), and the transaction
 commits only once every confirm came back. A crash or a failed publish rolls
 back, so the rows are there again and published again later: delivery is
-at-least-once and every consumer is idempotent. LISTEN/NOTIFY wakes the
-relay at commit; polling every ``OUTBOX_POLL_MS`` covers missed
-notifications.
+at-least-once and every consumer is idempotent. Each commit of this
+replica wakes its relay (:meth:`OutboxRelay.wake`, called by the store);
+polling every ``OUTBOX_POLL_MS`` picks up rows another replica committed
+and could not publish (it died first).
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected and the topology is declared
         self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
         self.published = 0
 
     def start(self) -> None:
@@ -78,21 +78,10 @@ class OutboxRelay:
     def wake(self, *_: Any) -> None:
         self._wake.set()
 
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            self._listener = await asyncpg.connect(self.settings.database_url)
-            await self._listener.add_listener("outbox", self.wake)
-        except (OSError, asyncpg.PostgresError) as exc:
-            self._listener = None
-            log.warning("outbox listen failed (polling only): %s", exc)
-
     async def _run(self) -> None:
         poll = self.settings.outbox_poll_ms / 1000
         await self._connect()
         while True:
-            await self._listen()
             # Cleared before the claim, not after: a commit notified while this batch
             # is published must wake the next round, not wait out the poll interval.
             self._wake.clear()
@@ -171,7 +160,5 @@ class OutboxRelay:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
         if self.connection is not None:
             await self.connection.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,8 +192,10 @@ def _dumps(value: Any) -> str:
 
 
 class OrderStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, committed: Callable[[], None] = lambda: None) -> None:
+        """``committed`` is called after each commit that wrote outbox rows (the relay's wake-up)."""
         self.pool = pool
+        self.committed = committed
 
     async def create(
         self,
@@ -222,6 +225,7 @@ class OrderStore:
             _dumps(steps.waiting(order)) if order.type != "market" else None,
         )
         if row is not None:
+            self.committed()
             return Created(row, True)
         assert idempotency_key is not None  # only the idempotency key can conflict
         replayed = await self.replay(order, idempotency_key, owner)
@@ -328,6 +332,7 @@ class OrderStore:
             columns.last_valid_block_height,
         )
         if row is not None:
+            self.committed()
             return row
         current = await self.pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
         if current is None:

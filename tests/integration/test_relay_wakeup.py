@@ -1,8 +1,9 @@
-"""A commit notified while the relay publishes a batch is published at once, not after the poll interval."""
+"""A commit made while the relay publishes a batch is published at once, not after the poll interval."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
 from tests.support.waiting import eventually
 
-POLL_MS = 120_000  # far longer than the test may take: only a LISTEN/NOTIFY wake-up can publish in time
+POLL_MS = 120_000  # far longer than the test may take: only the commit's wake-up can publish in time
 
 
 def request() -> orders_pb2.CreateOrderRequest:
@@ -44,7 +45,7 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
             ) -> None:
                 if not mid_publish.is_set():
                     mid_publish.set()  # once: the batch's rows are sent concurrently
-                    # another order commits and its NOTIFY reaches the relay
+                    # another order commits, which wakes the relay
                     second.append((await orders.CreateOrder(request(), timeout=5)).order.id)
                     await asyncio.wait_for(relay._wake.wait(), 5)
                 await send(row, kind, stored, headers)
@@ -57,3 +58,26 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
             await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=10)
             assert second, "the second order was created during the first publish"
             assert relay.published == 4, "two orders: a job and a pending event each"
+
+
+async def test_a_row_whose_replica_died_before_its_relay_ran_is_published_by_the_poll(
+    settings: config.Settings, infra: TestInfra
+) -> None:
+    """Commits wake only their own replica's relay: a row left by a replica that died is found by polling."""
+    async with isolated(infra.derive("orphan")) as own:
+        component = OrdersComponent(
+            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=200)
+        )
+        async with serve(component):
+            relay, pool = component.relay, component.pool
+            assert relay is not None and pool is not None
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            await asyncio.sleep(0.3)  # the relay is idle: waiting on its wake-up or its poll
+            # A commit of another replica, which died before its relay ran: nothing wakes this one.
+            await pool.execute(
+                "INSERT INTO outbox (order_id, kind, payload) VALUES ($1, 'event', $2)",
+                uuid.uuid4(),
+                '[{"seq": 1, "status": "pending"}]',
+            )
+            await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=5)
+            assert relay.published == 1
