@@ -70,6 +70,12 @@ OUTBOX_LAG = TracedHistogram(
     registry=REGISTRY,
 )
 OUTBOX_PUBLISHED = Counter("dexengine_outbox_published", "Outbox rows published", ["kind"], registry=REGISTRY)
+OUTBOX_BATCH_ROWS = Histogram(
+    "dexengine_outbox_batch_rows",
+    "Rows per relay batch (a batch costs three statements and a confirm wait, whatever its size)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
 QUOTES = Counter("dexengine_venue_quotes", "Venue quotes by outcome", ["venue", "outcome"], registry=REGISTRY)
 TRIGGERS = Counter(
     "dexengine_triggers",

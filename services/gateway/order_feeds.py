@@ -157,10 +157,11 @@ class NotifierStream:
         call = stub.WatchMany(self._outgoing())
         end = FeedEnd(terminal=False)
         try:
-            async for message in call:
-                inbox = self.inboxes.get(message.ref)
-                if inbox is not None:
-                    inbox.put_nowait(message)
+            async for batch in call:
+                for message in batch.messages:
+                    inbox = self.inboxes.get(message.ref)
+                    if inbox is not None:
+                        inbox.put_nowait(message)
         except grpc.aio.AioRpcError as err:
             end = FeedEnd(terminal=False, error=parse_rpc_error(err))
         finally:

@@ -153,10 +153,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             if order["status"] in states.TERMINAL:
                 return
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_S * random.uniform(0.8, 1.2))
-                except TimeoutError:
-                    event = None
+                event = await _next_or_none(queue)
                 checked = time.monotonic()
                 if event is RESYNC:
                     event = None
@@ -183,7 +180,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
 
     async def WatchMany(
         self, request_iterator: AsyncIterator[notifier_pb2.WatchManyRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[notifier_pb2.WatchManyMessage]:
+    ) -> AsyncIterator[notifier_pb2.WatchManyBatch]:
         """Many orders' Watch streams over one stream, each tagged with the caller's ref (see notifier.proto)."""
         async with answering(context):
             if self._authorization(context) is not None:
@@ -191,8 +188,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
         stream = _ManyWatches(self._watch)
         reader = asyncio.create_task(stream.read_requests(request_iterator))
         try:
-            while (message := await stream.next_message()) is not None:
-                yield message
+            while (batch := await stream.next_batch()) is not None:
+                yield batch
         finally:
             reader.cancel()
             stream.stop_all()
@@ -242,10 +239,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
                 for event in follower.snapshot(order):
                     yield codec.event_from_view(event)
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_S * random.uniform(0.8, 1.2))
-                except TimeoutError:
-                    item = RESYNC
+                item = await _next_or_none(queue) or RESYNC
                 checked = time.monotonic()
                 try:
                     if item is RESYNC:
@@ -289,6 +283,18 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
         return events
 
 
+async def _next_or_none(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any] | None:
+    """The next item of a watcher's queue; None after a quiet period (time to check the history).
+
+    One ready is taken at once: the events of one commit go out together, without a timer each."""
+    if not queue.empty():
+        return queue.get_nowait()
+    try:
+        return await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_S * random.uniform(0.8, 1.2))
+    except TimeoutError:
+        return None
+
+
 class ServicesOnly(DomainError):
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
     reason = "PERMISSION_DENIED"
@@ -318,6 +324,7 @@ class _ManyWatches:
         self.watch = watch
         self.subscriptions: dict[int, _Subscription] = {}
         self.outbox: asyncio.Queue[tuple[_Subscription, notifier_pb2.WatchManyMessage] | None] = asyncio.Queue()
+        self.ended = False  # the caller ended its side
 
     async def read_requests(self, requests: AsyncIterator[notifier_pb2.WatchManyRequest]) -> None:
         try:
@@ -331,12 +338,22 @@ class _ManyWatches:
         finally:
             self.outbox.put_nowait(None)  # the caller ended its side (or the call ended): so does the stream
 
-    async def next_message(self) -> notifier_pb2.WatchManyMessage | None:
-        """The next message of a subscription that was not stopped; None once the caller ended its side."""
-        while (item := await self.outbox.get()) is not None:
-            if not item[0].stopped:
-                return item[1]
-        return None
+    async def next_batch(self) -> notifier_pb2.WatchManyBatch | None:
+        """Every message ready now of the subscriptions not stopped (waiting for the first); None once the caller
+        ended its side."""
+        batch = notifier_pb2.WatchManyBatch()
+        while not batch.messages and not self.ended:
+            item = await self.outbox.get()
+            while True:
+                if item is None:
+                    self.ended = True
+                    break
+                if not item[0].stopped:
+                    batch.messages.append(item[1])
+                if self.outbox.empty():
+                    break
+                item = self.outbox.get_nowait()
+        return batch if batch.messages else None
 
     def stop_all(self) -> None:
         for subscription in list(self.subscriptions.values()):

@@ -108,6 +108,7 @@ class OutboxRelay:
             faults.crash_point("before_publish")
             await asyncio.gather(*(self._publish(row) for row in rows))
         self.published += len(rows)
+        metrics.OUTBOX_BATCH_ROWS.observe(len(rows))
         now = datetime.now(UTC)
         for row in rows:
             metrics.OUTBOX_PUBLISHED.labels(row["kind"]).inc()

@@ -151,7 +151,7 @@ async def test_another_keys_order_does_not_exist_for_a_key(secured: Secured) -> 
         assert info.value.code() == code
     many = secured.notifier.WatchMany(metadata=ADMIN)
     await many.write(notifier_pb2.WatchManyRequest(ref=1, order_id=mine.id))
-    first_of_many = await many.read()
+    first_of_many = (await many.read()).messages[0]
     assert (first_of_many.ref, first_of_many.event.data.snapshot.order.id) == (1, mine.id)
     many.cancel()
 

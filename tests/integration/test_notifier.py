@@ -13,6 +13,7 @@ from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2
 from services.common import states
 from services.common.errors import parse_status
 from services.notifier.__main__ import NotifierComponent
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.transitions import CHAIN, advance
 from tests.support.waiting import eventually
@@ -70,6 +71,27 @@ async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
     return (await orders.CreateOrder(request, timeout=5)).order.id
 
 
+class Many:
+    """A WatchMany call read message by message (the stream carries them in batches); ``batches`` as they came."""
+
+    def __init__(self, notifier: notifier_pb2_grpc.NotifierStub) -> None:
+        self.call = notifier.WatchMany(timeout=20)
+        self.ready: list[notifier_pb2.WatchManyMessage] = []
+        self.batches: list[list[notifier_pb2.WatchManyMessage]] = []
+
+    async def write(self, request: notifier_pb2.WatchManyRequest) -> None:
+        await self.call.write(request)
+
+    async def read(self) -> notifier_pb2.WatchManyMessage:
+        while not self.ready:
+            batch = await self.call.read()
+            assert isinstance(batch, notifier_pb2.WatchManyBatch), batch
+            assert batch.messages, "a batch is never empty"
+            self.batches.append(list(batch.messages))
+            self.ready.extend(batch.messages)
+        return self.ready.pop(0)
+
+
 def subscribe(ref: int, order_id: str) -> notifier_pb2.WatchManyRequest:
     return notifier_pb2.WatchManyRequest(ref=ref, order_id=order_id)
 
@@ -88,7 +110,7 @@ async def test_watch_many_streams_each_subscription_as_watch_does_over_one_call(
 ) -> None:
     """Orders subscribed on one stream while they move: per ref a snapshot, then the rest, contiguous, to the end."""
     order_ids = [await create(orders) for _ in range(4)]
-    call = notifier.WatchMany(timeout=20)
+    call = Many(notifier)
     movers = []
     for ref, order_id in enumerate(order_ids, start=1):
         await call.write(subscribe(ref, order_id))
@@ -120,9 +142,9 @@ async def test_watch_many_streams_each_subscription_as_watch_does_over_one_call(
         "confirmed",
         True,
     )
-    await call.done_writing()
-    assert await call.read() == grpc.aio.EOF  # the caller ended its side: so does the stream
-    assert await call.code() == grpc.StatusCode.OK
+    await call.call.done_writing()
+    assert await call.call.read() == grpc.aio.EOF  # the caller ended its side: so does the stream
+    assert await call.call.code() == grpc.StatusCode.OK
 
 
 async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_nothing_more(
@@ -132,7 +154,7 @@ async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_n
 ) -> None:
     hub = notifier_served[0].hub
     stopped, kept = await create(orders), await create(orders)
-    call = notifier.WatchMany(timeout=20)
+    call = Many(notifier)
     await call.write(subscribe(1, "00000000-0000-0000-0000-000000000000"))
     await call.write(subscribe(2, "not-a-uuid"))
     await call.write(subscribe(3, stopped))
@@ -153,5 +175,19 @@ async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_n
     # Everything after the stop belongs to the order still followed, in order, up to its end.
     assert {m.ref for m in later} == {4}
     assert [m.event.seq for m in later] == list(range(2, len(CHAIN) + 1))
-    call.cancel()
+    call.call.cancel()
     await eventually(lambda: kept not in hub.watchers and stopped not in hub.watchers)
+
+
+async def test_watch_many_sends_a_commits_events_in_one_message(
+    orders: orders_pb2_grpc.OrdersStub, notifier: notifier_pb2_grpc.NotifierStub
+) -> None:
+    """route_submit commits routing, building and submitted at once: they reach the caller together."""
+    order_id = await create(orders)
+    call = Many(notifier)
+    await call.write(subscribe(1, order_id))
+    assert (await call.read()).event.data.HasField("snapshot")
+    await orders.Transition(transitions.request(order_id, "pending", "submitted"), timeout=5)
+    await call.read()
+    assert [states.from_proto(m.event.status) for m in call.batches[-1]] == ["routing", "building", "submitted"]
+    call.call.cancel()
