@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solders.keypair import Keypair
@@ -44,6 +45,21 @@ def counted(rpc: AsyncClient) -> Counter[str]:
 
     provider.make_request = counting
     return calls
+
+
+def pubsub_requests(cluster: Cluster) -> list[str]:
+    """The methods the stream sends on its socket from now on (read off the wire, in the client's socket)."""
+    ws = cluster.stream.client._ws  # type: ignore[union-attr]
+    assert ws is not None
+    methods: list[str] = []
+    send = ws.send
+
+    async def recording(message: Any, *args: Any, **kwargs: Any) -> None:
+        methods.append(orjson.loads(message)["method"])
+        await send(message, *args, **kwargs)
+
+    ws.send = recording  # type: ignore[method-assign]
+    return methods
 
 
 @pytest.fixture
@@ -81,12 +97,15 @@ async def test_a_landed_swap_is_known_from_its_notification(net: Localnet, clust
     tx = await a_swap(cluster, wallet, venue)
     calls = counted(cluster.rpc)
     _, last_valid = await cluster.latest_blockhash()
+    sent = pubsub_requests(cluster)
     await cluster.send(bytes(tx))
     outcome = await cluster.wait(tx.signatures[0], last_valid)
     assert outcome.status == landing.LANDED and outcome.err is None and outcome.slot is not None
     result = await cluster.landed(tx.signatures[0], wallet.pubkey())
     assert result.deltas[str(SOL_MINT)] == -(10**9) and result.deltas[str(USDC_MINT)] > 0
     assert calls == Counter({"SendRawTransaction": 1, "GetTransaction": 1})
+    # The node ends a signature's subscription with its notification: no signatureUnsubscribe follows.
+    assert sent == ["signatureSubscribe"] and not cluster.stream.handlers
 
 
 @pytest.mark.parametrize("venue", [RAYDIUM, METEORA])
