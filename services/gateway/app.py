@@ -140,6 +140,15 @@ class Gateway:
             base = f"{'wss' if secure else 'ws'}://{request.host}"
         return f"{base}/ws/orders/{order_id}"
 
+    def _caller_and_order(self, request: web.Request, websocket: bool = False) -> tuple[str | None, str] | web.Response:
+        """The client's ``Authorization`` (see :meth:`authorization`) and the path's order id, or the error answer."""
+        try:
+            return self.authorization(request, websocket), str(validate_order_id(request.match_info["order_id"]))
+        except AuthFailed as exc:
+            return exc.response()
+        except ValidationFailed as exc:
+            return _invalid(exc)
+
     def authorization(self, request: web.Request, websocket: bool = False) -> str | None:
         """The client's ``Authorization`` value to forward to orders; None with AUTH=off.
 
@@ -291,13 +300,10 @@ class Gateway:
         return None
 
     async def get_order(self, request: web.Request) -> web.Response:
-        try:
-            authorization = self.authorization(request)
-            order_id = str(validate_order_id(request.match_info["order_id"]))
-        except AuthFailed as exc:
-            return exc.response()
-        except ValidationFailed as exc:
-            return _invalid(exc)
+        caller = self._caller_and_order(request)
+        if isinstance(caller, web.Response):
+            return caller
+        authorization, order_id = caller
         try:
             resp = await self.orders.GetOrder(
                 orders_pb2.GetOrderRequest(order_id=order_id, include_events=True),
@@ -339,13 +345,10 @@ class Gateway:
         return _json({"orders": [codec.order_to_view(o) for o in resp.orders], "nextCursor": resp.next_cursor or None})
 
     async def cancel(self, request: web.Request) -> web.Response:
-        try:
-            authorization = self.authorization(request)
-            order_id = str(validate_order_id(request.match_info["order_id"]))
-        except AuthFailed as exc:
-            return exc.response()
-        except ValidationFailed as exc:
-            return _invalid(exc)
+        caller = self._caller_and_order(request)
+        if isinstance(caller, web.Response):
+            return caller
+        authorization, order_id = caller
         try:
             resp = await self.orders.CancelOrder(
                 orders_pb2.CancelOrderRequest(order_id=order_id),
@@ -404,13 +407,10 @@ class Gateway:
         return ws
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        try:
-            authorization = self.authorization(request, websocket=True)
-            order_id = str(validate_order_id(request.match_info["order_id"]))
-        except AuthFailed as exc:
-            return exc.response()
-        except ValidationFailed as exc:
-            return _invalid(exc)
+        caller = self._caller_and_order(request, websocket=True)
+        if isinstance(caller, web.Response):
+            return caller
+        authorization, order_id = caller
         if authorization is not None:  # the shared feed is the gateway's: ownership is checked per socket
             refused = await self.check_order(order_id, authorization)
             if refused is not None:
