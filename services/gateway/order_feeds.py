@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -124,7 +125,8 @@ class NotifierStream:
         self.refs = itertools.count(1)
         self.opened = time.monotonic()
         self.retired = False
-        self.task = asyncio.create_task(self._run(stub), name="notifier-watch-many")
+        # A context of its own: the call outlives the request that happened to open it (its trace, its log fields).
+        self.task = asyncio.create_task(self._run(stub), name="notifier-watch-many", context=contextvars.Context())
 
     def fresh(self) -> bool:
         return not self.task.done() and time.monotonic() - self.opened < ROTATE_AFTER_S
