@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from dexclient.errors import details_of, status_details
+from dexclient.errors import StatusDetails, details_of, status_details
 from services.common.db import UNAVAILABLE_ERRORS
 from venues.errors import AmmError, NoPoolError
 
@@ -194,9 +194,7 @@ async def guarded(context: grpc.aio.ServicerContext, call: Callable[[], Awaitabl
 def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
     """What a failed call's status says: its code and message, and the rich details when the server sent them
     (decoded by the Python client's one reader of them)."""
-    details = status_details(err)
-    violations = [FieldViolation(v.field, v.issue) for v in details.violations]
-    return RpcErrorInfo(err.code(), err.details() or "", details.reason, violations, details.retry_after_s)
+    return _info(err.code(), err.details() or "", status_details(err))
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -204,7 +202,9 @@ _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 def parse_status(status: status_pb2.Status) -> RpcErrorInfo:
     """What a google.rpc.Status carried in a message says (:func:`status_message` wrote it)."""
-    details = details_of(status)
+    return _info(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message, details_of(status))
+
+
+def _info(code: grpc.StatusCode, message: str, details: StatusDetails) -> RpcErrorInfo:
     violations = [FieldViolation(v.field, v.issue) for v in details.violations]
-    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-    return RpcErrorInfo(code, status.message, details.reason, violations, details.retry_after_s)
+    return RpcErrorInfo(code, message, details.reason, violations, details.retry_after_s)

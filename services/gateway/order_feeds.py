@@ -38,6 +38,7 @@ from google.rpc import status_pb2
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc
 from services.common import codec, metrics, states
 from services.common.errors import RpcErrorInfo, parse_rpc_error, parse_status
+from services.common.grpc_server import MAX_CONNECTION_AGE_MS
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,8 @@ class OrderFeed:
 
 
 Message = notifier_pb2.WatchManyMessage
-# Half the notifier's MAX_CONNECTION_AGE_MS: every connection the channel opens gets new feeds for a while.
-ROTATE_AFTER_S = 60.0
+# Half the servers' connection age: every connection the channel opens gets new feeds for a while.
+ROTATE_AFTER_S = MAX_CONNECTION_AGE_MS / 2 / 1000
 
 
 class NotifierStream:

@@ -75,14 +75,14 @@ class OutboxRelay:
     def connected(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
 
-    def wake(self, *_: Any) -> None:
+    def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
         poll = self.settings.outbox_poll_ms / 1000
         await self._connect()
         while True:
-            # Cleared before the claim, not after: a commit notified while this batch
+            # Cleared before the claim, not after: a commit that wakes the relay while this batch
             # is published must wake the next round, not wait out the poll interval.
             self._wake.clear()
             try:
