@@ -24,6 +24,11 @@ def enabled() -> bool:
     return exporter not in ("", "none") and not disabled
 
 
+def active() -> bool:
+    """Whether this process traces (setup installed a provider)."""
+    return "provider" in _state
+
+
 def setup(service_name: str) -> None:
     """Install the tracer provider and library instrumentation (once per process)."""
     if not enabled() or "provider" in _state:

@@ -12,10 +12,11 @@ import grpc
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from dexengine.v1 import executor_pb2, executor_pb2_grpc, orders_pb2_grpc, router_pb2_grpc
+from dexengine.v1 import executor_pb2, executor_pb2_grpc
 from services.common import amqp, grpc_client, grpc_server, metrics
 from services.common.cluster import ClusterStream, rpc_client
 from services.common.config import Settings
+from services.common.mesh_calls import OrdersCalls, RouterCalls
 from services.executor.consumer import JobConsumer
 from services.executor.landing import Cluster
 from services.executor.pipeline import Pipeline
@@ -72,10 +73,12 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url), stream)
         self.resources.push_async_callback(self.cluster.close)
         stream.start()
-        router = router_pb2_grpc.RouterStub(self.router_channel)
-        pipeline = Pipeline(
-            self.settings, orders_pb2_grpc.OrdersStub(self.orders_channel), router, self.cluster, wallet
-        )
+        # The calls of every order travel on one stream to each (services.common.call_stream).
+        orders = OrdersCalls(self.orders_channel)
+        self.resources.push_async_callback(orders.aclose)
+        router = RouterCalls(self.router_channel)
+        self.resources.push_async_callback(router.aclose)
+        pipeline = Pipeline(self.settings, orders, router, self.cluster, wallet)
         log.info("executor wallet", extra={"wallet": str(wallet.pubkey())})
         limiter = RateLimiter(self.redis, self.settings.rate_limit_per_min, self.settings.rate_limit_burst)
         self.consumer = JobConsumer(self.settings, pipeline, limiter)

@@ -29,10 +29,11 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc, router_pb2, router_pb2_grpc
+from dexengine.v1 import common_pb2, orders_pb2, router_pb2
 from services.common import faults, metrics, states, telemetry
 from services.common.config import Settings
 from services.common.decimals import fmt
+from services.common.mesh_calls import OrdersCalls, RouterCalls
 from services.executor import landing
 from services.executor.errors import (
     FinalError,
@@ -78,8 +79,8 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        orders: orders_pb2_grpc.OrdersAsyncStub,
-        router: router_pb2_grpc.RouterAsyncStub,
+        orders: OrdersCalls,
+        router: RouterCalls,
         cluster: Cluster,
         wallet: Keypair,
     ) -> None:

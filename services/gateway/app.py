@@ -26,6 +26,7 @@ from services.common.auth import AuthSettings
 from services.common.config import Settings
 from services.common.errors import FieldViolation, RpcErrorInfo, ValidationFailed, parse_rpc_error
 from services.common.logs import order_id_var
+from services.common.mesh_calls import OrdersCalls
 from services.common.validation import ORDER_FIELDS, validate_idempotency_key, validate_order, validate_order_id
 from services.gateway.http_errors import AUTHENTICATE, HTTP_FIELD_NAMES, error_response, from_rpc
 from services.gateway.multiplex import MuxSocket
@@ -119,6 +120,8 @@ class Gateway:
         self.router_channel = grpc_client.channel(settings.router_target, self.auth.internal_token)
         self.router = router_pb2_grpc.RouterStub(self.router_channel)
         self.orders = orders_pb2_grpc.OrdersStub(self.orders_channel)
+        # CreateOrder and GetOrder, the calls of every order, on one Calls stream (services.common.call_stream).
+        self.order_calls = OrdersCalls(self.orders_channel, create_order_keyed=True)
         self.notifier = notifier_pb2_grpc.NotifierStub(self.notifier_channel)
         self.feeds = OrderFeeds(self.notifier)
         self.sockets: set[MuxSocket] = set()
@@ -185,7 +188,7 @@ class Gateway:
     async def check_order(self, order_id: str, authorization: str | None) -> RpcErrorInfo | None:
         """None when the caller may watch the order; else why not (unknown, another key's, bad key)."""
         try:
-            await self.orders.GetOrder(
+            await self.order_calls.GetOrder(
                 orders_pb2.GetOrderRequest(order_id=order_id),
                 timeout=RPC_TIMEOUT_S,
                 metadata=auth.forwarded(authorization),
@@ -243,7 +246,7 @@ class Gateway:
         client_key = key
         key = key or f"{INTERNAL_KEY_PREFIX}{uuid.uuid4().hex}"
         try:
-            resp = await self.orders.CreateOrder(
+            resp = await self.order_calls.CreateOrder(
                 orders_pb2.CreateOrderRequest(
                     token_in=order.token_in,
                     token_out=order.token_out,
@@ -305,7 +308,7 @@ class Gateway:
             return caller
         authorization, order_id = caller
         try:
-            resp = await self.orders.GetOrder(
+            resp = await self.order_calls.GetOrder(
                 orders_pb2.GetOrderRequest(order_id=order_id, include_events=True),
                 timeout=RPC_TIMEOUT_S,
                 metadata=auth.forwarded(authorization),
@@ -503,6 +506,7 @@ class Gateway:
     async def close(self) -> None:
         await self.close_sockets()
         await self.feeds.close()
+        await self.order_calls.aclose()
         await self.orders_channel.close()
         await self.notifier_channel.close()
         await self.router_channel.close()

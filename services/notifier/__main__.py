@@ -17,6 +17,7 @@ from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2_grpc
 from services.common import amqp, auth, grpc_client, grpc_server, metrics, telemetry
 from services.common.auth import AuthSettings
 from services.common.config import Settings
+from services.common.mesh_calls import OrdersCalls
 from services.notifier.hub import Hub
 from services.notifier.servicer import NotifierServicer
 
@@ -52,7 +53,9 @@ class NotifierComponent(grpc_server.Lifecycle):
         self.queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await self.queue.bind(exchange)
         self.tag = await self.queue.consume(self.on_event, no_ack=True)
-        servicer = NotifierServicer(self.hub, orders_pb2_grpc.OrdersStub(self.orders_channel), self.auth)
+        calls = OrdersCalls(self.orders_channel)  # the watchers' reads, on one stream
+        self.resources.push_async_callback(calls.aclose)
+        servicer = NotifierServicer(self.hub, orders_pb2_grpc.OrdersStub(self.orders_channel), calls, self.auth)
         notifier_pb2_grpc.add_NotifierServicer_to_server(servicer, server)
         return [notifier_pb2.DESCRIPTOR.services_by_name["Notifier"].full_name]
 

@@ -37,6 +37,7 @@ from services.common.errors import (
     status_message,
     status_of,
 )
+from services.common.mesh_calls import OrdersCalls
 from services.common.validation import validate_order_id
 from services.notifier.hub import EVERY_OWNER, RESYNC, Hub
 
@@ -70,10 +71,15 @@ def snapshot_event(order: dict[str, Any]) -> dict[str, Any]:
 
 class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
     def __init__(
-        self, hub: Hub, orders: orders_pb2_grpc.OrdersAsyncStub, auth_settings: AuthSettings | None = None
+        self,
+        hub: Hub,
+        orders: orders_pb2_grpc.OrdersAsyncStub,
+        calls: OrdersCalls,
+        auth_settings: AuthSettings | None = None,
     ) -> None:
         self.hub = hub
         self.orders = orders
+        self.reads = calls  # GetOrder, the call of every watched order, on one Calls stream
         self.auth = auth_settings or AuthSettings()
         self._reads: dict[str, tuple[float, asyncio.Future[HistoryResult]]] = {}
 
@@ -117,7 +123,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             future.exception()  # retrieved: a failed shared read is reported to each waiter, not to the loop
 
     async def _read(self, order_id: str) -> HistoryResult:
-        resp = await self.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id, include_events=True), timeout=5)
+        resp = await self.reads.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id, include_events=True), timeout=5)
         return codec.order_to_view(resp.order), [codec.event_to_view(e) for e in resp.events]
 
     async def Watch(
@@ -128,7 +134,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
             authorization = self._authorization(context)
             if authorization is not None:  # a client: orders says whether the key may see the order
                 await self._orders_call(
-                    self.orders.GetOrder(
+                    self.reads.GetOrder(
                         orders_pb2.GetOrderRequest(order_id=order_id), timeout=5, metadata=auth.forwarded(authorization)
                     )
                 )

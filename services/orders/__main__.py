@@ -32,6 +32,7 @@ class OrdersComponent(grpc_server.Lifecycle):
         self.cache: OrderCache | None = None
         self.relay: OutboxRelay | None = None
         self.admission: Admission | None = None
+        self.servicer: OrdersServicer | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
         self.cache = OrderCache(self.settings.redis_url)
@@ -47,7 +48,7 @@ class OrdersComponent(grpc_server.Lifecycle):
         self.admission = Admission(store, self.settings.max_live_orders)
         self.admission.start()
         self.resources.push_async_callback(self.admission.stop)
-        servicer = OrdersServicer(
+        self.servicer = servicer = OrdersServicer(
             store,
             self.cache,
             self.admission,
@@ -63,7 +64,10 @@ class OrdersComponent(grpc_server.Lifecycle):
         return self.pool is not None and await db.ping(self.pool)
 
     async def stop_intake(self) -> None:
-        """Nothing to stop before the server: requests in their grace period still commit."""
+        """Calls streams stop reading (their callers send new calls to another replica); requests in their grace
+        period still commit."""
+        if self.servicer is not None:
+            self.servicer.draining.set()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -17,11 +17,12 @@ import orjson
 from opentelemetry import trace
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import codec, faults, metrics, states, telemetry
+from services.common import call_stream, codec, faults, metrics, states, telemetry
 from services.common.auth import AuthSettings
 from services.common.decimals import fmt
 from services.common.errors import DomainError, FieldViolation, ValidationFailed, guarded
 from services.common.logs import order_id_var
+from services.common.mesh_calls import ORDERS
 from services.common.validation import (
     DEFAULT_TTL_S,
     MAX_TTL_S,
@@ -116,6 +117,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
         self.auth = Authenticator(self.auth_settings, self.keys)
         self.quota = Quota(cache.redis)
         self.owners = OwnerCache()
+        self.draining = asyncio.Event()  # set when the server stops: Calls streams end (call_stream.serve)
 
     async def _check_owner(self, principal: Principal, order_id: uuid.UUID) -> None:
         """NotFound unless the caller may see the order (another key's order does not exist for it)."""
@@ -241,6 +243,27 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             return response
 
         return await self._guard(context, run)
+
+    async def Calls(
+        self, request_iterator: AsyncIterator[orders_pb2.OrdersCalls], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orders_pb2.OrdersAnswers]:
+        """CreateOrder, GetOrder and Transition as messages of one stream (services.common.call_stream)."""
+        handlers: dict[str, call_stream.Handler] = {
+            "create_order": self.CreateOrder,
+            "get_order": self.GetOrder,
+            "transition": self.Transition,
+        }
+        answers = call_stream.serve(
+            ORDERS,
+            request_iterator,
+            context,
+            handlers,
+            orders_pb2.OrdersAnswer,
+            orders_pb2.OrdersAnswers,
+            self.draining,
+        )
+        async for batch in answers:
+            yield batch
 
     async def Transition(
         self, request: orders_pb2.TransitionRequest, context: grpc.aio.ServicerContext

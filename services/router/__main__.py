@@ -23,6 +23,7 @@ class RouterComponent(grpc_server.Lifecycle):
         self.feed: PoolFeed | None = None
         self.trigger: Trigger | None = None
         self.orders_channel: grpc.aio.Channel | None = None
+        self.servicer: RouterServicer | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
         rpc = rpc_client(self.settings.solana_rpc_url)
@@ -30,7 +31,7 @@ class RouterComponent(grpc_server.Lifecycle):
         self.stream = ClusterStream(self.settings.solana_ws_url)
         self.resources.push_async_callback(self.stream.close)
         self.feed = PoolFeed(rpc, self.stream)
-        servicer = RouterServicer(self.settings, self.feed)
+        self.servicer = servicer = RouterServicer(self.settings, self.feed)
         if self.settings.trigger_enabled:
             # Limit and sniper orders: armed ones evaluated on every pool update (see trigger.py).
             self.orders_channel = grpc_client.channel(self.settings.orders_target)
@@ -52,7 +53,9 @@ class RouterComponent(grpc_server.Lifecycle):
         )
 
     async def stop_intake(self) -> None:
-        """Nothing consumes in the background."""
+        """Calls streams stop reading (their callers send new calls to another replica)."""
+        if self.servicer is not None:
+            self.servicer.draining.set()
 
 
 if __name__ == "__main__":

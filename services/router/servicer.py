@@ -15,16 +15,18 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import grpc
 from opentelemetry import trace
 
 from dexengine.v1 import common_pb2, router_pb2, router_pb2_grpc
-from services.common import metrics, telemetry
+from services.common import call_stream, metrics, telemetry
 from services.common.config import Settings
 from services.common.decimals import fmt, parse_decimal, ratio
 from services.common.errors import DomainError, FieldViolation, ValidationFailed, guarded
+from services.common.mesh_calls import ROUTER
 from services.router.amm import (
     AmmError,
     Decision,
@@ -91,6 +93,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         self.settings = settings
         self.feed = feed
         self.rng = random.Random(settings.market_seed)
+        self.draining = asyncio.Event()  # set when the server stops: Calls streams end (call_stream.serve)
 
     def _latency_s(self, venue: str) -> float:
         lo, hi = self.settings.venue_latency_ms.get(venue, self.settings.quote_latency_ms)
@@ -214,6 +217,23 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 await asyncio.wait_for(self.feed.ready.wait(), FEED_WAIT_S)
         if not self.feed.ready.is_set():
             raise FeedNotReady
+
+    async def Calls(
+        self, request_iterator: AsyncIterator[router_pb2.RouterCalls], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[router_pb2.RouterAnswers]:
+        """GetQuotes and CheckRoute as messages of one stream (services.common.call_stream)."""
+        handlers: dict[str, call_stream.Handler] = {"get_quotes": self.GetQuotes, "check_route": self.CheckRoute}
+        answers = call_stream.serve(
+            ROUTER,
+            request_iterator,
+            context,
+            handlers,
+            router_pb2.RouterAnswer,
+            router_pb2.RouterAnswers,
+            self.draining,
+        )
+        async for batch in answers:
+            yield batch
 
     async def GetQuotes(
         self, request: router_pb2.GetQuotesRequest, context: grpc.aio.ServicerContext
