@@ -95,13 +95,17 @@ class CallContext(grpc.aio.ServicerContext):
 
     def __init__(self, stream: grpc.aio.ServicerContext, header: common_pb2.CallHeader) -> None:
         self._stream = stream
-        # The call's own metadata first: a forwarded `authorization` is this call's caller.
-        self._metadata = grpc.aio.Metadata(*header.metadata.items(), *(stream.invocation_metadata() or ()))
+        self._header = header
+        self._metadata: grpc.aio.Metadata | None = None  # built when the handler asks (AUTH=off never does)
         self._deadline = time.monotonic() + header.timeout_ms / 1000 if header.timeout_ms else None
         self._code: grpc.StatusCode | None = None
         self._details = ""
 
     def invocation_metadata(self) -> grpc.aio.Metadata:
+        if self._metadata is None:
+            # The call's own metadata first: a forwarded `authorization` is this call's caller.
+            own = self._header.metadata.items()
+            self._metadata = grpc.aio.Metadata(*own, *(self._stream.invocation_metadata() or ()))
         return self._metadata
 
     def time_remaining(self) -> float | None:  # type: ignore[override] # grpc.aio answers None without a deadline
@@ -436,12 +440,14 @@ class CallStream:
             return await self.unary[field](request, timeout=remaining, metadata=tuple(metadata.items()))
         stream = self._current()
         call = self.call_type(id=next(self.ids), **{field: request})
-        call.header.metadata.update(metadata)
+        if metadata:
+            call.header.metadata.update(metadata)
         if remaining is not None:
             call.header.timeout_ms = max(int(remaining * 1000), 1)
         future = stream.send(call)
+        timer = None if remaining is None else asyncio.get_running_loop().call_later(remaining, _expire, future)
         try:
-            answer = await asyncio.wait_for(future, remaining)
+            answer = await future
         except TimeoutError:
             stream.forget(call.id)
             raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
@@ -455,6 +461,9 @@ class CallStream:
             self._unary_until = time.monotonic() + ROTATE_AFTER_S
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             return await self.unary[field](request, timeout=remaining, metadata=tuple(metadata.items()))
+        finally:
+            if timer is not None:
+                timer.cancel()
         return _response(answer, field)
 
     async def aclose(self) -> None:
@@ -486,6 +495,11 @@ def _error(code: grpc.StatusCode, message: str, details: bytes | None = None) ->
     """The error a unary call that ended with this status raises (the rich details in its trailer)."""
     trailer = grpc.aio.Metadata((DETAILS_KEY, details)) if details is not None else grpc.aio.Metadata()
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailer, message)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 def _not_handled(err: grpc.aio.AioRpcError) -> bool:
