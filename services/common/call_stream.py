@@ -23,12 +23,14 @@ makes for a unary call), retries of the reads on UNAVAILABLE (the channel's
 policy for unary calls), and a fresh connection now and then (a new stream
 every ``ROTATE_AFTER_S``, so recycled connections spread calls over replicas).
 
-A server that stops (SIGTERM) stops reading calls, answers those it read and
-ends its streams cleanly: a call without an answer on a stream that ended
-cleanly never reached a handler, and the client sends it again on a new
-stream. A stream that breaks leaves its unanswered calls with an unknown
-outcome, as a unary call whose connection broke: they fail with the stream's
-status. A server without ``Calls`` (UNIMPLEMENTED) gets unary calls.
+A server that stops (SIGTERM) says so on each stream (``closing``) and goes on
+answering during its grace period; the client sends new calls on a new stream
+(a new connection once the server's GOAWAY came: another replica) and ends the
+old one when its calls are answered. The client always ends a stream first: a
+call written after the server ended it would fail with INTERNAL. A stream that
+breaks leaves its unanswered calls with an unknown outcome, as a unary call
+whose connection broke: they fail with the stream's status. A server without
+``Calls`` (UNIMPLEMENTED) gets unary calls.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from opentelemetry import trace
 from dexclient.errors import status_details
 from dexengine.v1 import common_pb2
 from services.common import telemetry
-from services.common.errors import DETAILS_KEY, RpcErrorInfo, abort, status_message
+from services.common.errors import DETAILS_KEY, RpcErrorInfo, status_message
 from services.common.grpc_server import MAX_CONNECTION_AGE_MS
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ MAX_BACKOFF_S = 2.0
 _tracer = telemetry.tracer(__name__)
 
 
-# A call that no handler saw: its server was stopping (it refused the stream, or ended it before reading the call).
+# A call that no handler saw: its stream ended cleanly before answering it (the server answers every call it reads).
 NOT_HANDLED = RpcErrorInfo(
     grpc.StatusCode.UNAVAILABLE, "the server is stopping; the call was not handled", "SERVER_STOPPING"
 )
@@ -179,21 +181,24 @@ async def serve(
 ) -> AsyncIterator[B]:
     """The answers of a Calls stream, in batches: each call read from ``requests`` is run by its handler.
 
-    Once ``draining`` is set (the server is stopping), no more calls are read; the stream ends when every call
-    read has its answer. A stream opened while draining is refused with NOT_HANDLED."""
-    if draining.is_set():
-        await abort(context, NOT_HANDLED)
+    When ``draining`` is set (the server is stopping), the caller is told (``closing``) and every call it still
+    sends is answered; the stream ends when the caller has ended its side and every call has its answer. (The
+    server never ends a stream first: a client that writes after the end sees its call fail with INTERNAL.)"""
     stream = _Answering(service, context, handlers, answer_type)
-    reader = asyncio.create_task(stream.read(requests, draining))
-    stopping = asyncio.ensure_future(draining.wait())
-    stopping.add_done_callback(lambda _: reader.cancel())
+    reader = asyncio.create_task(stream.read(requests))
+    closing = asyncio.ensure_future(draining.wait())
+    closing.add_done_callback(stream.closing)
     try:
-        while (answers := await stream.ready()) is not None:
-            yield batch_type(answers=answers)
+        while (ready := await stream.ready()) is not None:
+            answers, stopping = ready
+            yield batch_type(answers=answers, closing=stopping)
     finally:
-        stopping.cancel()
+        closing.cancel()
         reader.cancel()
         stream.cancel()
+
+
+_CLOSING = object()  # in an outbox: tell the caller the server is stopping
 
 
 class _Answering(Generic[A]):
@@ -210,21 +215,17 @@ class _Answering(Generic[A]):
         self.context = context
         self.handlers = handlers
         self.answer_type = answer_type
-        self.outbox: asyncio.Queue[A | None] = asyncio.Queue()  # None: every call read has its answer
+        self.outbox: asyncio.Queue[Any] = asyncio.Queue()  # answers, _CLOSING, and None once all are answered
         self.running: set[asyncio.Task[None]] = set()
         self.finished = False
 
-    async def read(self, requests: AsyncIterator[Any], draining: asyncio.Event) -> None:
+    async def read(self, requests: AsyncIterator[Any]) -> None:
         try:
             async for message in requests:
                 for call in message.calls:
                     task = asyncio.create_task(self._answer(call))
                     self.running.add(task)
                     task.add_done_callback(self.running.discard)
-        except asyncio.CancelledError:
-            if not draining.is_set():
-                raise
-            # The server is stopping: what was not read is never handled, and the caller sends it again.
         finally:
             if self.running:
                 await asyncio.wait(set(self.running))
@@ -233,16 +234,22 @@ class _Answering(Generic[A]):
     async def _answer(self, call: Any) -> None:
         self.outbox.put_nowait(await _answer(self.service, call, self.context, self.handlers, self.answer_type))
 
-    async def ready(self) -> list[A] | None:
-        """Every answer ready now (waiting for the first); None once the last was sent."""
+    def closing(self, draining: asyncio.Future[Any]) -> None:
+        if not draining.cancelled():
+            self.outbox.put_nowait(_CLOSING)
+
+    async def ready(self) -> tuple[list[A], bool] | None:
+        """Every answer ready now (waiting for the first) and whether to say the server is closing; None once
+        the caller ended its side and the last answer was sent."""
         if self.finished:
             return None
         items = [await self.outbox.get()]
         while not self.outbox.empty():
             items.append(self.outbox.get_nowait())
-        answers = [item for item in items if item is not None]
-        self.finished = len(answers) < len(items)
-        return answers or None
+        answers = [item for item in items if item is not None and item is not _CLOSING]
+        closing = _CLOSING in items
+        self.finished = None in items
+        return (answers, closing) if answers or closing else None
 
     def cancel(self) -> None:
         for task in list(self.running):
@@ -347,13 +354,16 @@ class _Stream:
             yield self.batch_type(calls=calls)
 
     async def _run(self, open_call: Callable[[AsyncIterator[Any]], Any]) -> None:
-        call = open_call(self._calls())
         # A stream that ends cleanly has answered every call its server read: the rest were never handled.
         failure: BaseException = _error(
             NOT_HANDLED.code, NOT_HANDLED.message, status_message(NOT_HANDLED).SerializeToString()
         )
+        call = None
         try:
+            call = open_call(self._calls())
             async for batch in call:
+                if batch.closing:
+                    self.retired = True  # the server is stopping: new calls go to a new stream
                 for answer in batch.answers:
                     future = self.waiting.pop(answer.id, None)
                     if future is not None and not future.done():
@@ -364,9 +374,12 @@ class _Stream:
         except asyncio.CancelledError:
             failure = _error(grpc.StatusCode.CANCELLED, "the client closed its Calls stream")
             raise
+        except Exception as exc:  # noqa: BLE001 - the channel closed under the stream: its calls end with it
+            failure = _error(grpc.StatusCode.CANCELLED, f"the Calls stream ended: {exc!r}")
         finally:
             self.retired = True
-            call.cancel()
+            if call is not None:
+                call.cancel()
             for future in self.waiting.values():
                 if not future.done():
                     future.set_exception(failure)
