@@ -14,20 +14,25 @@ Topology (names get ``AMQP_PREFIX`` in front):
   dead-letters back to ``orders.execute``. No consumers.
 - ``orders.parking`` (fanout) -> ``orders.parking.q``: messages that must not
   be retried (undecodable, exhausted, crash-looping). No consumer; inspect it.
-- ``orders.events`` (fanout): order events, one message per commit (a JSON
-  array of the events it appended, in seq order), published with the order's
-  type (``market``, ``limit``, ``sniper``) as routing key; each notifier
-  replica binds its own exclusive queue, so every replica sees every event.
+- ``orders.events`` (fanout): order events. One message carries the commits
+  of one relay batch whose orders are of one type (``market``, ``limit``,
+  ``sniper``, its routing key), in commit order: ``{"commits": [{"trace":
+  <W3C context of the commit's publish>, "events": [<the events it appended,
+  in seq order>]}, ...]}`` (:func:`commits_body`, :func:`commits_of`). Each
+  notifier replica binds its own exclusive queue, so every replica sees every
+  event.
 - ``orders.events.by-type`` (direct), bound to ``orders.events``: the same
   messages routed by that key, for a consumer that wants only some types (the
-  router's trigger binds ``limit`` and ``sniper``: a market order's three
-  messages never reach it). A message published before events carried their
-  order's type (one event object, not an array) has the key ``""``.
+  router's trigger binds ``limit`` and ``sniper``: a market order's events
+  never reach it). Older relays published one message per commit (a JSON
+  array of its events) or per event (one object, with the key ``""``); both
+  are still read, as one commit whose trace context is the message's headers.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,15 +98,46 @@ class Names:
         )
 
 
+@dataclass(frozen=True)
+class Commit:
+    """One commit's events as an events message carries them, with the W3C trace context of its publish."""
+
+    trace: dict[str, str]
+    events: list[dict[str, Any]]
+
+
+def commits_body(commits: list[tuple[dict[str, str], str | bytes]]) -> bytes:
+    """An events message's body: each commit's trace context and its events (the JSON array the outbox row holds,
+    spliced as it is)."""
+    return orjson.dumps({"commits": [{"trace": trace, "events": orjson.Fragment(events)} for trace, events in commits]})
+
+
+def commits_of(body: bytes, headers: Mapping[str, Any] | None = None) -> list[Commit]:
+    """The commits of one message of the events exchange, in order. An older relay's message (one commit's array,
+    or one event object) is one commit whose trace context is the message's ``headers``. ValueError otherwise."""
+    data = orjson.loads(body)
+    if isinstance(data, dict) and isinstance(data.get("commits"), list):
+        commits = []
+        for commit in data["commits"]:
+            if not isinstance(commit, dict) or not _events(commit.get("events")):
+                raise ValueError("a commit is an object with an array of event objects")
+            trace = commit.get("trace")
+            commits.append(Commit(trace if isinstance(trace, dict) else {}, commit["events"]))
+        return commits
+    events = [data] if isinstance(data, dict) else data
+    if not _events(events):
+        raise ValueError("an events message carries commits, a commit's array of events, or one event object")
+    carried = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (headers or {}).items()}
+    return [Commit(carried, events)]
+
+
+def _events(events: Any) -> bool:
+    return isinstance(events, list) and all(isinstance(event, dict) for event in events)
+
+
 def events_of(body: bytes) -> list[dict[str, Any]]:
-    """The events of one message of the events exchange (an array; a single object from before one message per
-    commit counts as one). ValueError if it is neither."""
-    events = orjson.loads(body)
-    if isinstance(events, dict):
-        return [events]
-    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-        raise ValueError("an events message is a JSON array of event objects")
-    return events
+    """Every event of one message of the events exchange, in order (:func:`commits_of`, commits run together)."""
+    return [event for commit in commits_of(body) for event in commit.events]
 
 
 def _quorum_args(**extra: Any) -> dict[str, Any]:

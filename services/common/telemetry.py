@@ -87,10 +87,10 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
-def inject_headers() -> dict[str, str]:
-    """W3C trace context of the current span, for message headers and outbox rows."""
+def inject_headers(span: trace.Span | None = None) -> dict[str, str]:
+    """W3C trace context of ``span`` (the current span by default), for message headers and outbox rows."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=None if span is None else trace.set_span_in_context(span))
     return carrier
 
 

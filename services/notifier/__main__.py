@@ -7,10 +7,12 @@ replica receives every event and serves any watcher.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import aio_pika
 import grpc
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2_grpc
@@ -60,15 +62,20 @@ class NotifierComponent(grpc_server.Lifecycle):
         return [notifier_pb2.DESCRIPTOR.services_by_name["Notifier"].full_name]
 
     async def on_event(self, message: AbstractIncomingMessage) -> None:
-        """One commit's events (one message per commit), handed to the watchers in seq order."""
+        """A relay batch's commits (one message per batch and order type), handed to the watchers in order."""
         try:
-            events = amqp.events_of(message.body)
+            commits = amqp.commits_of(message.body, message.headers)
         except ValueError:  # orjson.JSONDecodeError is a ValueError too
             log.error("undecodable event message dropped", extra={"messageId": message.message_id})
             return
+        for commit in commits:
+            self.fan_out(commit.events, telemetry.extract(commit.trace))
+
+    def fan_out(self, events: list[dict[str, Any]], parent: Context) -> None:
+        """One commit's events, in seq order, to their watchers: one span per commit, in its order's trace."""
         with telemetry.tracer(__name__).start_as_current_span(
             "notifier fan-out",
-            context=telemetry.extract(message.headers),
+            context=parent,
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "rabbitmq",

@@ -3,7 +3,9 @@
 A batch is one statement in one transaction: ``DELETE … RETURNING`` of the
 oldest rows not locked by another relay (``FOR UPDATE SKIP LOCKED``: several
 orders replicas share the work). The rows are published together with
-publisher confirms (pipelined, not one round trip each), and the transaction
+publisher confirms (pipelined, not one round trip each): each job as a message
+of its own, the events as one message per order type carrying every commit of
+the batch (``amqp.commits_body``), and the transaction
 commits only once every confirm came back. A crash or a failed publish rolls
 back, so the rows are there again and published again later: delivery is
 at-least-once and every consumer is idempotent. Each commit of this
@@ -23,6 +25,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.common import amqp, faults, metrics, telemetry
@@ -35,6 +38,11 @@ CLAIM_SQL = """
 DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 RETURNING id, order_id, kind, payload, headers, created_at
 """
+
+
+def _json(payload: Any) -> bytes:
+    """A row's payload as JSON text (asyncpg returns jsonb as text)."""
+    return payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
 
 
 class OutboxRelay:
@@ -106,7 +114,16 @@ class OutboxRelay:
             if not rows:
                 return 0
             faults.crash_point("before_publish")
-            await asyncio.gather(*(self._publish(row) for row in rows))
+            claimed = [(row, orjson.loads(row["headers"]) if row["headers"] else {}) for row in rows]
+            # A batch's events go out as one message per order type (its routing key), commits in id order.
+            by_type: dict[str, list[tuple[asyncpg.Record, dict[str, Any]]]] = {}
+            for row, stored in claimed:
+                if row["kind"] != "job":
+                    by_type.setdefault(stored.get(amqp.ORDER_TYPE_HEADER, ""), []).append((row, stored))
+            await asyncio.gather(
+                *(self._publish_job(row, stored) for row, stored in claimed if row["kind"] == "job"),
+                *(self._publish_events(kind, commits) for kind, commits in by_type.items()),
+            )
         self.published += len(rows)
         metrics.OUTBOX_BATCH_ROWS.observe(len(rows))
         now = datetime.now(UTC)
@@ -115,11 +132,9 @@ class OutboxRelay:
             metrics.OUTBOX_LAG.observe((now - row["created_at"]).total_seconds())
         return len(rows)
 
-    async def _publish(self, row: asyncpg.Record) -> None:
-        kind = row["kind"]
-        stored = orjson.loads(row["headers"]) if row["headers"] else {}
-        exchange = self.exchanges[kind]
-        with telemetry.tracer(__name__).start_as_current_span(
+    def _span(self, exchange: AbstractExchange, row: asyncpg.Record, stored: dict[str, Any]) -> trace.Span:
+        """The PRODUCER span of one row's publish, in the trace of the transaction that wrote the row."""
+        return telemetry.tracer(__name__).start_span(
             f"publish {exchange.name}",
             context=telemetry.extract(stored),
             kind=SpanKind.PRODUCER,
@@ -128,33 +143,48 @@ class OutboxRelay:
                 "messaging.operation.type": "publish",
                 "messaging.destination.name": exchange.name,
                 "order.id": str(row["order_id"]),
-                "outbox.kind": kind,
+                "outbox.kind": row["kind"],
             },
-        ):
-            await self._send(row, kind, stored, telemetry.inject_headers())
+        )
 
-    async def _send(self, row: asyncpg.Record, kind: str, stored: dict[str, Any], headers: dict[str, str]) -> None:
-        payload = row["payload"]
-        body = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
-        if kind == "job":
+    async def _publish_job(self, row: asyncpg.Record, stored: dict[str, Any]) -> None:
+        exchange = self.exchanges["job"]
+        with trace.use_span(self._span(exchange, row, stored), end_on_exit=True):
             await amqp.publish(
-                self.exchanges["job"],
+                exchange,
                 amqp.JOB_KEY,
-                body,
-                headers={**headers, "x-attempt": 1, "x-order-id": str(row["order_id"])},
+                _json(row["payload"]),
+                headers={**telemetry.inject_headers(), "x-attempt": 1, "x-order-id": str(row["order_id"])},
                 message_id=f"outbox-{row['id']}",
             )
-        else:
-            # Routed by the order's type (rows from before it was recorded have none: "").
-            kind_of_order = stored.get(amqp.ORDER_TYPE_HEADER, "")
+
+    async def _publish_events(self, kind_of_order: str, rows: list[tuple[asyncpg.Record, dict[str, Any]]]) -> None:
+        """One message with the commits of ``rows`` (orders of one type: rows from before it was recorded have
+        none, ""), each with the trace context of its own PRODUCER span."""
+        exchange = self.exchanges["event"]
+        spans = [self._span(exchange, row, stored) for row, stored in rows]
+        try:
+            body = amqp.commits_body(
+                [
+                    (telemetry.inject_headers(span), _json(row["payload"]))
+                    for (row, _), span in zip(rows, spans, strict=True)
+                ]
+            )
             await amqp.publish(
-                self.exchanges["event"],
+                exchange,
                 kind_of_order,
                 body,
-                headers={**headers, amqp.ORDER_TYPE_HEADER: kind_of_order},
-                message_id=f"outbox-{row['id']}",
+                headers={amqp.ORDER_TYPE_HEADER: kind_of_order},
+                message_id=f"outbox-{rows[0][0]['id']}-{rows[-1][0]['id']}",
                 mandatory=False,
             )
+        except Exception as exc:
+            for span in spans:
+                telemetry.record_error(span, exc)
+            raise
+        finally:
+            for span in spans:
+                span.end()
 
     async def stop(self) -> None:
         if self._task is not None:

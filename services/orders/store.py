@@ -2,8 +2,9 @@
 
 CreateOrder inserts the order, its first event and two outbox rows (the
 execution job and the ``pending`` event). An outbox row of kind ``event``
-holds every event of its commit, as a JSON array in seq order: one message per
-commit on the events exchange. A limit or sniper order is armed in
+holds every event of its commit, as a JSON array in seq order: one commit of
+an events message (the relay sends a batch's commits of one order type as one
+message). A limit or sniper order is armed in
 the same statement: ``pending`` (seq 1) and ``waiting`` (seq 2, what it waits
 for) and no job; its job is enqueued by the waiting -> routing transition
 (the trigger firing), in that transition's statement. Transition is a
@@ -53,7 +54,7 @@ _JOB_JSON = f"""jsonb_build_object('orderId', {{src}}.id::text, 'attempt', 1, 'o
 # The outbox copy of an event also names the order's key, so that notifiers can
 # route it to the key's "mine" watchers; it never reaches a client.
 _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.api_key_id::text)"
-# One outbox row, so one message, per commit: the array of the events it appended, in seq order.
+# One outbox row, so one commit of an events message, per commit: the array of the events it appended, in seq order.
 _OUTBOX_EVENTS = f"(SELECT jsonb_agg({_OWNED_EVENT_JSON} ORDER BY e.seq) FROM ev e)"
 # Its message headers: the trace context, and the order's type, which the relay publishes as the routing key.
 _EVENT_HEADERS = f"{{headers}}::jsonb || jsonb_build_object('{amqp.ORDER_TYPE_HEADER}', {{src}}.type)"

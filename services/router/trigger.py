@@ -259,7 +259,7 @@ class Trigger:
             events = amqp.events_of(message.body)
         except ValueError:
             return
-        for event in events:  # one commit's, in seq order
+        for event in events:  # the message's commits, one after another, each in seq order
             self.apply_event(event)
 
     def apply_event(self, event: dict[str, Any]) -> None:

@@ -210,7 +210,7 @@ async def test_route_submit_from_pending_is_one_commit_and_one_message(
     assert [[(e["status"], e["seq"]) for e in commit] for commit in commits] == [
         [("pending", 1)],
         [("routing", 2), ("building", 3), ("submitted", 4)],
-    ], "one message per commit, its events in seq order"
+    ], "one entry per commit, its events in seq order"
 
 
 async def test_idempotency_key_same_body_same_order_other_body_rejected(
@@ -256,7 +256,7 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
         assert job[1].delivery_mode == aio_pika.DeliveryMode.PERSISTENT
         assert job[1].headers["x-attempt"] == 1
         (commit,) = await seen.commits({order.id}, 1)
-        assert [(e["status"], e["seq"]) for e in commit] == [("pending", 1)], "one message per commit"
+        assert [(e["status"], e["seq"]) for e in commit] == [("pending", 1)], "one entry per commit"
         # The rows are deleted when the whole batch is confirmed, a moment after a consumer may see a message.
         await eventually(
             lambda: pg.fetchval("SELECT count(*) = 0 FROM outbox WHERE order_id = $1", uuid.UUID(order.id))

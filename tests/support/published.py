@@ -21,7 +21,8 @@ class Broker:
     events: aio_pika.abc.AbstractQueue  # bound to the events exchange before anything was published
 
     async def commits(self, order_ids: Collection[str], count: int, timeout: float = 10) -> list[list[dict[str, Any]]]:
-        """The next ``count`` messages about ``order_ids`` on the events queue: each a commit's events."""
+        """The next ``count`` commits about ``order_ids`` on the events queue: each a commit's events, as the
+        messages carried them (a message carries a relay batch's commits of one order type)."""
         found: list[list[dict[str, Any]]] = []
         async with asyncio.timeout(timeout):
             while len(found) < count:
@@ -29,10 +30,10 @@ class Broker:
                 if message is None:
                     await asyncio.sleep(0.02)
                     continue
-                events = amqp.events_of(message.body)
-                if events and events[0]["orderId"] in order_ids:
-                    found.append(events)
-        return found
+                for commit in amqp.commits_of(message.body, message.headers):
+                    if commit.events and commit.events[0]["orderId"] in order_ids:
+                        found.append(commit.events)
+        return found[:count]
 
 
 @asynccontextmanager
