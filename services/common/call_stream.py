@@ -53,16 +53,18 @@ from opentelemetry import trace
 from dexclient.errors import status_details
 from dexengine.v1 import common_pb2
 from services.common import telemetry
-from services.common.errors import DETAILS_KEY, RpcErrorInfo, status_message
+from services.common.errors import DETAILS_KEY, RpcErrorInfo, code_of, status_message
+from services.common.grpc_client import RETRY_POLICY
 from services.common.grpc_server import MAX_CONNECTION_AGE_MS
 
 log = logging.getLogger(__name__)
 # Half the servers' connection age: every connection the channel opens gets new calls for a while.
 ROTATE_AFTER_S = MAX_CONNECTION_AGE_MS / 2 / 1000
-# The channels' retry policy for unary reads (services.common.grpc_client.RETRY_POLICY), for calls on a stream.
-MAX_ATTEMPTS = 4
-INITIAL_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 2.0
+# The channels' retry policy for unary reads, for calls on a stream.
+MAX_ATTEMPTS: int = RETRY_POLICY["maxAttempts"]  # type: ignore[assignment]
+INITIAL_BACKOFF_S = float(str(RETRY_POLICY["initialBackoff"]).removesuffix("s"))
+MAX_BACKOFF_S = float(str(RETRY_POLICY["maxBackoff"]).removesuffix("s"))
+BACKOFF_MULTIPLIER: float = RETRY_POLICY["backoffMultiplier"]  # type: ignore[assignment]
 _tracer = telemetry.tracer(__name__)
 
 
@@ -70,6 +72,7 @@ _tracer = telemetry.tracer(__name__)
 NOT_HANDLED = RpcErrorInfo(
     grpc.StatusCode.UNAVAILABLE, "the server is stopping; the call was not handled", "SERVER_STOPPING"
 )
+UNKNOWN_REQUEST = RpcErrorInfo(grpc.StatusCode.UNIMPLEMENTED, "unknown request")
 
 
 def method_name(field: str) -> str:
@@ -77,8 +80,8 @@ def method_name(field: str) -> str:
     return "".join(part.title() for part in field.split("_"))
 
 
-def _status_bytes(code: grpc.StatusCode, message: str) -> bytes:
-    return status_pb2.Status(code=code.value[0], message=message).SerializeToString()
+def _status_bytes(info: RpcErrorInfo) -> bytes:
+    return status_message(info).SerializeToString()
 
 
 # -- server --------------------------------------------------------------------------------------------------------
@@ -100,8 +103,6 @@ class CallContext(grpc.aio.ServicerContext):
         self._header = header
         self._metadata: grpc.aio.Metadata | None = None  # built when the handler asks (AUTH=off never does)
         self._deadline = time.monotonic() + header.timeout_ms / 1000 if header.timeout_ms else None
-        self._code: grpc.StatusCode | None = None
-        self._details = ""
 
     def invocation_metadata(self) -> grpc.aio.Metadata:
         if self._metadata is None:
@@ -122,16 +123,16 @@ class CallContext(grpc.aio.ServicerContext):
         for key, value in trailing_metadata or ():
             if key == DETAILS_KEY:
                 raise CallAborted(value if isinstance(value, bytes) else value.encode())
-        raise CallAborted(_status_bytes(code, details))
+        raise CallAborted(_status_bytes(RpcErrorInfo(code, details)))
 
     async def abort_with_status(self, status: grpc.Status) -> NoReturn:
         await self.abort(status.code, status.details, status.trailing_metadata)
 
     def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
+        """Unused: a handler ends its call by returning or aborting (the answer carries the status)."""
 
     def set_details(self, details: str) -> None:
-        self._details = details
+        """Unused, as set_code."""
 
     def peer(self) -> str:
         return str(self._stream.peer())
@@ -266,7 +267,7 @@ async def _answer(
     field = call.WhichOneof("request")
     handler = handlers.get(field) if field else None
     if handler is None:
-        return answer_type(id=call.id, status=_status_bytes(grpc.StatusCode.UNIMPLEMENTED, "unknown request"))
+        return answer_type(id=call.id, status=_status_bytes(UNKNOWN_REQUEST))
     context = CallContext(stream, call.header)
     with _server_span(service, field, call.header) as span:
         try:
@@ -278,10 +279,10 @@ async def _answer(
         except TimeoutError:
             if not deadline.expired():
                 raise
-            status = _status_bytes(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            status = _status_bytes(RpcErrorInfo(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
         except Exception:
             log.exception("%s/%s failed", service, method_name(field))
-            status = _status_bytes(grpc.StatusCode.UNKNOWN, "Unexpected error in the handler")
+            status = _status_bytes(RpcErrorInfo(grpc.StatusCode.UNKNOWN, "Unexpected error in the handler"))
         if span.is_recording():
             code = status_pb2.Status.FromString(status).code
             span.set_attribute("rpc.grpc.status_code", code)
@@ -355,9 +356,7 @@ class _Stream:
 
     async def _run(self, open_call: Callable[[AsyncIterator[Any]], Any]) -> None:
         # A stream that ends cleanly has answered every call its server read: the rest were never handled.
-        failure: BaseException = _error(
-            NOT_HANDLED.code, NOT_HANDLED.message, status_message(NOT_HANDLED).SerializeToString()
-        )
+        failure: BaseException = _error(NOT_HANDLED.code, NOT_HANDLED.message, _status_bytes(NOT_HANDLED))
         call = None
         try:
             call = open_call(self._calls())
@@ -444,13 +443,13 @@ class CallStream:
                             span.set_status(trace.Status(trace.StatusCode.ERROR, err.details()))
                         raise
                     await asyncio.sleep(pause)
-                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    backoff = min(backoff * BACKOFF_MULTIPLIER, MAX_BACKOFF_S)
             raise AssertionError("unreachable")
 
     async def _attempt(self, field: str, request: Message, deadline: float | None, metadata: dict[str, str]) -> Any:
-        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         if time.monotonic() < self._unary_until:
-            return await self.unary[field](request, timeout=remaining, metadata=tuple(metadata.items()))
+            return await self._unary(field, request, deadline, metadata)
+        remaining = _remaining(deadline)
         stream = self._current()
         call = self.call_type(id=next(self.ids), **{field: request})
         if metadata:
@@ -472,12 +471,14 @@ class CallStream:
                 raise
             # A server without Calls (an older version, mid-rollout): unary calls for a while.
             self._unary_until = time.monotonic() + ROTATE_AFTER_S
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            return await self.unary[field](request, timeout=remaining, metadata=tuple(metadata.items()))
+            return await self._unary(field, request, deadline, metadata)
         finally:
             if timer is not None:
                 timer.cancel()
         return _response(answer, field)
+
+    async def _unary(self, field: str, request: Message, deadline: float | None, metadata: dict[str, str]) -> Any:
+        return await self.unary[field](request, timeout=_remaining(deadline), metadata=tuple(metadata.items()))
 
     async def aclose(self) -> None:
         stream, self._stream = self._stream, None
@@ -492,16 +493,12 @@ def _response(answer: Any, field: str) -> Any:
         return getattr(answer, field)
     if kind == "status":
         status = status_pb2.Status.FromString(answer.status)
-        code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
-        return _raise(code, status.message, answer.status if status.details else None)
+        raise _error(code_of(status.code), status.message, answer.status if status.details else None)
     raise _error(grpc.StatusCode.INTERNAL, f"the answer carries {kind!r}, not {field!r}")
 
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def _raise(code: grpc.StatusCode, message: str, details: bytes | None) -> NoReturn:
-    raise _error(code, message, details)
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def _error(code: grpc.StatusCode, message: str, details: bytes | None = None) -> grpc.aio.AioRpcError:

@@ -200,9 +200,14 @@ def parse_rpc_error(err: grpc.aio.AioRpcError) -> RpcErrorInfo:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+def code_of(number: int) -> grpc.StatusCode:
+    """The status code with this number (a google.rpc.Status's ``code``); UNKNOWN for a number gRPC does not define."""
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
 def parse_status(status: status_pb2.Status) -> RpcErrorInfo:
     """What a google.rpc.Status carried in a message says (:func:`status_message` wrote it)."""
-    return _info(_CODES.get(status.code, grpc.StatusCode.UNKNOWN), status.message, details_of(status))
+    return _info(code_of(status.code), status.message, details_of(status))
 
 
 def _info(code: grpc.StatusCode, message: str, details: StatusDetails) -> RpcErrorInfo:
