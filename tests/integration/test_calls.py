@@ -7,6 +7,7 @@ The oracle is the unary method of the same server (the same answer, the same sta
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -214,7 +215,10 @@ async def test_the_router_sees_each_calls_deadline(
     unary = await stub.GetQuotes(req, timeout=0.4)
     for resp in (streamed, unary):
         assert [q.venue for q in resp.quotes] == ["raydium"]
-        assert resp.excluded["meteora"].startswith("timed out after 3"), resp.excluded
+        waited = re.fullmatch(r"timed out after (\d+) ms", resp.excluded["meteora"])
+        assert waited is not None, resp.excluded
+        # What the call had left when the router read it, less its 50-ms margin: never its own 2-s deadline.
+        assert 0 < int(waited.group(1)) <= 350, resp.excluded
         assert resp.decision.venue == "raydium"
     open_pair = router_pb2.CheckRouteRequest(token_in=SOL, token_out=USDC, amount_in="1")
     assert await calls.CheckRoute(open_pair, timeout=5) == await stub.CheckRoute(open_pair, timeout=5)
