@@ -40,7 +40,7 @@ from bench import load as loadmod
 from bench.procstat import ProcSampler
 from bench.profiles import Phase
 from bench.results import PhaseResult
-from bench.stats import percentile, slope_per_s, summarize
+from bench.stats import fmt_ms, percentile, slope_per_s, summarize
 
 log = logging.getLogger("bench")
 DETAILS_SAMPLE = 1000
@@ -392,20 +392,28 @@ def analyze_fanout(phase: Phase, fan: loadmod.FanoutResult) -> PhaseResult:
     result.fanout_connect_s = fan.all_connected_mono - fan.started_mono
     latencies: list[float] = []
     per_event: dict[tuple[str, int], list[float]] = defaultdict(list)
-    statuses: dict[str, int] = defaultdict(int)
+    by_status: dict[str, list[float]] = defaultdict(list)
     for order_id, seq, status, ts, received, subscribed in fan.deliveries:
         t = epoch(ts)
         # Events committed before this subscriber had its snapshot were catch-up, not fan-out.
         if t is None or t < subscribed:
             continue
         latencies.append((received - t) * 1000)
+        by_status[status].append((received - t) * 1000)
         per_event[(order_id, seq)].append(received)
-        statuses[status] += 1
     result.delivery = summarize(latencies)
     result.fanout_spread = summarize([(max(v) - min(v)) * 1000 for v in per_event.values() if len(v) > 1])
-    result.notes.append(
-        "live events delivered: " + ", ".join(f"{n:,} {s}" for s, n in sorted(statuses.items()))
-        if statuses
-        else "no live event was delivered while subscribers were connected"
-    )
+    if not by_status:
+        result.notes.append("no live event was delivered while subscribers were connected")
+    else:
+        result.notes.append(
+            "live events delivered: " + ", ".join(f"{len(v):,} {s}" for s, v in sorted(by_status.items()))
+        )
+        result.notes.append(
+            "delivery ms p50 / p99 by status: "
+            + ", ".join(
+                f"{s} {fmt_ms(summary.p50)} / {fmt_ms(summary.p99)}"
+                for s, summary in ((s, summarize(v)) for s, v in sorted(by_status.items()))
+            )
+        )
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -45,6 +46,17 @@ STATIC = Path(__file__).parent / "static"
 # A browser cannot set headers on a WebSocket: it offers its key as a subprotocol instead.
 WS_PROTOCOL = "dexengine.v1"
 WS_BEARER_PROTOCOL = "dexengine.bearer."
+# Each socket pings its client after this many seconds without a frame from it (a dead client is found and
+# a proxy's idle timeout, often 60 s, never fires), each with its own period drawn from the range: sockets
+# opened together (every client reconnecting after a restart) would otherwise ping together forever, a wave
+# of timers, frames and pongs that the collector then has to walk at once.
+HEARTBEAT_S = (15.0, 25.0)
+
+
+def heartbeat_s() -> float:
+    return random.uniform(*HEARTBEAT_S)
+
+
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
@@ -392,7 +404,7 @@ class Gateway:
             authorization = self.authorization(request, websocket=True)
         except AuthFailed as exc:
             return exc.response()
-        ws = web.WebSocketResponse(heartbeat=20, protocols=(WS_PROTOCOL,))
+        ws = web.WebSocketResponse(heartbeat=heartbeat_s(), protocols=(WS_PROTOCOL,))
         if not ws.can_prepare(request).ok:
             return self._upgrade_required()
         refused = await self.check_key(authorization)  # a bad key is refused before the upgrade, like on /api
@@ -425,7 +437,7 @@ class Gateway:
                 if first.error is not None:
                     return from_rpc(first.error)
                 return error_response(503, "NOTIFIER_UNAVAILABLE", "the status stream ended before it began")
-            ws = web.WebSocketResponse(heartbeat=20, protocols=(WS_PROTOCOL,))
+            ws = web.WebSocketResponse(heartbeat=heartbeat_s(), protocols=(WS_PROTOCOL,))
             if not ws.can_prepare(request).ok:  # after the order's own checks: an unknown one is still a 404
                 return self._upgrade_required()
             await ws.prepare(request)
