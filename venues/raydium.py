@@ -11,7 +11,7 @@ floor-divided and leave the pool's reserves. Below the minimum: ``0x1775``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from venues.errors import InsufficientLiquidityError, NoPoolError, SlippageExceededError
@@ -88,10 +88,16 @@ class ConstantProductPool:
             raise InsufficientLiquidityError(f"{self.pool_id}: {amount_in} base units buy nothing after fees")
         withheld = fee * self.withheld_share_ppm // 1_000_000
         new_in, new_out = r_in + amount_in - withheld, r_out - out
-        state = replace(
-            self,
-            reserve_a=new_in if a_to_b else new_out,
-            reserve_b=new_out if a_to_b else new_in,
+        state = ConstantProductPool(  # field by field: dataclasses.replace costs more than the swap's math
+            self.pool_id,
+            self.mint_a,
+            self.mint_b,
+            new_in if a_to_b else new_out,
+            new_out if a_to_b else new_in,
+            self.fee_numerator,
+            self.fee_denominator,
+            self.withheld_share_ppm,
+            self.slippage_code,
         )
         return Fill(
             pool_id=self.pool_id,
