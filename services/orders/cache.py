@@ -11,6 +11,11 @@ write that would leave a gap drops the entry instead (the next read refills
 it from PostgreSQL). Redis being down never fails a request: reads fall back
 to PostgreSQL, failed writes are remembered and the entry dropped once Redis
 answers again.
+
+Reads, markers and scripts issued in the same turn of the event loop (many
+orders' transitions at once, under load) go to Redis as one pipeline: one write
+and one read for all of them instead of one round trip each. Each command still
+runs on its own (a script atomically), in the order it was issued.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 log = logging.getLogger(__name__)
 LIVE_TTL_S = 24 * 3600
@@ -70,6 +76,65 @@ return 1
 """
 
 
+# KEYS: status, events, writing. One consistent read of the entry.
+_READ = """
+return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), redis.call('EXISTS', KEYS[3])}
+"""
+
+
+class Pipeliner:
+    """Sends the commands issued in one turn of the event loop as one pipeline."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def call(self, *command: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((command, answer))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return await answer
+
+    async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, or EVAL once when Redis lost its script cache (a restart, SCRIPT FLUSH)."""
+        try:
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.call("EVAL", script.script, len(keys), *keys, *args)
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for command, _ in batch:
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError) as exc:
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, answer), result in zip(batch, results, strict=True):
+            if answer.done():  # its caller gave up (a deadline): the command ran all the same
+                continue
+            if isinstance(result, Exception):
+                answer.set_exception(result)
+            else:
+                answer.set_result(result)
+
+    async def close(self) -> None:
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
 def keys(order_id: str) -> list[str]:
     """status, events, writing (a transition is committing), fence (the newest seq an append saw)."""
     return [
@@ -89,6 +154,8 @@ class OrderCache:
         self.redis = aioredis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self._append = self.redis.register_script(_APPEND)
         self._fill = self.redis.register_script(_FILL)
+        self._read = self.redis.register_script(_READ)
+        self._pipe = Pipeliner(self.redis)
         self._dirty: set[str] = set()
         self._healer: asyncio.Task[None] | None = None
 
@@ -102,11 +169,7 @@ class OrderCache:
         if order_id in self._dirty:
             return None
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(keys(order_id)[0])
-                pipe.lrange(keys(order_id)[1], 0, -1)
-                pipe.exists(keys(order_id)[2])
-                raw_order, raw_events, writing = await pipe.execute()
+            raw_order, raw_events, writing = await self._pipe.script(self._read, keys(order_id)[:3], [])
         except (RedisError, OSError):
             return None
         if raw_order is None or writing:
@@ -120,7 +183,7 @@ class OrderCache:
     async def begin(self, order_id: str) -> None:
         """A transition of this order is about to commit: reads go to PostgreSQL until its append."""
         try:
-            await self.redis.set(keys(order_id)[2], 1, ex=WRITING_TTL_S)
+            await self._pipe.call("SET", keys(order_id)[2], 1, "EX", WRITING_TTL_S)
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)  # dirty entries are never read: the same guarantee
 
@@ -128,9 +191,10 @@ class OrderCache:
         """The order as a commit left it, and the events that commit appended (the last at the order's seq)."""
         ttl = DONE_TTL_S if terminal else LIVE_TTL_S
         try:
-            await self._append(
-                keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], ttl, FENCE_TTL_S, *(_dumps(e) for e in events)],
+            await self._pipe.script(
+                self._append,
+                keys(order["orderId"]),
+                [_dumps(order), order["seq"], ttl, FENCE_TTL_S, *(_dumps(e) for e in events)],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
@@ -140,9 +204,10 @@ class OrderCache:
             return
         ttl = DONE_TTL_S if terminal else LIVE_TTL_S
         try:
-            await self._fill(
-                keys=keys(order["orderId"]),
-                args=[_dumps(order), order["seq"], ttl, "1" if terminal else "0", *(_dumps(e) for e in events)],
+            await self._pipe.script(
+                self._fill,
+                keys(order["orderId"]),
+                [_dumps(order), order["seq"], ttl, "1" if terminal else "0", *(_dumps(e) for e in events)],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
@@ -177,4 +242,5 @@ class OrderCache:
     async def close(self) -> None:
         if self._healer is not None:
             self._healer.cancel()
+        await self._pipe.close()
         await self.redis.aclose()

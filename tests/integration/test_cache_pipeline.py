@@ -1,0 +1,115 @@
+"""The orders cache's pipelining, against a Redis server of its own (it is flushed and stopped here).
+
+Commands issued in one turn of the event loop go out as one pipeline; each caller still gets its own
+answer or its own error, a script Redis forgot is sent again in full, and a Redis that went away fails the
+calls (the cache then falls back to PostgreSQL) without leaving anyone waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from services.orders.cache import OrderCache, Pipeliner, keys
+from tests.support.mesh import free_port
+from tests.support.servers import PrivateRedis
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "redis", free_port())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _order(order_id: str, seq: int, status: str) -> dict[str, object]:
+    return {"orderId": order_id, "seq": seq, "status": status}
+
+
+def _event(order_id: str, seq: int, status: str) -> dict[str, object]:
+    return {"orderId": order_id, "seq": seq, "status": status, "data": {}}
+
+
+async def test_one_turns_commands_go_out_together_and_each_gets_its_answer(private_redis: PrivateRedis) -> None:
+    client = aioredis.from_url(private_redis.url)
+    pipe = Pipeliner(client)
+    try:
+        before = int((await client.info("stats"))["total_commands_processed"])
+        answers = await asyncio.gather(
+            *(pipe.call("SET", f"k{i}", i) for i in range(50)),
+            *(pipe.call("GET", f"k{i}") for i in range(50)),
+            pipe.call("INCR", "k0"),
+            pipe.call("LPUSH", "k1", "x"),  # the wrong type: this caller alone gets the error
+            return_exceptions=True,
+        )
+        after = int((await client.info("stats"))["total_commands_processed"])
+        assert answers[:50] == [True] * 50
+        assert answers[50:100] == [str(i).encode() for i in range(50)], "issued in order, read in order"
+        assert answers[100] == 1
+        assert isinstance(answers[101], ResponseError) and "WRONGTYPE" in str(answers[101])
+        assert after - before == 102 + 1, "the 102 commands and the first INFO, nothing else"
+        clients = await client.client_list()
+        # One batch, one connection (plus this test's own for INFO and CLIENT LIST).
+        assert len(clients) <= 2
+    finally:
+        await pipe.close()
+        await client.aclose()
+
+
+async def test_the_cache_reads_and_writes_through_a_redis_that_lost_its_scripts(
+    private_redis: PrivateRedis,
+) -> None:
+    cache = OrderCache(private_redis.url)
+    try:
+        order_id = str(uuid.uuid4())
+        await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
+        assert await cache.redis.script_flush() is True  # as after a Redis restart: EVALSHA answers NOSCRIPT
+        await cache.begin(order_id)
+        assert await cache.get(order_id) is None, "a transition is committing: reads go to PostgreSQL"
+        await cache.append(
+            _order(order_id, 3, "submitted"),
+            [_event(order_id, 2, "routing"), _event(order_id, 3, "submitted")],
+            terminal=False,
+        )
+        got = await cache.get(order_id)
+        assert got is not None
+        order, events = got
+        assert order["status"] == "submitted"
+        assert [e["seq"] for e in events] == [1, 2, 3]
+        assert not cache._dirty, "no write failed"
+        # Many orders at once, in one turn: each read answers for its own order.
+        others = [str(uuid.uuid4()) for _ in range(20)]
+        await asyncio.gather(
+            *(cache.fill(_order(o, 1, "pending"), [_event(o, 1, "pending")], terminal=False) for o in others)
+        )
+        reads = await asyncio.gather(*(cache.get(o) for o in others))
+        assert [r[0]["orderId"] if r else None for r in reads] == others
+    finally:
+        await cache.close()
+
+
+async def test_a_redis_gone_fails_every_waiting_call(private_redis: PrivateRedis) -> None:
+    cache = OrderCache(private_redis.url)
+    order_id = str(uuid.uuid4())
+    try:
+        await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
+        await private_redis.stop()
+        with pytest.raises((RedisError, OSError)):
+            await cache._pipe.call("GET", keys(order_id)[0])
+        # The cache's own calls swallow the failure: a read misses, a write marks the entry dirty.
+        results = await asyncio.wait_for(
+            asyncio.gather(cache.get(order_id), cache.begin(order_id), cache.get(order_id)), timeout=5
+        )
+        assert results == [None, None, None]
+        assert order_id in cache._dirty, "the marker was not written: the entry is never read until dropped"
+    finally:
+        await cache.close()
