@@ -103,7 +103,7 @@ async def _idle(consumer: JobConsumer) -> bool:
 
 @pytest.fixture
 async def bench(settings: config.Settings, infra: TestInfra) -> AsyncIterator[Bench]:
-    async with isolated(infra.derive("endings")) as own:
+    async with isolated(infra.derive("endings"), waits=(WAIT_MS,)) as own:
         own_settings = replace(
             settings,
             database_url=own.database_url,

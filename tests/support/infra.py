@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -96,8 +96,8 @@ async def drop_database(infra: TestInfra) -> None:
         await admin.close()
 
 
-async def delete_topology(infra: TestInfra) -> None:
-    """Delete the queues and exchanges a run created under its prefix."""
+async def delete_topology(infra: TestInfra, waits: Iterable[int] = ()) -> None:
+    """Delete the queues and exchanges a run created under its prefix (``waits``: its own backoff tiers)."""
     from services.common import amqp, config
 
     names = amqp.Names(infra.amqp_prefix)
@@ -106,7 +106,7 @@ async def delete_topology(infra: TestInfra) -> None:
         channel = await connection.channel()
         # Every tier a run may have declared: the tests' and the defaults (quorum queues left
         # behind pile up in the shared broker, run after run).
-        tiers = sorted(set(TEST_BACKOFF_MS) | set(config.Settings().retry_backoff_ms))
+        tiers = sorted(set(TEST_BACKOFF_MS) | set(config.Settings().retry_backoff_ms) | set(waits))
         waits = (names.wait_queue(d) for d in tiers)
         for queue in (names.execute_queue, names.parking_queue, *waits):
             await channel.queue_delete(queue)
@@ -117,14 +117,14 @@ async def delete_topology(infra: TestInfra) -> None:
 
 
 @contextlib.asynccontextmanager
-async def isolated(infra: TestInfra) -> AsyncIterator[TestInfra]:
-    """A database and AMQP names of its own for as long as the block runs."""
+async def isolated(infra: TestInfra, waits: Iterable[int] = ()) -> AsyncIterator[TestInfra]:
+    """A database and AMQP names of its own for as long as the block runs (``waits``: backoff tiers it adds)."""
     await create_database(infra)
     try:
         yield infra
     finally:
         await drop_database(infra)
-        await delete_topology(infra)
+        await delete_topology(infra, waits)
 
 
 def new_infra() -> TestInfra:
