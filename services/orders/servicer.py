@@ -175,7 +175,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             order_id_var.set(view["orderId"])
             trace.get_current_span().set_attributes({"order.id": view["orderId"], "order.status": view["status"]})
             if created.created:
-                self.owners.put(created.row["id"], owner)
+                if owner is not None:  # its key will read it; an order of no key is looked up if ever asked for
+                    self.owners.put(created.row["id"], owner)
                 self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
                 # pending (and, for an armed order, waiting): the events as the transaction committed them

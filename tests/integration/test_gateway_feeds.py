@@ -4,12 +4,15 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
@@ -163,3 +166,42 @@ def upgrade_headers() -> dict[str, str]:
         "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     }
+
+
+def _server_sockets() -> list[web.WebSocketResponse]:
+    return [o for o in gc.get_objects() if isinstance(o, web.WebSocketResponse)]
+
+
+async def test_a_finished_socket_is_freed_at_once_not_by_the_cyclic_collector(
+    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer
+) -> None:
+    """With the collector off, each server-side socket is gone once its client left: no cycle keeps it."""
+    order_id = await create(orders)
+    gc.collect()
+    gc.disable()
+    older = _server_sockets()  # earlier tests' sockets, each freed when its heartbeat timer fires
+    ours: list[weakref.ref[web.WebSocketResponse]] = []
+
+    def fresh() -> list[web.WebSocketResponse]:
+        """Sockets neither from earlier tests nor already counted."""
+        known = [*older, *(r() for r in ours)]
+        return [o for o in _server_sockets() if not any(o is k for k in known)]
+
+    async def one(path: str) -> None:
+        async with session.ws_connect(str(gateway.make_url(path))) as ws:
+            if path != "/ws/orders":
+                assert (await ws.receive_json())["data"]["snapshot"] is True
+            await eventually(lambda: len(fresh()) == 1, timeout=5)
+            ours.append(weakref.ref(fresh()[0]))
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):
+                await one(f"/ws/orders/{order_id}")
+            for _ in range(3):  # the multiplexed socket too
+                await one("/ws/orders")
+        assert len(ours) == 8
+        await eventually(lambda: all(r() is None for r in ours), timeout=5)
+    finally:
+        older.clear()
+        gc.enable()
