@@ -390,30 +390,24 @@ def analyze_fanout(phase: Phase, fan: loadmod.FanoutResult) -> PhaseResult:
     result.fanout_peak_open = fan.peak_open
     result.fanout_connect = summarize(fan.connect_ms)
     result.fanout_connect_s = fan.all_connected_mono - fan.started_mono
-    latencies: list[float] = []
     per_event: dict[tuple[str, int], list[float]] = defaultdict(list)
-    by_status: dict[str, list[float]] = defaultdict(list)
+    by_status: dict[str, list[float]] = defaultdict(list)  # delivery ms of each live event, by its status
     for order_id, seq, status, ts, received, subscribed in fan.deliveries:
         t = epoch(ts)
         # Events committed before this subscriber had its snapshot were catch-up, not fan-out.
         if t is None or t < subscribed:
             continue
-        latencies.append((received - t) * 1000)
         by_status[status].append((received - t) * 1000)
         per_event[(order_id, seq)].append(received)
-    result.delivery = summarize(latencies)
+    result.delivery = summarize([ms for values in by_status.values() for ms in values])
     result.fanout_spread = summarize([(max(v) - min(v)) * 1000 for v in per_event.values() if len(v) > 1])
     if not by_status:
         result.notes.append("no live event was delivered while subscribers were connected")
     else:
-        result.notes.append(
-            "live events delivered: " + ", ".join(f"{len(v):,} {s}" for s, v in sorted(by_status.items()))
-        )
+        summaries = {status: summarize(values) for status, values in sorted(by_status.items())}
+        result.notes.append("live events delivered: " + ", ".join(f"{s.count:,} {k}" for k, s in summaries.items()))
         result.notes.append(
             "delivery ms p50 / p99 by status: "
-            + ", ".join(
-                f"{s} {fmt_ms(summary.p50)} / {fmt_ms(summary.p99)}"
-                for s, summary in ((s, summarize(v)) for s, v in sorted(by_status.items()))
-            )
+            + ", ".join(f"{k} {fmt_ms(s.p50)} / {fmt_ms(s.p99)}" for k, s in summaries.items())
         )
     return result
