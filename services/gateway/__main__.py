@@ -25,7 +25,7 @@ from aiohttp import web
 
 from services.common import config, logs, telemetry
 from services.common.grpc_server import cancel, run
-from services.gateway.app import TIMEOUT_CEIL_THRESHOLD_S, build_app
+from services.gateway.app import build_app
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,7 @@ async def serve(settings: config.Settings, workers: list[int] | None = None) -> 
     # Unwound in reverse, on SIGTERM as after a start that failed: the app's sockets and clients, then the workers.
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(_stop_workers, workers, settings.shutdown_grace_s + 5)
-        runner = web.AppRunner(
-            build_app(settings),
-            access_log=None,
-            shutdown_timeout=settings.shutdown_grace_s,
-            timeout_ceil_threshold=TIMEOUT_CEIL_THRESHOLD_S,
-        )
+        runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=settings.shutdown_grace_s)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(

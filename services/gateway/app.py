@@ -53,13 +53,6 @@ WS_BEARER_PROTOCOL = "dexengine.bearer."
 HEARTBEAT_S = (15.0, 25.0)
 
 
-# aiohttp rounds every timer of this many seconds or more up to a whole second of the loop's clock, so that
-# timers coalesce. For heartbeats that is the opposite of what the drawn periods are for: the pings (and the
-# pong deadlines, half the period) of 10,000 sockets would all fire at each second's boundary, a burst of
-# tasks and frames that brings a collection with it. Above the longest period, they fire when they are due.
-TIMEOUT_CEIL_THRESHOLD_S = 60.0
-
-
 def heartbeat_s() -> float:
     return random.uniform(*HEARTBEAT_S)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp.helpers import calculate_timeout_when
-
-from services.gateway.app import HEARTBEAT_S, TIMEOUT_CEIL_THRESHOLD_S, heartbeat_s
+from services.gateway.app import HEARTBEAT_S, heartbeat_s
 
 
 def test_each_socket_draws_its_own_period_from_the_range() -> None:
@@ -21,16 +19,3 @@ def test_each_socket_draws_its_own_period_from_the_range() -> None:
 def test_the_range_stays_under_a_proxys_idle_timeout() -> None:
     low, high = HEARTBEAT_S
     assert 0 < low < high < 60  # nginx's proxy_read_timeout (ingress-nginx's default) is 60 s
-
-
-def test_heartbeat_timers_fire_when_due_not_rounded_to_the_second() -> None:
-    # aiohttp's own rule for a timer's deadline, with the threshold the gateway's runner passes: a ping and
-    # its pong deadline (half the period) fall where the drawn period puts them, so 10,000 sockets' pings
-    # spread over each second instead of bursting at its boundary.
-    now = 1_000.123
-    for _ in range(200):
-        period = heartbeat_s()
-        for delay in (period, period / 2):
-            assert calculate_timeout_when(now, delay, TIMEOUT_CEIL_THRESHOLD_S) == now + delay
-    # With aiohttp's default threshold (5 s) the same timers would be rounded up to a whole second.
-    assert calculate_timeout_when(now, HEARTBEAT_S[0], 5) == 1_016
