@@ -51,6 +51,9 @@ WS_BEARER_PROTOCOL = "dexengine.bearer."
 # opened together (every client reconnecting after a restart) would otherwise ping together forever, a wave
 # of timers, frames and pongs that the collector then has to walk at once.
 HEARTBEAT_S = (15.0, 25.0)
+# aiohttp rounds these timers up to whole seconds, so each second's pings fire together. Firing each when due
+# (timeout_ceil_threshold above the period) was measured: the gateway's CPU in the fan-out profile rose by half,
+# one wake-up per ping instead of one per second, with no gain in delivery (docs/benchmark.md, tuning log).
 
 
 def heartbeat_s() -> float:
