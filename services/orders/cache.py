@@ -158,6 +158,7 @@ class OrderCache:
         self._pipe = Pipeliner(self.redis)
         self._dirty: set[str] = set()
         self._healer: asyncio.Task[None] | None = None
+        self._filling: set[asyncio.Task[None]] = set()
 
     async def ping(self) -> bool:
         try:
@@ -212,6 +213,16 @@ class OrderCache:
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
 
+    def fill_soon(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
+        """fill() without waiting for it: for a new order, whose caller need not wait for Redis.
+
+        Nothing reads a new order's entry before it lands but a read that misses and goes to PostgreSQL,
+        and a fill that comes after the order's first transition is refused by the fence, as any fill
+        from an older read is. :meth:`close` waits for the fills still on their way."""
+        task = asyncio.get_running_loop().create_task(self.fill(order, events, terminal))
+        self._filling.add(task)
+        task.add_done_callback(self._filling.discard)
+
     async def drop(self, order_id: str) -> None:
         """Forget an entry (the next read refills it from PostgreSQL)."""
         try:
@@ -240,6 +251,8 @@ class OrderCache:
             log.info("cache healed: dropped %d stale entries", len(batch))
 
     async def close(self) -> None:
+        if self._filling:
+            await asyncio.gather(*self._filling, return_exceptions=True)
         if self._healer is not None:
             self._healer.cancel()
         await self._pipe.close()

@@ -179,9 +179,9 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                     self.owners.put(created.row["id"], owner)
                 self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
-                # pending (and, for an armed order, waiting): the events as the transaction committed them
-                first = orjson.loads(created.row["events"])
-                await asyncio.shield(self.cache.fill(view, first, terminal=False))
+                # pending (and, for an armed order, waiting): the events as the transaction committed them.
+                # The answer does not wait for Redis: until the entry lands, a read misses and goes to PostgreSQL.
+                self.cache.fill_soon(view, orjson.loads(created.row["events"]), terminal=False)
                 log.info("order created", extra={"status": view["status"]})
             return orders_pb2.CreateOrderResponse(order=codec.order_from_view(view), created=created.created)
 
