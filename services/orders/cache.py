@@ -216,9 +216,9 @@ class OrderCache:
     def fill_soon(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
         """fill() without waiting for it: for a new order, whose caller need not wait for Redis.
 
-        Nothing reads a new order's entry before it lands but a read that misses and goes to PostgreSQL,
-        and a fill that comes after the order's first transition is refused by the fence, as any fill
-        from an older read is. :meth:`close` waits for the fills still on their way."""
+        Until it lands, a read of the order misses and goes to PostgreSQL; once the order's first
+        transition has begun, the ``writing`` marker or the fence refuses it, as they refuse any fill from
+        an older read. :meth:`close` waits for the fills still on their way."""
         task = asyncio.get_running_loop().create_task(self.fill(order, events, terminal))
         self._filling.add(task)
         task.add_done_callback(self._filling.discard)
