@@ -20,7 +20,7 @@ from services.common.mesh_calls import OrdersCalls, RouterCalls
 from services.executor.consumer import JobConsumer
 from services.executor.landing import Cluster
 from services.executor.pipeline import Pipeline
-from services.executor.ratelimit import RateLimiter
+from services.executor.ratelimit import RateLimiter, limiter_key
 from services.executor.transactions import load_keypair
 
 DEPTH_INTERVAL_S = 5.0
@@ -80,7 +80,12 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.resources.push_async_callback(router.aclose)
         pipeline = Pipeline(self.settings, orders, router, self.cluster, wallet)
         log.info("executor wallet", extra={"wallet": str(wallet.pubkey())})
-        limiter = RateLimiter(self.redis, self.settings.rate_limit_per_min, self.settings.rate_limit_burst)
+        limiter = RateLimiter(
+            self.redis,
+            self.settings.rate_limit_per_min,
+            self.settings.rate_limit_burst,
+            key=limiter_key(self.settings.amqp_prefix),
+        )
         self.consumer = JobConsumer(self.settings, pipeline, limiter)
         self.connection = await amqp.connect(self.settings.amqp_url)
         self.resources.push_async_callback(self.connection.close)

@@ -34,10 +34,14 @@ return 0
 """
 
 
+def limiter_key(prefix: str) -> str:
+    """The budget's key: one per deployment, as its queues are (AMQP_PREFIX), so two engines sharing a
+    Redis (a test run beside `make run`) never spend each other's budget."""
+    return f"{prefix}ratelimit:orders"
+
+
 class RateLimiter:
-    def __init__(
-        self, redis: aioredis.Redis | None, per_minute: int, burst: int, key: str = "ratelimit:orders"
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis | None, per_minute: int, burst: int, key: str = limiter_key("")) -> None:
         self.redis = redis
         self.per_minute = per_minute
         self.key = key

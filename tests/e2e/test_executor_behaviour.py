@@ -13,6 +13,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from services.executor.ratelimit import limiter_key
 from tests.support.client import SOL, USDC, follow, post_order
 from tests.support.mesh import Mesh
 
@@ -51,7 +52,7 @@ async def limited(mesh: Mesh) -> AsyncIterator[Mesh]:
     """The executor restarted with the limiter on: 30 orders/min, burst 2 (a fresh limiter key)."""
     client = aioredis.from_url(mesh.env["REDIS_URL"])
     try:
-        await client.delete("ratelimit:orders")
+        await client.delete(limiter_key(mesh.env["AMQP_PREFIX"]))
     finally:
         await client.aclose()
     await mesh.stop_one("executor")
