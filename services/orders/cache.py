@@ -2,10 +2,13 @@
 
 Keys: ``order:{id}:status`` (the order view, JSON) and ``order:{id}:events``
 (a list of event views, index = seq - 1): what :meth:`OrderCache.get` reads;
-and ``order:{id}:writing``, set by :meth:`OrderCache.begin` before a transition
-commits and cleared by the append after it: while it stands, reads miss (they
-go to PostgreSQL) and fills are refused, so no reader can see the state before
-a commit whose event the relay may already have published. Writes are Lua scripts that only ever move the
+and ``order:{id}:writing``, a set of tokens: :meth:`OrderCache.begin` adds one
+before a transition commits and that transition's append removes it after: while
+any stands, reads miss (they go to PostgreSQL) and fills are refused, so no
+reader can see the state before a commit whose event the relay may already have
+published. The append is sent after the transition's answer; a token per writer
+means an earlier transition's append that lands late lifts its own marker only,
+never the next transition's. Writes are Lua scripts that only ever move the
 cache forward by seq, so racing writers cannot put an older state back; a
 write that would leave a gap drops the entry instead (the next read refills
 it from PostgreSQL). Redis being down never fails a request: reads fall back
@@ -21,7 +24,10 @@ runs on its own (a script atomically), in the order it was issued.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -37,15 +43,15 @@ TIMEOUT_S = 0.25
 WRITING_TTL_S = 5  # a writer that died between begin and append holds reads off PostgreSQL no longer
 FENCE_TTL_S = 60  # far longer than a read of PostgreSQL followed by its fill can take
 
-# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, fence ttl, event json... (the events the
-# commit appended, the last one at seq).
+# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, fence ttl, writer's token, event json...
+# (the events the commit appended, the last one at seq).
 # The fence remembers the newest committed seq, so a fill from a read made before that commit
 # (which can arrive after this append) is refused instead of putting the older state back.
 _APPEND = """
-redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[3], ARGV[5])
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
-local k = #ARGV - 4
+local k = #ARGV - 5
 local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
 if seq > fence then redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4]) end
 if n >= seq then return 0 end
@@ -53,10 +59,16 @@ if n ~= seq - k then
   redis.call('DEL', KEYS[1], KEYS[2])
   return -1
 end
-for i = 5, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+for i = 6, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
+"""
+
+# KEYS: writing. ARGV: the writer's token, ttl.
+_BEGIN = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 """
 
 # KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, terminal ('1' or '0'), event json...
@@ -153,12 +165,15 @@ class OrderCache:
     def __init__(self, url: str) -> None:
         self.redis = aioredis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
         self._append = self.redis.register_script(_APPEND)
+        self._begin = self.redis.register_script(_BEGIN)
         self._fill = self.redis.register_script(_FILL)
         self._read = self.redis.register_script(_READ)
         self._pipe = Pipeliner(self.redis)
         self._dirty: set[str] = set()
         self._healer: asyncio.Task[None] | None = None
-        self._filling: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()  # sent after their callers' answers
+        prefix = os.urandom(8).hex()  # replicas (each pid 1 in its container) never share a token
+        self._tokens = (f"{prefix}.{n}" for n in itertools.count())
 
     async def ping(self) -> bool:
         try:
@@ -181,24 +196,33 @@ class OrderCache:
             return None
         return order, events
 
-    async def begin(self, order_id: str) -> None:
-        """A transition of this order is about to commit: reads go to PostgreSQL until its append."""
+    async def begin(self, order_id: str) -> str:
+        """A transition of this order is about to commit: reads go to PostgreSQL until its append, which
+        takes the token this returns."""
+        token = next(self._tokens)
         try:
-            await self._pipe.call("SET", keys(order_id)[2], 1, "EX", WRITING_TTL_S)
+            await self._pipe.script(self._begin, [keys(order_id)[2]], [token, WRITING_TTL_S])
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)  # dirty entries are never read: the same guarantee
+        return token
 
-    async def append(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
-        """The order as a commit left it, and the events that commit appended (the last at the order's seq)."""
+    async def append(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool, token: str) -> None:
+        """The order as a commit left it, and the events that commit appended (the last at the order's seq);
+        lifts the marker of the :meth:`begin` that gave ``token``."""
         ttl = DONE_TTL_S if terminal else LIVE_TTL_S
         try:
             await self._pipe.script(
                 self._append,
                 keys(order["orderId"]),
-                [_dumps(order), order["seq"], ttl, FENCE_TTL_S, *(_dumps(e) for e in events)],
+                [_dumps(order), order["seq"], ttl, FENCE_TTL_S, token, *(_dumps(e) for e in events)],
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
+
+    def append_soon(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool, token: str) -> None:
+        """append() without waiting for it: the transition's caller need not wait for Redis, since reads
+        go to PostgreSQL while its marker stands. :meth:`close` waits for the appends still on their way."""
+        self._soon(self.append(order, events, terminal, token))
 
     async def fill(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
         if order["orderId"] in self._dirty:
@@ -219,9 +243,12 @@ class OrderCache:
         Until it lands, a read of the order misses and goes to PostgreSQL; once the order's first
         transition has begun, the ``writing`` marker or the fence refuses it, as they refuse any fill from
         an older read. :meth:`close` waits for the fills still on their way."""
-        task = asyncio.get_running_loop().create_task(self.fill(order, events, terminal))
-        self._filling.add(task)
-        task.add_done_callback(self._filling.discard)
+        self._soon(self.fill(order, events, terminal))
+
+    def _soon(self, write: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def drop(self, order_id: str) -> None:
         """Forget an entry (the next read refills it from PostgreSQL)."""
@@ -251,8 +278,8 @@ class OrderCache:
             log.info("cache healed: dropped %d stale entries", len(batch))
 
     async def close(self) -> None:
-        if self._filling:
-            await asyncio.gather(*self._filling, return_exceptions=True)
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self._healer is not None:
             self._healer.cancel()
         await self._pipe.close()

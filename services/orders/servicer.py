@@ -304,12 +304,13 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
     ) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
         """Commit a transition and append it to the cache: one unit, shielded, so a caller that goes away
         (an executor killed mid-call, a client that disconnects mid-cancel) cancels its handler, never the
-        cache append after a commit that happened. The event cached is the one the outbox carries."""
+        cache append after a commit that happened. The event cached is the one the outbox carries. The
+        append is sent without waiting for it: until it lands, the marker sends reads to PostgreSQL."""
 
         async def commit_then_cache() -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
             # Before the commit: the relay may publish the event before the append below, and a client
             # who saw it must not read the state before it from the cache.
-            await self.cache.begin(str(order_id))
+            token = await self.cache.begin(str(order_id))
             try:
                 row = await self.store.transition(order_id, expected, step, telemetry.inject_headers())
             except StaleTransition:
@@ -317,7 +318,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                 raise
             view = order_view(row)
             events = orjson.loads(row["events"])
-            await self.cache.append(view, events, terminal=step.new in states.TERMINAL)
+            self.cache.append_soon(view, events, terminal=step.new in states.TERMINAL, token=token)
             return view, events, row
 
         unit = asyncio.ensure_future(commit_then_cache())

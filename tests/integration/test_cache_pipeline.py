@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -73,12 +74,13 @@ async def test_the_cache_reads_and_writes_through_a_redis_that_lost_its_scripts(
         order_id = str(uuid.uuid4())
         await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
         assert await cache.redis.script_flush() is True  # as after a Redis restart: EVALSHA answers NOSCRIPT
-        await cache.begin(order_id)
+        token = await cache.begin(order_id)
         assert await cache.get(order_id) is None, "a transition is committing: reads go to PostgreSQL"
         await cache.append(
             _order(order_id, 3, "submitted"),
             [_event(order_id, 2, "routing"), _event(order_id, 3, "submitted")],
             terminal=False,
+            token=token,
         )
         got = await cache.get(order_id)
         assert got is not None
@@ -109,7 +111,51 @@ async def test_a_redis_gone_fails_every_waiting_call(private_redis: PrivateRedis
         results = await asyncio.wait_for(
             asyncio.gather(cache.get(order_id), cache.begin(order_id), cache.get(order_id)), timeout=5
         )
-        assert results == [None, None, None]
+        assert results[0] is None and results[2] is None, "reads miss"
         assert order_id in cache._dirty, "the marker was not written: the entry is never read until dropped"
     finally:
         await cache.close()
+
+
+async def test_a_late_append_lifts_its_own_marker_not_the_next_transitions(private_redis: PrivateRedis) -> None:
+    """Appends are sent after their transitions' answers, so one may land after the next transition began: the
+    entry must not be read until that next transition's own append."""
+    cache = OrderCache(private_redis.url)
+    try:
+        order_id = str(uuid.uuid4())
+        await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
+        first = await cache.begin(order_id)  # route_submit commits seq 2-4 ...
+        second = await cache.begin(order_id)  # ... and confirm begins before route_submit's append landed
+        assert first != second
+        await cache.append(
+            _order(order_id, 4, "submitted"),
+            [_event(order_id, 2, "routing"), _event(order_id, 3, "building"), _event(order_id, 4, "submitted")],
+            terminal=False,
+            token=first,
+        )
+        assert await cache.get(order_id) is None, "confirm may have committed: reads still go to PostgreSQL"
+        await cache.append(
+            _order(order_id, 5, "confirmed"), [_event(order_id, 5, "confirmed")], terminal=True, token=second
+        )
+        got = await cache.get(order_id)
+        assert got is not None and got[0]["status"] == "confirmed"
+        assert [e["seq"] for e in got[1]] == [1, 2, 3, 4, 5]
+        assert await cache.redis.exists(keys(order_id)[2]) == 0, "no marker left behind"
+    finally:
+        await cache.close()
+
+
+async def test_appends_sent_after_the_answer_land_before_close(private_redis: PrivateRedis) -> None:
+    cache = OrderCache(private_redis.url)
+    order_id = str(uuid.uuid4())
+    await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
+    token = await cache.begin(order_id)
+    cache.append_soon(_order(order_id, 2, "routing"), [_event(order_id, 2, "routing")], terminal=False, token=token)
+    await cache.close()  # waits for the append on its way
+    client = aioredis.from_url(private_redis.url)
+    try:
+        assert orjson.loads(await client.get(keys(order_id)[0]))["seq"] == 2
+        assert await client.llen(keys(order_id)[1]) == 2
+        assert await client.exists(keys(order_id)[2]) == 0
+    finally:
+        await client.aclose()

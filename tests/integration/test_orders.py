@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 
 import aio_pika
 import asyncpg
@@ -183,7 +184,8 @@ async def test_route_submit_appends_building_then_submitted_in_one_commit(
     assert [e.seq for e in got.events] == [1, 2, 3, 4], "the cache holds both events"
     client = aioredis.from_url(settings.redis_url)
     try:
-        assert await client.llen(f"order:{order.id}:events") == 4
+        # The append is sent after the answer: it lands a moment later.
+        await eventually(lambda: _equals(client.llen(f"order:{order.id}:events"), 4))
     finally:
         await client.aclose()
 
@@ -268,6 +270,8 @@ async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub,
     await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
     client = aioredis.from_url(settings.redis_url)
     try:
+        # The append is sent after the answer; once it landed, its marker is gone with it.
+        await eventually(lambda: _equals(client.exists(f"order:{order.id}:writing"), 0))
         cached = orjson.loads(await client.get(f"order:{order.id}:status"))
         assert cached["status"] == "routing" and cached["seq"] == 2
         assert await client.llen(f"order:{order.id}:events") == 2
@@ -308,12 +312,14 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
     client = aioredis.from_url(settings.redis_url)
     status_key, events_key, writing_key = (f"order:{order.id}:{part}" for part in ("status", "events", "writing"))
     try:
+        await eventually(lambda: _equals(client.exists(writing_key), 0))  # the last append landed
         behind = orjson.loads(await client.get(status_key))
         assert (behind["status"], behind["seq"]) == ("confirmed", 5)
         behind.update(status="submitted", seq=4)
         await client.set(status_key, orjson.dumps(behind))
         await client.ltrim(events_key, 0, 3)
-        await client.set(writing_key, "1", ex=5)
+        await client.sadd(writing_key, "a-dead-writers-token")
+        await client.expire(writing_key, 5)
         read = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, fresh=True), timeout=5)
         assert read.order.status == CONFIRMED
         repaired = orjson.loads(await client.get(status_key))
@@ -321,3 +327,7 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
         assert await client.llen(events_key) == 5
     finally:
         await client.aclose()
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
