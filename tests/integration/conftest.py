@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -16,8 +18,9 @@ from services.notifier.__main__ import NotifierComponent
 from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TEST_BACKOFF_MS, TestInfra
 from tests.support.inprocess import serve
-from tests.support.mesh import Mesh, mesh_env
+from tests.support.mesh import Mesh, free_port, mesh_env
 from tests.support.secured import Secured, secured_servers
+from tests.support.servers import PrivateRedis
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +88,16 @@ async def secured(infra: TestInfra) -> AsyncIterator[Secured]:
     """Orders, notifier and gateway with AUTH=apikey on a database of their own (no router, no executor)."""
     async with secured_servers(infra.derive("keys")) as servers:
         yield servers
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    """A Redis server of the test's own, to pause (SIGSTOP), flush or stop."""
+    server = PrivateRedis(tmp_path / "redis", free_port())
+    await server.start()
+    try:
+        yield server
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGCONT)  # a test that failed while it was paused
+        await server.stop()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -18,18 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from services.orders.cache import OrderCache, Pipeliner, keys
-from tests.support.mesh import free_port
 from tests.support.servers import PrivateRedis
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis", free_port())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def _order(order_id: str, seq: int, status: str) -> dict[str, object]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 import grpc
 import orjson
@@ -26,20 +24,7 @@ from services.orders.cache import keys
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
-from tests.support.mesh import free_port
 from tests.support.servers import PrivateRedis
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis", free_port())
-    await server.start()
-    try:
-        yield server
-    finally:
-        assert server.proc is not None
-        server.proc.send_signal(signal.SIGCONT)
-        await server.stop()
 
 
 async def test_a_create_answers_before_its_cache_fill_and_the_fill_lands(
