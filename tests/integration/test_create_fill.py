@@ -8,7 +8,7 @@ and, with Redis resumed, the entry lands as the commit left it.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import signal
 from dataclasses import replace
 
@@ -25,6 +25,7 @@ from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
 from tests.support.servers import PrivateRedis
+from tests.support.waiting import eventually
 
 
 async def test_a_create_answers_before_its_cache_fill_and_the_fill_lands(
@@ -42,10 +43,8 @@ async def test_a_create_answers_before_its_cache_fill_and_the_fill_lands(
             redis = aioredis.from_url(private_redis.url)
             try:
                 status_key = keys(warm.id)[0]
-                for _ in range(100):
-                    if await redis.exists(status_key):
-                        break
-                    await asyncio.sleep(0.05)
+                with contextlib.suppress(TimeoutError):
+                    await eventually(lambda: redis.exists(status_key))
                 assert await redis.exists(status_key), "a create's entry lands"
 
                 private_redis.proc.send_signal(signal.SIGSTOP)
@@ -56,10 +55,8 @@ async def test_a_create_answers_before_its_cache_fill_and_the_fill_lands(
                 assert created.status == common_pb2.ORDER_STATUS_PENDING
 
                 status_key, events_key = keys(created.id)[:2]
-                for _ in range(100):
-                    if await redis.exists(status_key):
-                        break
-                    await asyncio.sleep(0.05)
+                with contextlib.suppress(TimeoutError):
+                    await eventually(lambda: redis.exists(status_key))
                 cached = await redis.get(status_key)
                 assert cached is not None, "the fill waited for nothing but Redis, and landed once it answered"
                 assert orjson.loads(cached)["seq"] == 1 and orjson.loads(cached)["status"] == "pending"
