@@ -83,6 +83,9 @@ def test_mints() -> None:
     assert is_mint(SOL) and is_mint(USDC)
     assert not is_mint("So1111111111111111111111111111111111111111")  # 31 bytes
     assert not is_mint("")
+    assert not is_mint("z" * 44)  # 44 characters that decode to 33 bytes
+    assert not is_mint("0" * 40) and not is_mint("l" * 40) and not is_mint("é" * 40)  # not base58
+    assert is_mint("1" * 32)  # 32 zero bytes: the system program
 
 
 def test_json_numbers_become_exact_decimals_never_floats() -> None:
