@@ -18,7 +18,7 @@ from services.notifier.__main__ import NotifierComponent
 from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TEST_BACKOFF_MS, TestInfra
 from tests.support.inprocess import serve
-from tests.support.mesh import Mesh, free_port, mesh_env
+from tests.support.mesh import Mesh, detached, free_port, mesh_env
 from tests.support.secured import Secured, secured_servers
 from tests.support.servers import PrivateRedis
 
@@ -26,7 +26,7 @@ from tests.support.servers import PrivateRedis
 @pytest.fixture(scope="session")
 def settings(infra: TestInfra, database: str) -> config.Settings:
     return replace(
-        config.Settings(),
+        detached(config.Settings()),
         database_url=database,
         redis_url=infra.redis_url,
         amqp_url=infra.amqp_url,

@@ -27,7 +27,7 @@ from services.orders.__main__ import OrdersComponent
 from services.router.__main__ import RouterComponent
 from tests.support.client import SOL, USDC
 from tests.support.inprocess import serve
-from tests.support.mesh import Mesh, free_port
+from tests.support.mesh import Mesh, detached, free_port
 from tests.support.transitions import CHAIN, advance, request
 
 
@@ -192,7 +192,7 @@ async def test_a_stopping_server_hands_its_calls_on(settings: config.Settings, p
 async def slow_meteora(localnet: Mesh) -> AsyncIterator[tuple[RouterCalls, router_pb2_grpc.RouterStub]]:
     """A router whose Meteora answers in 900 ms (quote deadline 2 s): the calls' own deadlines decide."""
     settings = replace(
-        config.Settings(),
+        detached(config.Settings()),
         quote_latency_ms=(1, 3),
         venue_latency_ms={"meteora": (900, 900)},
         quote_deadline_ms=2000,

@@ -15,7 +15,7 @@ from services.common.errors import parse_rpc_error
 from services.router.__main__ import RouterComponent
 from tests.support.client import SOL, USDC
 from tests.support.inprocess import serve
-from tests.support.mesh import Mesh
+from tests.support.mesh import Mesh, detached
 
 BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
 MSOL = "mSoLzYCxHdYgdzU16g5QSh3i5K3z3KZK7ytfqcJm7So"
@@ -29,7 +29,10 @@ async def router_stub(settings: config.Settings) -> AsyncIterator[router_pb2_grp
 @pytest.fixture
 def still(localnet: Mesh) -> config.Settings:
     return replace(
-        config.Settings(), quote_latency_ms=(1, 3), solana_rpc_url=localnet.rpc_url, solana_ws_url=localnet.ws_url
+        detached(config.Settings()),
+        quote_latency_ms=(1, 3),
+        solana_rpc_url=localnet.rpc_url,
+        solana_ws_url=localnet.ws_url,
     )
 
 

@@ -16,13 +16,14 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import config
 from services.launcher import LOCALNET, MODULES, SERVICES, ensure_wallet, localnet_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,24 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+
+
+# A peer nothing listens on. An in-process component whose peer is not part of its test is refused at once; with
+# the defaults it would reach the services of another engine on this machine (`make run` listens on them).
+UNREACHABLE = f"127.0.0.1:{free_port()}"
+
+
+def detached(settings: config.Settings) -> config.Settings:
+    """``settings`` with every peer service unreachable and no limit trigger: a test names what it runs itself.
+
+    The router's trigger would otherwise follow the default AMQP prefix's events, another engine's."""
+    return replace(
+        settings,
+        orders_target=UNREACHABLE,
+        router_target=UNREACHABLE,
+        notifier_target=UNREACHABLE,
+        trigger_enabled=False,
+    )
 
 
 @dataclass

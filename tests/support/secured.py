@@ -24,6 +24,7 @@ from services.notifier.__main__ import NotifierComponent
 from services.orders.__main__ import OrdersComponent
 from tests.support.infra import TEST_BACKOFF_MS, TestInfra, isolated
 from tests.support.inprocess import serve
+from tests.support.mesh import detached
 
 INTERNAL_TOKEN = "test-internal-token-0123456789"
 ADMIN = ((auth.INTERNAL, INTERNAL_TOKEN),)
@@ -77,7 +78,7 @@ class Secured:
 async def secured_servers(infra: TestInfra, quota_per_min: int = 600) -> AsyncIterator[Secured]:
     async with isolated(infra) as own:
         settings = replace(
-            config.Settings(),
+            detached(config.Settings()),
             database_url=own.database_url,
             redis_url=own.redis_url,
             amqp_url=own.amqp_url,
