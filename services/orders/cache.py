@@ -250,10 +250,13 @@ class OrderCache:
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def drop(self, order_id: str) -> None:
-        """Forget an entry (the next read refills it from PostgreSQL)."""
+    async def drop(self, order_id: str, token: str) -> None:
+        """Forget an entry (the next read refills it from PostgreSQL) and lift the marker of the :meth:`begin`
+        that gave ``token``: a transition that did not commit. Other writers' markers and the fence stay: they
+        guard commits still on their way and older fills."""
+        status, events, writing, _ = keys(order_id)
         try:
-            await self.redis.delete(*keys(order_id)[:3])  # the fence stays: it guards against older fills
+            await asyncio.gather(self._pipe.call("DEL", status, events), self._pipe.call("SREM", writing, token))
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)
 

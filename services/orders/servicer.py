@@ -314,7 +314,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
             try:
                 row = await self.store.transition(order_id, expected, step, telemetry.inject_headers())
             except StaleTransition:
-                await self.cache.drop(str(order_id))  # whoever read the stale status may have read it here
+                await self.cache.drop(str(order_id), token)  # whoever read the stale status may have read it here
                 raise
             view = order_view(row)
             events = orjson.loads(row["events"])

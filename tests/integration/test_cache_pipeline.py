@@ -132,6 +132,24 @@ async def test_a_late_append_lifts_its_own_marker_not_the_next_transitions(priva
         await cache.close()
 
 
+async def test_a_transition_that_lost_its_race_lifts_its_own_marker_only(private_redis: PrivateRedis) -> None:
+    """Two transitions began; the one whose compare-and-set failed forgets the entry, and the winner's marker
+    still sends reads to PostgreSQL until the winner's own append."""
+    cache = OrderCache(private_redis.url)
+    try:
+        order_id = str(uuid.uuid4())
+        await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
+        winner = await cache.begin(order_id)
+        loser = await cache.begin(order_id)
+        await cache.drop(order_id, loser)
+        writing = keys(order_id)[2]
+        assert await cache.redis.smembers(writing) == {winner.encode()}
+        assert await cache.redis.exists(*keys(order_id)[:2]) == 0
+        assert await cache.get(order_id) is None
+    finally:
+        await cache.close()
+
+
 async def test_appends_sent_after_the_answer_land_before_close(private_redis: PrivateRedis) -> None:
     cache = OrderCache(private_redis.url)
     order_id = str(uuid.uuid4())
