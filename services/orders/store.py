@@ -11,13 +11,20 @@ for) and no job; its job is enqueued by the waiting -> routing transition
 compare-and-set on the current status that also appends the event and its
 outbox row. Both are single data-modifying CTEs: atomic, and one round trip
 each.
+
+Creates that arrive while earlier ones are being written go together: one
+statement and one commit for the lot (``CreateBatches``), which is what an
+accepted order costs PostgreSQL most of. An order is accepted only once its
+batch has committed; a batch that fails is retried order by order, so that one
+order's error never refuses another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,34 +62,48 @@ _JOB_JSON = f"""jsonb_build_object('orderId', {{src}}.id::text, 'attempt', 1, 'o
 # route it to the key's "mine" watchers; it never reaches a client.
 _OWNED_EVENT_JSON = f"{_EVENT_JSON} || jsonb_build_object('apiKeyId', {{owner}}.api_key_id::text)"
 # One outbox row, so one commit of an events message, per commit: the array of the events it appended, in seq order.
-_OUTBOX_EVENTS = f"(SELECT jsonb_agg({_OWNED_EVENT_JSON} ORDER BY e.seq) FROM ev e)"
+_OUTBOX_EVENTS = f"(SELECT jsonb_agg({_OWNED_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = {{owner}}.id)"
 # Its message headers: the trace context, and the order's type, which the relay publishes as the routing key.
 _EVENT_HEADERS = f"{{headers}}::jsonb || jsonb_build_object('{amqp.ORDER_TYPE_HEADER}', {{src}}.type)"
 
+# The creates that arrive together, as one statement (one commit): each parameter is an array with one element per
+# order. An order whose idempotency key is taken inserts nothing (ON CONFLICT per row) and is not returned; it is
+# answered by its replay. A limit or sniper order (a waiting event) is armed: no job until its trigger fires.
 CREATE_SQL = f"""
-WITH ins AS (
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::numeric[], $6::numeric[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::uuid[], $12::numeric[], $13::numeric[],
+                         $14::timestamptz[], $15::text[])
+        AS r(id, type, token_in, token_out, amount_in, slippage, idempotency_key, request_hash, pending, headers,
+             api_key_id, limit_price, min_liquidity, expires_at, waiting)
+), ins AS (
     INSERT INTO orders (id, type, status, seq, token_in, token_out, amount_in, slippage, idempotency_key,
                         request_hash, api_key_id, limit_price, min_liquidity, expires_at)
-    VALUES ($1, $2, CASE WHEN $15::jsonb IS NULL THEN 'pending' ELSE 'waiting' END,
-            CASE WHEN $15::jsonb IS NULL THEN 1 ELSE 2 END, $3, $4, $5, $6, $7, $8, $11, $12, $13, $14)
+    SELECT id, type, CASE WHEN waiting IS NULL THEN 'pending' ELSE 'waiting' END,
+           CASE WHEN waiting IS NULL THEN 1 ELSE 2 END, token_in, token_out, amount_in, slippage, idempotency_key,
+           request_hash, api_key_id, limit_price, min_liquidity, expires_at
+    FROM r
     ON CONFLICT ((COALESCE(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid)), idempotency_key)
         WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {ORDER_COLUMNS}, api_key_id
 ), ev AS (
     INSERT INTO order_events (order_id, seq, status, data, created_at)
-    SELECT id, 1, 'pending', $9::jsonb, created_at FROM ins
+    SELECT ins.id, 1, 'pending', r.pending::jsonb, ins.created_at FROM ins JOIN r USING (id)
     UNION ALL
-    SELECT id, 2, 'waiting', $15::jsonb, created_at FROM ins WHERE $15::jsonb IS NOT NULL
+    SELECT ins.id, 2, 'waiting', r.waiting::jsonb, ins.created_at FROM ins JOIN r USING (id)
+        WHERE r.waiting IS NOT NULL
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    SELECT ins.id, 'job', {_JOB_JSON.format(src="ins")}, $10::jsonb FROM ins
+    SELECT ins.id, 'job', {_JOB_JSON.format(src="ins")}, r.headers::jsonb FROM ins JOIN r USING (id)
         WHERE ins.status = 'pending'
     UNION ALL
-    SELECT ins.id, 'event', {_OUTBOX_EVENTS.format(owner="ins")}, {_EVENT_HEADERS.format(src="ins", headers="$10")}
-    FROM ins
+    SELECT ins.id, 'event', {_OUTBOX_EVENTS.format(owner="ins")},
+           {_EVENT_HEADERS.format(src="ins", headers="r.headers")}
+    FROM ins JOIN r USING (id)
 )
-SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM ins
+SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = ins.id) AS events
+FROM ins
 """
 
 TRANSITION_SQL = f"""
@@ -192,11 +213,75 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+# A batch's size bound, and how many batches are written at once (a batch that waits for its commit lets the next
+# one gather what arrives meanwhile; two keep both cores of a small database busy).
+CREATE_BATCH_MAX = 100
+CREATE_BATCHES_IN_FLIGHT = 2
+
+# One order's row of CREATE_SQL's arrays, in its parameters' order.
+CreateRow = tuple[Any, ...]
+
+
+class CreateBatches:
+    """Writes the creates that queue together as one CREATE_SQL statement; answers each with its row or None."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._queue: list[tuple[CreateRow, asyncio.Future[asyncpg.Record | None]]] = []
+        self._writers = 0
+
+    async def insert(self, row: CreateRow) -> asyncpg.Record | None:
+        """The order's committed row with ``events``; None when its idempotency key was taken."""
+        answer: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, answer))
+        if self._writers < CREATE_BATCHES_IN_FLIGHT:
+            self._writers += 1
+            asyncio.get_running_loop().create_task(self._write(), name="create-batch")
+        return await answer
+
+    async def _write(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:CREATE_BATCH_MAX], self._queue[CREATE_BATCH_MAX:]
+                try:
+                    found = await self._statement([row for row, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - each order gets its own answer below
+                    if len(batch) == 1:
+                        _answer(batch[0][1], exc=exc)
+                        continue
+                    for row, answer in batch:  # one order's error must not refuse the others
+                        try:
+                            _answer(answer, (await self._statement([row])).get(row[0]))
+                        except Exception as one:  # noqa: BLE001 - that order's own error
+                            _answer(answer, exc=one)
+                    continue
+                for row, answer in batch:
+                    _answer(answer, found.get(row[0]))
+        finally:
+            self._writers -= 1
+
+    async def _statement(self, rows: Sequence[CreateRow]) -> dict[uuid.UUID, asyncpg.Record]:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return {record["id"]: record for record in await self.pool.fetch(CREATE_SQL, *columns)}
+
+
+def _answer(
+    answer: asyncio.Future[asyncpg.Record | None], row: asyncpg.Record | None = None, exc: BaseException | None = None
+) -> None:
+    if answer.done():  # pragma: no cover - the caller shields it; a cancelled wait leaves nothing to answer
+        return
+    if exc is not None:
+        answer.set_exception(exc)
+    else:
+        answer.set_result(row)
+
+
 class OrderStore:
     def __init__(self, pool: asyncpg.Pool, committed: Callable[[], None] = lambda: None) -> None:
         """``committed`` is called after each commit that wrote outbox rows (the relay's wake-up)."""
         self.pool = pool
         self.committed = committed
+        self.batches = CreateBatches(pool)
 
     async def create(
         self,
@@ -206,24 +291,24 @@ class OrderStore:
         owner: uuid.UUID | None = None,
     ) -> Created:
         """A new order of ``owner`` (an API key's id; None: the anonymous caller of AUTH=off)."""
-        digest = request_hash(order)
-        row = await self.pool.fetchrow(
-            CREATE_SQL,
-            uuid.uuid4(),
-            order.type,
-            order.token_in,
-            order.token_out,
-            order.amount_in,
-            order.slippage,
-            idempotency_key,
-            digest,
-            _dumps(steps.pending(order)),
-            _dumps(trace_headers),
-            owner,
-            order.limit_price,
-            order.min_liquidity,
-            order.expires_at,
-            _dumps(steps.waiting(order)) if order.type != "market" else None,
+        row = await self.batches.insert(
+            (
+                uuid.uuid4(),
+                order.type,
+                order.token_in,
+                order.token_out,
+                order.amount_in,
+                order.slippage,
+                idempotency_key,
+                request_hash(order),
+                _dumps(steps.pending(order)),
+                _dumps(trace_headers),
+                owner,
+                order.limit_price,
+                order.min_liquidity,
+                order.expires_at,
+                _dumps(steps.waiting(order)) if order.type != "market" else None,
+            )
         )
         if row is not None:
             self.committed()

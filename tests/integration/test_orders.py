@@ -58,7 +58,9 @@ async def test_failed_insert_leaves_nothing_behind(pg: asyncpg.Connection) -> No
     order_id = uuid.uuid4()
     with pytest.raises(asyncpg.CheckViolationError):
         await pg.fetchrow(
-            CREATE_SQL, order_id, "market", SOL, USDC, -1, 0.01, None, "h", "{}", "{}", None, None, None, None, None
+            CREATE_SQL,
+            *[[value] for value in (order_id, "market", SOL, USDC, -1, 0.01, None, "h", "{}", "{}")],
+            *[[None]] * 5,
         )
     # Counted by this order's id: the relay keeps deleting other tests' outbox rows meanwhile.
     written = await pg.fetchval(

@@ -1,0 +1,91 @@
+"""Creates that arrive together are written as one statement and one commit, each order still its own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import asyncpg
+import grpc
+import pytest
+
+from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common.errors import parse_rpc_error
+from services.orders.store import CreateBatches
+from tests.support.client import SOL, USDC
+
+N = 40
+
+
+def _request(**over: str) -> orders_pb2.CreateOrderRequest:
+    fields = {"token_in": SOL, "token_out": USDC, "amount_in": "1.5", "slippage": "0.01", **over}
+    return orders_pb2.CreateOrderRequest(**fields)
+
+
+async def test_creates_that_arrive_together_share_commits_and_each_gets_its_own_order(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    amounts = [f"1.{i:02d}" for i in range(N)]
+    answers = await asyncio.gather(*(orders.CreateOrder(_request(amount_in=a), timeout=10) for a in amounts))
+    ids = [uuid.UUID(a.order.id) for a in answers]
+    assert len(set(ids)) == N and all(a.created for a in answers)
+    # Each answer is its own request's order, as committed.
+    rows = {
+        r["id"]: r
+        for r in await pg.fetch(
+            "SELECT id, amount_in, status, seq, xmin::text AS tx FROM orders WHERE id = ANY($1)", ids
+        )
+    }
+    assert [rows[i]["amount_in"] for i in ids] == [Decimal(a) for a in amounts]
+    assert {(r["status"], r["seq"]) for r in rows.values()} == {("pending", 1)}
+    events = await pg.fetch("SELECT order_id, seq, status FROM order_events WHERE order_id = ANY($1)", ids)
+    assert sorted((e["order_id"], e["seq"], e["status"]) for e in events) == sorted((i, 1, "pending") for i in ids)
+    assert [Decimal(a.order.amount_in) for a in answers] == [Decimal(a) for a in amounts]
+    # Fewer commits than orders: PostgreSQL's transaction id of each row (xmin) is shared within a batch.
+    assert len({r["tx"] for r in rows.values()}) < N
+
+
+async def test_a_row_the_database_refuses_is_refused_alone(database: str, pg: asyncpg.Connection) -> None:
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        batches = CreateBatches(pool)
+        ids = [uuid.uuid4() for _ in range(10)]
+        bad = ids[3]
+
+        def row(order_id: uuid.UUID) -> tuple[object, ...]:
+            amount = Decimal(-1) if order_id == bad else Decimal("2.5")
+            return (order_id, "market", SOL, USDC, amount, Decimal("0.01"), None, "h", "{}", "{}", *[None] * 5)
+
+        answers = await asyncio.gather(*(batches.insert(row(i)) for i in ids), return_exceptions=True)
+    finally:
+        await pool.close()
+    refused = [i for i, a in zip(ids, answers, strict=True) if isinstance(a, BaseException)]
+    assert refused == [bad]
+    assert isinstance(answers[3], asyncpg.CheckViolationError)
+    good = [i for i in ids if i != bad]
+    assert [a["id"] for a in answers if isinstance(a, asyncpg.Record)] == good
+    stored = await pg.fetch("SELECT id FROM orders WHERE id = ANY($1)", ids)
+    assert sorted(r["id"] for r in stored) == sorted(good)
+    assert await pg.fetchval("SELECT count(*) FROM order_events WHERE order_id = $1", bad) == 0
+
+
+@pytest.mark.parametrize("other_body", [False, True])
+async def test_one_key_twice_in_one_batch_creates_once(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, other_body: bool
+) -> None:
+    key = f"key-{uuid.uuid4()}"
+    requests = [_request(idempotency_key=key)] * 2 + [_request(amount_in=f"3.{i}") for i in range(8)]
+    if other_body:
+        requests[1] = _request(idempotency_key=key, amount_in="9")
+    answers = await asyncio.gather(*(orders.CreateOrder(r, timeout=10) for r in requests), return_exceptions=True)
+    assert await pg.fetchval("SELECT count(*) FROM orders WHERE idempotency_key = $1", key) == 1
+    won = [a for a in answers[:2] if isinstance(a, orders_pb2.CreateOrderResponse)]
+    if other_body:  # whichever came first took the key; the other body is refused
+        assert len(won) == 1 and won[0].created
+        (lost,) = [a for a in answers[:2] if isinstance(a, grpc.aio.AioRpcError)]
+        assert parse_rpc_error(lost).reason == "IDEMPOTENCY_KEY_REUSED"
+    else:  # the same body twice: one order, created once and replayed once
+        assert len(won) == 2 and won[0].order.id == won[1].order.id
+        assert sorted([won[0].created, won[1].created]) == [False, True]
+    assert all(isinstance(a, orders_pb2.CreateOrderResponse) and a.created for a in answers[2:])
