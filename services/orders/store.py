@@ -228,37 +228,50 @@ class CreateBatches:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self._queue: list[tuple[CreateRow, asyncio.Future[asyncpg.Record | None]]] = []
-        self._writers = 0
+        self._writers: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
 
     async def insert(self, row: CreateRow) -> asyncpg.Record | None:
         """The order's committed row with ``events``; None when its idempotency key was taken."""
         answer: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
         self._queue.append((row, answer))
-        if self._writers < CREATE_BATCHES_IN_FLIGHT:
-            self._writers += 1
-            asyncio.get_running_loop().create_task(self._write(), name="create-batch")
+        if len(self._writers) < CREATE_BATCHES_IN_FLIGHT:
+            writer = asyncio.get_running_loop().create_task(self._write(), name="create-batch")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writer_done)
         return await answer
 
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        self._writers.discard(writer)
+        if writer.cancelled() and not self._writers:  # cancelled (the loop closing): no order waits forever
+            queued, self._queue = self._queue, []
+            for _, answer in queued:
+                answer.cancel()
+
     async def _write(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:CREATE_BATCH_MAX], self._queue[CREATE_BATCH_MAX:]
+            try:
+                await self._write_batch(batch)
+            except BaseException:  # cancelled mid-batch: no order of the batch waits forever
+                for _, answer in batch:
+                    answer.cancel()
+                raise
+
+    async def _write_batch(self, batch: list[tuple[CreateRow, asyncio.Future[asyncpg.Record | None]]]) -> None:
         try:
-            while self._queue:
-                batch, self._queue = self._queue[:CREATE_BATCH_MAX], self._queue[CREATE_BATCH_MAX:]
+            found = await self._statement([row for row, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - each order gets its own answer below
+            if len(batch) == 1:
+                _answer(batch[0][1], exc=exc)
+                return
+            for row, answer in batch:  # one order's error must not refuse the others
                 try:
-                    found = await self._statement([row for row, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - each order gets its own answer below
-                    if len(batch) == 1:
-                        _answer(batch[0][1], exc=exc)
-                        continue
-                    for row, answer in batch:  # one order's error must not refuse the others
-                        try:
-                            _answer(answer, (await self._statement([row])).get(row[0]))
-                        except Exception as one:  # noqa: BLE001 - that order's own error
-                            _answer(answer, exc=one)
-                    continue
-                for row, answer in batch:
-                    _answer(answer, found.get(row[0]))
-        finally:
-            self._writers -= 1
+                    _answer(answer, (await self._statement([row])).get(row[0]))
+                except Exception as one:  # noqa: BLE001 - that order's own error
+                    _answer(answer, exc=one)
+            return
+        for row, answer in batch:
+            _answer(answer, found.get(row[0]))
 
     async def _statement(self, rows: Sequence[CreateRow]) -> dict[uuid.UUID, asyncpg.Record]:
         columns = [list(column) for column in zip(*rows, strict=True)]
@@ -268,7 +281,7 @@ class CreateBatches:
 def _answer(
     answer: asyncio.Future[asyncpg.Record | None], row: asyncpg.Record | None = None, exc: BaseException | None = None
 ) -> None:
-    if answer.done():  # pragma: no cover - the caller shields it; a cancelled wait leaves nothing to answer
+    if answer.done():  # pragma: no cover - cancelled with its writer
         return
     if exc is not None:
         answer.set_exception(exc)

@@ -89,3 +89,22 @@ async def test_one_key_twice_in_one_batch_creates_once(
         assert len(won) == 2 and won[0].order.id == won[1].order.id
         assert sorted([won[0].created, won[1].created]) == [False, True]
     assert all(isinstance(a, orders_pb2.CreateOrderResponse) and a.created for a in answers[2:])
+
+
+@pytest.mark.parametrize("turns", [0, 3])  # cancelled before its first step, or while its statement runs
+async def test_a_cancelled_writer_leaves_no_order_waiting(database: str, turns: int) -> None:
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        batches = CreateBatches(pool)
+        row = (uuid.uuid4(), "market", SOL, USDC, Decimal("2.5"), Decimal("0.01"), None, "h", "{}", "{}", *[None] * 5)
+        waiting = asyncio.ensure_future(batches.insert(row))
+        await asyncio.sleep(0)  # the insert queued its row and started a writer
+        (writer,) = batches._writers
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        writer.cancel()  # what closing the loop does to it
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(waiting, 5)
+        assert not batches._writers and not batches._queue
+    finally:
+        await pool.close()
