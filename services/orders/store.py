@@ -15,8 +15,9 @@ each.
 Creates that arrive while earlier ones are being written go together: one
 statement and one commit for the lot (``CreateBatches``), which is what an
 accepted order costs PostgreSQL most of. An order is accepted only once its
-batch has committed; a batch that fails is retried order by order, so that one
-order's error never refuses another.
+batch has committed; a batch the database refuses is retried order by order,
+so that one order's error never refuses another (a database that cannot be
+reached answers the whole batch at once).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import grpc
 import orjson
 
 from services.common import amqp, states
+from services.common.db import UNAVAILABLE_ERRORS
 from services.common.errors import DomainError, FieldViolation
 from services.common.validation import OrderInput
 from services.orders import steps
@@ -261,8 +263,9 @@ class CreateBatches:
         try:
             found = await self._statement([row for row, _ in batch])
         except Exception as exc:  # noqa: BLE001 - each order gets its own answer below
-            if len(batch) == 1:
-                _answer(batch[0][1], exc=exc)
+            if len(batch) == 1 or isinstance(exc, UNAVAILABLE_ERRORS):  # the database's state, not an order's
+                for _, answer in batch:
+                    _answer(answer, exc=exc)
                 return
             for row, answer in batch:  # one order's error must not refuse the others
                 try:

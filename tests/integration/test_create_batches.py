@@ -18,6 +18,11 @@ from tests.support.client import SOL, USDC
 N = 40
 
 
+def _row(order_id: uuid.UUID, amount: Decimal = Decimal("2.5")) -> tuple[object, ...]:
+    """A market order's row of CREATE_SQL's arrays, in its parameters' order."""
+    return (order_id, "market", SOL, USDC, amount, Decimal("0.01"), None, "h", "{}", "{}", *[None] * 5)
+
+
 def _request(**over: str) -> orders_pb2.CreateOrderRequest:
     fields = {"token_in": SOL, "token_out": USDC, "amount_in": "1.5", "slippage": "0.01", **over}
     return orders_pb2.CreateOrderRequest(**fields)
@@ -55,7 +60,7 @@ async def test_a_row_the_database_refuses_is_refused_alone(database: str, pg: as
 
         def row(order_id: uuid.UUID) -> tuple[object, ...]:
             amount = Decimal(-1) if order_id == bad else Decimal("2.5")
-            return (order_id, "market", SOL, USDC, amount, Decimal("0.01"), None, "h", "{}", "{}", *[None] * 5)
+            return _row(order_id, amount)
 
         answers = await asyncio.gather(*(batches.insert(row(i)) for i in ids), return_exceptions=True)
     finally:
@@ -96,8 +101,7 @@ async def test_a_cancelled_writer_leaves_no_order_waiting(database: str, turns: 
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
     try:
         batches = CreateBatches(pool)
-        row = (uuid.uuid4(), "market", SOL, USDC, Decimal("2.5"), Decimal("0.01"), None, "h", "{}", "{}", *[None] * 5)
-        waiting = asyncio.ensure_future(batches.insert(row))
+        waiting = asyncio.ensure_future(batches.insert(_row(uuid.uuid4())))
         await asyncio.sleep(0)  # the insert queued its row and started a writer
         (writer,) = batches._writers
         for _ in range(turns):
@@ -108,3 +112,20 @@ async def test_a_cancelled_writer_leaves_no_order_waiting(database: str, turns: 
         assert not batches._writers and not batches._queue
     finally:
         await pool.close()
+
+
+async def test_an_unreachable_database_answers_the_whole_batch_at_once(database: str) -> None:
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    batches = CreateBatches(pool)
+    statements: list[int] = []
+    statement = batches._statement
+
+    async def counted(rows: list[tuple[object, ...]]) -> dict[uuid.UUID, asyncpg.Record]:
+        statements.append(len(rows))
+        return await statement(rows)
+
+    batches._statement = counted  # type: ignore[method-assign]
+    await pool.close()  # what a pool whose database went away answers: InterfaceError
+    answers = await asyncio.gather(*(batches.insert(_row(uuid.uuid4())) for _ in range(10)), return_exceptions=True)
+    assert all(isinstance(a, asyncpg.InterfaceError) for a in answers)
+    assert sum(statements) == 10 and len(statements) < 10  # no order-by-order retry of a batch
