@@ -12,12 +12,14 @@ compare-and-set on the current status that also appends the event and its
 outbox row. Both are single data-modifying CTEs: atomic, and one round trip
 each.
 
-Creates that arrive while earlier ones are being written go together: one
-statement and one commit for the lot (``CreateBatches``), which is what an
-accepted order costs PostgreSQL most of. An order is accepted only once its
-batch has committed; a batch the database refuses is retried order by order,
-so that one order's error never refuses another (a database that cannot be
-reached answers the whole batch at once).
+Creates that arrive while earlier ones are being written go together, and so
+do transitions of different orders: one statement and one commit for the lot
+(``Batches``), which is most of what a write costs PostgreSQL. A write is
+answered only once its batch has committed. A batch holds one write per order
+at most, so an order's writes still meet PostgreSQL one after another. A
+batch the database refuses is retried write by write, so that one order's
+error never refuses another's write (a database that cannot be reached
+answers the whole batch at once).
 """
 
 from __future__ import annotations
@@ -108,43 +110,56 @@ SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.
 FROM ins
 """
 
+# The transitions that arrive together (one per order), as one statement: each parameter is an array with one element
+# per transition. Each is a compare-and-set on its order's status; one that lost it updates nothing and is not returned.
+# The step's columns are named x_* so that the order's own columns keep their names in RETURNING.
 TRANSITION_SQL = f"""
-WITH upd AS (
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::numeric[], $6::numeric[], $7::numeric[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                         $15::bytea[], $16::bigint[])
+        AS r(x_id, x_expected, x_new, x_attempt, x_amount_out, x_expected_price, x_executed_price, x_dex_provider,
+             x_tx_hash, x_error_message, x_routing, x_execution, x_events, x_headers, x_signed_tx, x_last_valid)
+), upd AS (
     UPDATE orders o SET
-        status = $3,
-        seq = o.seq + jsonb_array_length($13::jsonb),
-        retry_count = o.retry_count + $4,
-        amount_out = COALESCE($5::numeric, o.amount_out),
-        expected_price = COALESCE($6::numeric, o.expected_price),
-        executed_price = COALESCE($7::numeric, o.executed_price),
-        dex_provider = COALESCE($8::text, o.dex_provider),
-        tx_hash = COALESCE($9::text, o.tx_hash),
-        error_message = COALESCE($10::text, o.error_message),
-        routing = COALESCE($11::jsonb, o.routing),
-        execution = COALESCE($12::jsonb, o.execution),
-        signed_tx = COALESCE($15::bytea, o.signed_tx),
-        last_valid_block_height = COALESCE($16::bigint, o.last_valid_block_height),
+        status = r.x_new,
+        seq = o.seq + jsonb_array_length(r.x_events::jsonb),
+        retry_count = o.retry_count + r.x_attempt,
+        amount_out = COALESCE(r.x_amount_out, o.amount_out),
+        expected_price = COALESCE(r.x_expected_price, o.expected_price),
+        executed_price = COALESCE(r.x_executed_price, o.executed_price),
+        dex_provider = COALESCE(r.x_dex_provider, o.dex_provider),
+        tx_hash = COALESCE(r.x_tx_hash, o.tx_hash),
+        error_message = COALESCE(r.x_error_message, o.error_message),
+        routing = COALESCE(r.x_routing::jsonb, o.routing),
+        execution = COALESCE(r.x_execution::jsonb, o.execution),
+        signed_tx = COALESCE(r.x_signed_tx, o.signed_tx),
+        last_valid_block_height = COALESCE(r.x_last_valid, o.last_valid_block_height),
         updated_at = clock_timestamp(),
-        completed_at = CASE WHEN $3 IN ('confirmed', 'failed', 'expired', 'cancelled') THEN clock_timestamp() END
-    WHERE o.id = $1 AND o.status = $2
-    RETURNING {ORDER_COLUMNS}, {SIGNED_COLUMNS}, o.api_key_id
+        completed_at = CASE WHEN r.x_new IN ('confirmed', 'failed', 'expired', 'cancelled') THEN clock_timestamp() END
+    FROM r
+    WHERE o.id = r.x_id AND o.status = r.x_expected
+    RETURNING {ORDER_COLUMNS}, {SIGNED_COLUMNS}, o.api_key_id, r.x_expected, r.x_events, r.x_headers
 ), ev AS (
     -- The step's events ([{{status, data}}, ...], usually one), the last at the order's new seq.
     INSERT INTO order_events (order_id, seq, status, data, created_at)
-    SELECT upd.id, upd.seq - jsonb_array_length($13::jsonb) + x.n, x.event ->> 'status', x.event -> 'data',
+    SELECT upd.id, upd.seq - jsonb_array_length(upd.x_events::jsonb) + x.n, x.event ->> 'status', x.event -> 'data',
            upd.updated_at
-    FROM upd, jsonb_array_elements($13::jsonb) WITH ORDINALITY AS x(event, n)
+    FROM upd, jsonb_array_elements(upd.x_events::jsonb) WITH ORDINALITY AS x(event, n)
     RETURNING order_id, seq, status, data, created_at
 ), ob AS (
     INSERT INTO outbox (order_id, kind, payload, headers)
-    SELECT upd.id, 'event', {_OUTBOX_EVENTS.format(owner="upd")}, {_EVENT_HEADERS.format(src="upd", headers="$14")}
+    SELECT upd.id, 'event', {_OUTBOX_EVENTS.format(owner="upd")},
+           {_EVENT_HEADERS.format(src="upd", headers="upd.x_headers")}
     FROM upd
     UNION ALL
     -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
-    SELECT upd.id, 'job', {_JOB_JSON.format(src="upd")}, $14::jsonb FROM upd
-        WHERE $2 = 'waiting' AND $3 = 'routing'
+    SELECT upd.id, 'job', {_JOB_JSON.format(src="upd")}, upd.x_headers::jsonb FROM upd
+        WHERE upd.x_expected = 'waiting' AND upd.status = 'routing'
 )
-SELECT upd.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e) AS events FROM upd
+SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS}, api_key_id,
+       (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = upd.id) AS events
+FROM upd
 """
 
 LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TERMINAL]
@@ -215,28 +230,33 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-# A batch's size bound, and how many batches are written at once (a batch that waits for its commit lets the next
-# one gather what arrives meanwhile; two keep both cores of a small database busy).
-CREATE_BATCH_MAX = 100
-CREATE_BATCHES_IN_FLIGHT = 2
+# A batch's size bound, and how many batches of a kind are written at once (a batch that waits for its commit lets
+# the next one gather what arrives meanwhile; two keep both cores of a small database busy).
+BATCH_MAX = 100
+BATCHES_IN_FLIGHT = 2
 
-# One order's row of CREATE_SQL's arrays, in its parameters' order.
-CreateRow = tuple[Any, ...]
+# One write's row of a batched statement's arrays, in its parameters' order; the first is the order's id.
+BatchRow = tuple[Any, ...]
 
 
-class CreateBatches:
-    """Writes the creates that queue together as one CREATE_SQL statement; answers each with its row or None."""
+class Batches:
+    """Writes the rows that queue together as one statement (``sql``, whose parameters are arrays, one element per
+    row); answers each row with the order's record the statement returned, or None when it wrote nothing for it.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    One batch holds at most one row per order: a second write of the same order waits for the next batch, so that
+    the statement sees each order's writes one after another, as unbatched ones would."""
+
+    def __init__(self, pool: asyncpg.Pool, sql: str) -> None:
         self.pool = pool
-        self._queue: list[tuple[CreateRow, asyncio.Future[asyncpg.Record | None]]] = []
+        self.sql = sql
+        self._queue: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]] = []
         self._writers: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
 
-    async def insert(self, row: CreateRow) -> asyncpg.Record | None:
+    async def write(self, row: BatchRow) -> asyncpg.Record | None:
         """The order's committed row with ``events``; None when its idempotency key was taken."""
         answer: asyncio.Future[asyncpg.Record | None] = asyncio.get_running_loop().create_future()
         self._queue.append((row, answer))
-        if len(self._writers) < CREATE_BATCHES_IN_FLIGHT:
+        if len(self._writers) < BATCHES_IN_FLIGHT:
             writer = asyncio.get_running_loop().create_task(self._write(), name="create-batch")
             self._writers.add(writer)
             writer.add_done_callback(self._writer_done)
@@ -249,9 +269,22 @@ class CreateBatches:
             for _, answer in queued:
                 answer.cancel()
 
+    def _next_batch(self) -> list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]]:
+        batch: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]] = []
+        later: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]] = []
+        keys: set[Any] = set()
+        for item in self._queue:
+            if len(batch) < BATCH_MAX and item[0][0] not in keys:
+                keys.add(item[0][0])
+                batch.append(item)
+            else:
+                later.append(item)
+        self._queue = later
+        return batch
+
     async def _write(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[:CREATE_BATCH_MAX], self._queue[CREATE_BATCH_MAX:]
+            batch = self._next_batch()
             try:
                 await self._write_batch(batch)
             except BaseException:  # cancelled mid-batch: no order of the batch waits forever
@@ -259,7 +292,7 @@ class CreateBatches:
                     answer.cancel()
                 raise
 
-    async def _write_batch(self, batch: list[tuple[CreateRow, asyncio.Future[asyncpg.Record | None]]]) -> None:
+    async def _write_batch(self, batch: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]]) -> None:
         try:
             found = await self._statement([row for row, _ in batch])
         except Exception as exc:  # noqa: BLE001 - each order gets its own answer below
@@ -276,9 +309,9 @@ class CreateBatches:
         for row, answer in batch:
             _answer(answer, found.get(row[0]))
 
-    async def _statement(self, rows: Sequence[CreateRow]) -> dict[uuid.UUID, asyncpg.Record]:
+    async def _statement(self, rows: Sequence[BatchRow]) -> dict[uuid.UUID, asyncpg.Record]:
         columns = [list(column) for column in zip(*rows, strict=True)]
-        return {record["id"]: record for record in await self.pool.fetch(CREATE_SQL, *columns)}
+        return {record["id"]: record for record in await self.pool.fetch(self.sql, *columns)}
 
 
 def _answer(
@@ -297,7 +330,8 @@ class OrderStore:
         """``committed`` is called after each commit that wrote outbox rows (the relay's wake-up)."""
         self.pool = pool
         self.committed = committed
-        self.batches = CreateBatches(pool)
+        self.creates = Batches(pool, CREATE_SQL)
+        self.transitions = Batches(pool, TRANSITION_SQL)
 
     async def create(
         self,
@@ -307,7 +341,7 @@ class OrderStore:
         owner: uuid.UUID | None = None,
     ) -> Created:
         """A new order of ``owner`` (an API key's id; None: the anonymous caller of AUTH=off)."""
-        row = await self.batches.insert(
+        row = await self.creates.write(
             (
                 uuid.uuid4(),
                 order.type,
@@ -414,24 +448,25 @@ class OrderStore:
     ) -> asyncpg.Record:
         """The row as committed, with ``events``: the appended events' JSON (the outbox's, without the owner)."""
         columns = step.columns
-        row = await self.pool.fetchrow(
-            TRANSITION_SQL,
-            order_id,
-            expected,
-            step.new,
-            1 if step.new_attempt else 0,
-            columns.amount_out,
-            columns.expected_price,
-            columns.executed_price,
-            columns.dex_provider,
-            columns.tx_hash,
-            columns.error_message,
-            None if columns.routing is None else _dumps(columns.routing),
-            None if columns.execution is None else _dumps(columns.execution),
-            _dumps([{"status": status, "data": data} for status, data in step.events]),
-            _dumps(trace_headers),
-            columns.signed_tx,
-            columns.last_valid_block_height,
+        row = await self.transitions.write(
+            (
+                order_id,
+                expected,
+                step.new,
+                1 if step.new_attempt else 0,
+                columns.amount_out,
+                columns.expected_price,
+                columns.executed_price,
+                columns.dex_provider,
+                columns.tx_hash,
+                columns.error_message,
+                None if columns.routing is None else _dumps(columns.routing),
+                None if columns.execution is None else _dumps(columns.execution),
+                _dumps([{"status": status, "data": data} for status, data in step.events]),
+                _dumps(trace_headers),
+                columns.signed_tx,
+                columns.last_valid_block_height,
+            )
         )
         if row is not None:
             self.committed()

@@ -1,4 +1,4 @@
-"""Creates that arrive together are written as one statement and one commit, each order still its own."""
+"""Creates, and transitions, that arrive together are written as one statement and one commit, each still its own."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import grpc
 import pytest
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common import states
 from services.common.errors import parse_rpc_error
-from services.orders.store import CreateBatches
+from services.orders.store import CREATE_SQL, Batches
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 
 N = 40
@@ -54,7 +56,7 @@ async def test_creates_that_arrive_together_share_commits_and_each_gets_its_own_
 async def test_a_row_the_database_refuses_is_refused_alone(database: str, pg: asyncpg.Connection) -> None:
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
     try:
-        batches = CreateBatches(pool)
+        batches = Batches(pool, CREATE_SQL)
         ids = [uuid.uuid4() for _ in range(10)]
         bad = ids[3]
 
@@ -62,7 +64,7 @@ async def test_a_row_the_database_refuses_is_refused_alone(database: str, pg: as
             amount = Decimal(-1) if order_id == bad else Decimal("2.5")
             return _row(order_id, amount)
 
-        answers = await asyncio.gather(*(batches.insert(row(i)) for i in ids), return_exceptions=True)
+        answers = await asyncio.gather(*(batches.write(row(i)) for i in ids), return_exceptions=True)
     finally:
         await pool.close()
     refused = [i for i, a in zip(ids, answers, strict=True) if isinstance(a, BaseException)]
@@ -100,8 +102,8 @@ async def test_one_key_twice_in_one_batch_creates_once(
 async def test_a_cancelled_writer_leaves_no_order_waiting(database: str, turns: int) -> None:
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
     try:
-        batches = CreateBatches(pool)
-        waiting = asyncio.ensure_future(batches.insert(_row(uuid.uuid4())))
+        batches = Batches(pool, CREATE_SQL)
+        waiting = asyncio.ensure_future(batches.write(_row(uuid.uuid4())))
         await asyncio.sleep(0)  # the insert queued its row and started a writer
         (writer,) = batches._writers
         for _ in range(turns):
@@ -116,7 +118,7 @@ async def test_a_cancelled_writer_leaves_no_order_waiting(database: str, turns: 
 
 async def test_an_unreachable_database_answers_the_whole_batch_at_once(database: str) -> None:
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
-    batches = CreateBatches(pool)
+    batches = Batches(pool, CREATE_SQL)
     statements: list[int] = []
     statement = batches._statement
 
@@ -126,6 +128,33 @@ async def test_an_unreachable_database_answers_the_whole_batch_at_once(database:
 
     batches._statement = counted  # type: ignore[method-assign]
     await pool.close()  # what a pool whose database went away answers: InterfaceError
-    answers = await asyncio.gather(*(batches.insert(_row(uuid.uuid4())) for _ in range(10)), return_exceptions=True)
+    answers = await asyncio.gather(*(batches.write(_row(uuid.uuid4())) for _ in range(10)), return_exceptions=True)
     assert all(isinstance(a, asyncpg.InterfaceError) for a in answers)
     assert sum(statements) == 10 and len(statements) < 10  # no order-by-order retry of a batch
+
+
+async def test_transitions_that_arrive_together_share_commits_and_each_keeps_its_order(
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+) -> None:
+    created = await asyncio.gather(*(orders.CreateOrder(_request(amount_in=f"4.{i}"), timeout=10) for i in range(N)))
+    ids = [a.order.id for a in created]
+    pending, routing = states.to_proto("pending"), states.to_proto("routing")
+    # Each order twice in the same turn: one batch holds one write per order, and only one compare-and-set wins.
+    moved = await asyncio.gather(
+        *(orders.Transition(transitions.request(i, pending, routing), timeout=10) for i in ids for _ in range(2)),
+        return_exceptions=True,
+    )
+    won = [m for m in moved if isinstance(m, orders_pb2.TransitionResponse)]
+    lost = [m for m in moved if isinstance(m, grpc.aio.AioRpcError)]
+    assert sorted(m.order.id for m in won) == sorted(ids)
+    assert len(lost) == N and all(parse_rpc_error(m).reason == "STALE_TRANSITION" for m in lost)
+    assert all(m.order.seq == 2 and m.event.seq == 2 and m.order.status == routing for m in won)
+    uids = [uuid.UUID(i) for i in ids]
+    rows = await pg.fetch("SELECT status, seq, xmin::text AS tx FROM orders WHERE id = ANY($1)", uids)
+    assert {(r["status"], r["seq"]) for r in rows} == {("routing", 2)}
+    events = await pg.fetch("SELECT order_id, seq, status FROM order_events WHERE order_id = ANY($1)", uids)
+    assert sorted((e["order_id"], e["seq"], e["status"]) for e in events) == sorted(
+        [(i, 1, "pending") for i in uids] + [(i, 2, "routing") for i in uids]
+    )
+    # Fewer commits than transitions: the orders' rows share PostgreSQL's transaction ids (xmin).
+    assert len({r["tx"] for r in rows}) < N
