@@ -334,11 +334,15 @@ class Node:
         land_at = time.time() + (self.rng.uniform(lo, hi) if hi > lo else lo) / 1000
         entry = Pending(land_at, self._next_seq(), signature, raw, tx)
         self.pending[signature] = entry
-        try:
-            await self.store.add_pending(signature, raw, land_at)
-        except (OSError, asyncpg.PostgresError) as exc:
-            self.pending.pop(signature, None)
-            raise RpcError(INTERNAL_ERROR, f"Internal error: {exc}") from None
+        # A transaction that lands later is queued durably first, so that a restart still lands it. One due at
+        # once (no landing delay, not halted) is recorded by the landing's own commit, moments later: a crash
+        # before it drops the transaction, as a leader that dies drops what it received.
+        if land_at > time.time() or self.halted:
+            try:
+                await self.store.add_pending(signature, raw, land_at)
+            except (OSError, asyncpg.PostgresError) as exc:
+                self.pending.pop(signature, None)
+                raise RpcError(INTERNAL_ERROR, f"Internal error: {exc}") from None
         heapq.heappush(self.heap, entry)
         self.wake.set()
         for listener in self.listeners:

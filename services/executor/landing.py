@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
+from solana.rpc.websocket_api import Subscription
 from solders.hash import Hash
 from solders.pubkey import Pubkey
 from solders.rpc.responses import RpcSignatureResponse
@@ -189,11 +191,15 @@ class Cluster:
             return TxOutcome(EXPIRED)
         return TxOutcome(UNKNOWN)
 
-    async def wait(self, signature: Signature, last_valid_height: int) -> TxOutcome:
+    async def wait(
+        self, signature: Signature, last_valid_height: int, send: Awaitable[None] | None = None
+    ) -> TxOutcome:
         """Until the signature lands (with or without an error) or can no longer land.
 
         The signatureSubscribe notification is the outcome. Without one for a poll interval
         (or without a stream), getSignatureStatuses answers, and only it decides expiry.
+        ``send`` (the sendTransaction) is awaited while the subscription is on its way: the two round
+        trips overlap, and a transaction that lands before its subscription is told at once.
         """
         notified: asyncio.Future[TxOutcome] = asyncio.get_running_loop().create_future()
         sub = None
@@ -203,9 +209,13 @@ class Cluster:
             if outcome is not None and not notified.done():
                 notified.set_result(outcome)
 
-        with contextlib.suppress(Exception):  # no stream: polling alone still answers
-            sub = await self.stream.signature(signature, on_notified)
+        subscribing = asyncio.create_task(self._subscribe(signature, on_notified))
         try:
+            try:
+                if send is not None:
+                    await send
+            finally:
+                sub = await subscribing  # even when the send failed: its subscription is ended below
             if sub is None:  # nothing will tell us: ask at once
                 outcome = await self.status(signature, last_valid_height, check_expiry=False)
                 if outcome.status != UNKNOWN:
@@ -220,6 +230,13 @@ class Cluster:
         finally:
             if sub is not None:
                 await self.stream.unsubscribe(sub)
+
+    async def _subscribe(self, signature: Signature, handler: Callable[[Any], None]) -> Subscription | None:
+        """signatureSubscribe, or None without a stream (polling alone still answers)."""
+        try:
+            return await self.stream.signature(signature, handler)
+        except Exception:  # noqa: BLE001 - no stream: polling answers
+            return None
 
     async def landed(self, signature: Signature, owner: Pubkey) -> Landed:
         for attempt in range(READABLE_TRIES):

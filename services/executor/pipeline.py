@@ -227,12 +227,15 @@ class Pipeline:
             # run just signed cannot be known to it yet.
             outcome = landing.TxOutcome(landing.UNKNOWN) if just_built else await self.cluster.status(signature, lvh)
             if outcome.status == landing.UNKNOWN:
-                with tracer.start_as_current_span("solana sendTransaction", attributes=attrs):
-                    await self.cluster.send(signed.transaction)
-                log.debug("transaction sent", extra={"txHash": order.tx_hash})
-                faults.crash_point("after_send")
+
+                async def send() -> None:
+                    with tracer.start_as_current_span("solana sendTransaction", attributes=attrs):
+                        await self.cluster.send(signed.transaction)
+                    log.debug("transaction sent", extra={"txHash": order.tx_hash})
+                    faults.crash_point("after_send")
+
                 with tracer.start_as_current_span("solana confirm", attributes=attrs) as span:
-                    outcome = await self.cluster.wait(signature, lvh)
+                    outcome = await self.cluster.wait(signature, lvh, send=send())  # sent while subscribing
                     span.set_attribute("solana.status", outcome.status)
             if outcome.status == landing.LANDED:
                 result = await self.cluster.landed(signature, self.wallet.pubkey())
