@@ -377,6 +377,9 @@ class _Stream:
             failure = _error(grpc.StatusCode.CANCELLED, f"the Calls stream ended: {exc!r}")
         finally:
             self.retired = True
+            # End the request iterator too: grpc cancels its reader only for a call still running, so a call that
+            # ended on its own would leave that task waiting inside ``_calls`` for good.
+            self.outgoing.put_nowait(None)
             if call is not None:
                 call.cancel()
             for future in self.waiting.values():

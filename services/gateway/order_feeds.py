@@ -122,7 +122,7 @@ class NotifierStream:
 
     def __init__(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
         self.inboxes: dict[int, asyncio.Queue[Message | FeedEnd]] = {}
-        self.requests: asyncio.Queue[notifier_pb2.WatchManyRequest] = asyncio.Queue()
+        self.requests: asyncio.Queue[notifier_pb2.WatchManyRequest | None] = asyncio.Queue()  # None: the call ended
         self.refs = itertools.count(1)
         self.opened = time.monotonic()
         self.retired = False
@@ -153,8 +153,8 @@ class NotifierStream:
             self.task.cancel()
 
     async def _outgoing(self) -> AsyncIterator[notifier_pb2.WatchManyRequest]:
-        while True:
-            yield await self.requests.get()
+        while (request := await self.requests.get()) is not None:
+            yield request
 
     async def _run(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
         call = stub.WatchMany(self._outgoing())
@@ -168,6 +168,9 @@ class NotifierStream:
         except grpc.aio.AioRpcError as err:
             end = FeedEnd(terminal=False, error=parse_rpc_error(err))
         finally:
+            # End the request iterator too: grpc cancels its reader only for a call still running, so a call that
+            # ended on its own would leave that task waiting inside ``_outgoing`` for good.
+            self.requests.put_nowait(None)
             call.cancel()
             for inbox in self.inboxes.values():
                 inbox.put_nowait(end)

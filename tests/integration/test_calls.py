@@ -26,9 +26,11 @@ from services.common.mesh_calls import OrdersCalls, RouterCalls
 from services.orders.__main__ import OrdersComponent
 from services.router.__main__ import RouterComponent
 from tests.support.client import SOL, USDC
+from tests.support.grpc_tasks import request_readers
 from tests.support.inprocess import serve
 from tests.support.mesh import Mesh, detached, free_port
 from tests.support.transitions import CHAIN, advance, request
+from tests.support.waiting import eventually
 
 
 def market(amount: str) -> orders_pb2.CreateOrderRequest:
@@ -131,6 +133,10 @@ async def test_a_server_without_calls_gets_unary_calls(
             amount = unique_amounts(1)[0]
             created = await calls.CreateOrder(market(amount), timeout=5)
             read = await calls.GetOrder(orders_pb2.GetOrderRequest(order_id=created.order.id), timeout=5)
+            # The refused stream's request iterator ended with it: no grpc task is left waiting inside it.
+            refused = calls.stream._stream
+            assert refused is not None and refused.task.done()
+            await eventually(lambda: not request_readers(refused), timeout=2)
             await calls.aclose()
         assert read.order == created.order
         assert await pg.fetchval("SELECT count(*) FROM orders WHERE amount_in = $1", Decimal(amount)) == 1

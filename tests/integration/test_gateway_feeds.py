@@ -21,6 +21,8 @@ from services.gateway import order_feeds
 from services.gateway.app import GATEWAY, build_app
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC, follow
+from tests.support.grpc_tasks import request_readers
+from tests.support.inprocess import serve
 from tests.support.transitions import CHAIN, advance
 from tests.support.waiting import eventually
 
@@ -205,3 +207,29 @@ async def test_a_finished_socket_is_freed_at_once_not_by_the_cyclic_collector(
     finally:
         older.clear()
         gc.enable()
+
+
+async def test_a_notifier_stream_that_ends_leaves_no_task_reading_its_requests(
+    settings: config.Settings, orders_server: str, orders: orders_pb2_grpc.OrdersStub
+) -> None:
+    """The notifier stops under a watched order: the socket closes with 1013, the stream's call ended on its own,
+    and grpc's reader of its requests ended with it (it is cancelled only for a call still running)."""
+    order_id = await create(orders)
+    server: TestServer | None = None
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with serve(NotifierComponent(replace(settings, orders_target=orders_server))) as target:
+                app = build_app(replace(settings, orders_target=orders_server, notifier_target=target))
+                server = TestServer(app, host="127.0.0.1")
+                await server.start_server()
+                ws = await session.ws_connect(str(server.make_url(f"/ws/orders/{order_id}")))
+                assert (await ws.receive_json())["status"] == "pending"
+                stream = server.app[GATEWAY].feeds._stream
+                assert stream is not None and request_readers(stream), "the open call reads its requests"
+            closed = await ws.receive(timeout=10)  # the notifier stopped (its server and component closed)
+            assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1013
+            await eventually(stream.task.done)
+            await eventually(lambda: not request_readers(stream), timeout=2)
+        finally:
+            if server is not None:
+                await server.close()
