@@ -32,6 +32,14 @@ async def _reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+# Every statement is planned for its own parameters. The batched writes take arrays whose length changes from
+# batch to batch; with the default plan cache, after five executions a connection may keep a generic plan made
+# for a guessed array length and the table's size at that moment (a hash join over a sequential scan of a table
+# that was small then), and use it at every size since: the benchmark's 5-minute run at 50 orders/s slowed
+# down minute by minute, PostgreSQL reading 17 million order rows in 90 s (docs/benchmark.md, tuning log).
+SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -40,6 +48,7 @@ async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
         command_timeout=10,
         max_inactive_connection_lifetime=60,
         reset=_reset,
+        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool

@@ -11,13 +11,17 @@ import grpc
 import pytest
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import states
+from services.common import db, states
 from services.common.errors import parse_rpc_error
-from services.orders.store import CREATE_SQL, Batches
+from services.common.migrate import migrate
+from services.orders.__main__ import MIGRATIONS
+from services.orders.store import CREATE_SQL, TRANSITION_SQL, Batches
 from tests.support import transitions
 from tests.support.client import SOL, USDC
+from tests.support.infra import TestInfra, create_database, drop_database
 
 N = 40
+ROUTING_EVENT = '[{"status": "routing", "data": {}}]'
 
 
 def _row(order_id: uuid.UUID, amount: Decimal = Decimal("2.5")) -> tuple[object, ...]:
@@ -158,3 +162,36 @@ async def test_transitions_that_arrive_together_share_commits_and_each_keeps_its
     )
     # Fewer commits than transitions: the orders' rows share PostgreSQL's transaction ids (xmin).
     assert len({r["tx"] for r in rows}) < N
+
+
+async def test_batched_statements_are_planned_for_their_own_arrays_every_time(infra: TestInfra) -> None:
+    """A generic plan of a batched statement is made for a guessed array length and the table's size when it was
+    made; kept by a connection, it scans the whole orders table per transition at every size since. The orders
+    pool plans each execution for its arrays. Oracle: PostgreSQL's own count of each prepared statement's plans on
+    that connection, in a fresh database where the tables start empty (as the benchmark's do)."""
+    fresh = infra.derive("plans")
+    await create_database(fresh)
+    try:
+        pool = await db.create_pool(fresh.database_url, 1)  # one connection: every execution meets the same cache
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, MIGRATIONS)
+            creates, moves = Batches(pool, CREATE_SQL), Batches(pool, TRANSITION_SQL)
+            for _ in range(12):
+                order_id = uuid.uuid4()
+                assert await creates.write(_row(order_id)) is not None
+                moved = await moves.write(
+                    (order_id, "pending", "routing", 0, *[None] * 8, ROUTING_EVENT, "{}", None, None)
+                )
+                assert moved is not None and moved["status"] == "routing"
+            async with pool.acquire() as conn:
+                plans = await conn.fetch(
+                    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = ANY($1)",
+                    [CREATE_SQL, TRANSITION_SQL],
+                )
+        finally:
+            await pool.close()
+    finally:
+        await drop_database(fresh)
+    assert len(plans) == 2
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(0, 12), (0, 12)]
