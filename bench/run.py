@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="a service setting on top of the profile's (repeatable), e.g. --set EXECUTOR_PREFETCH=100",
     )
+    parser.add_argument(
+        "--executors", type=int, help="executor replicas (each with its own prefetch), as KEDA scales them"
+    )
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services started (default INFO)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results/ alone")
     parser.add_argument("--hold", action="store_true", help="after the phases, keep the mesh up until Ctrl-C")
@@ -120,7 +123,13 @@ def shape_profile(args: argparse.Namespace) -> Profile:
             raise SystemExit(f"--set wants NAME=VALUE, got {item!r}")
         env[name] = value
     description = profile.description + "".join(f"; {item}" for item in args.set)
-    return dataclasses.replace(profile, phases=tuple(phases), env=env, description=description)
+    executors = profile.executors
+    if args.executors is not None:
+        if args.executors < 1:
+            raise SystemExit(f"--executors wants 1 or more, got {args.executors}")
+        executors = args.executors
+        description += f"; {executors} executor replicas"
+    return dataclasses.replace(profile, phases=tuple(phases), env=env, description=description, executors=executors)
 
 
 async def warm_up(client: loadmod.Client, n: int) -> None:
