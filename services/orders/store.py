@@ -283,14 +283,22 @@ class Batches:
         return batch
 
     async def _write(self) -> None:
-        while self._queue:
-            batch = self._next_batch()
-            try:
-                await self._write_batch(batch)
-            except BaseException:  # cancelled mid-batch: no order of the batch waits forever
-                for _, answer in batch:
-                    answer.cancel()
-                raise
+        writer = asyncio.current_task()
+        try:
+            while self._queue:
+                batch = self._next_batch()
+                try:
+                    await self._write_batch(batch)
+                except BaseException:  # cancelled mid-batch: no order of the batch waits forever
+                    for _, answer in batch:
+                        answer.cancel()
+                    raise
+        finally:
+            # Counted out as it stops looking at the queue, not when its done callback runs: a write queued in
+            # between (an answered caller writing again in the same turn) would find both writers still counted,
+            # start none, and wait forever.
+            if writer is not None:
+                self._writers.discard(writer)
 
     async def _write_batch(self, batch: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]]) -> None:
         try:

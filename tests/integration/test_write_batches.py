@@ -19,6 +19,7 @@ from services.orders.store import CREATE_SQL, TRANSITION_SQL, Batches
 from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, create_database, drop_database
+from tests.support.waiting import eventually
 
 N = 40
 ROUTING_EVENT = '[{"status": "routing", "data": {}}]'
@@ -195,3 +196,50 @@ async def test_batched_statements_are_planned_for_their_own_arrays_every_time(in
         await drop_database(fresh)
     assert len(plans) == 2
     assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(0, 12), (0, 12)]
+
+
+class GatedPool:
+    """A real pool whose statements, once PostgreSQL answered them, wait for ``gate``: writers released together
+    finish in the same turn of the event loop."""
+
+    def __init__(self, pool: asyncpg.Pool, last: uuid.UUID) -> None:
+        self.pool = pool
+        self.last = last  # the statement writing this order joins the gate after the other one
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def fetch(self, sql: str, ids: list[uuid.UUID], *args: object) -> list[asyncpg.Record]:
+        rows = await self.pool.fetch(sql, ids, *args)
+        if self.last in ids:
+            await eventually(lambda: self.waiting == 1)
+        self.waiting += 1
+        await self.gate.wait()
+        return rows
+
+
+async def test_a_write_queued_as_both_writers_finish_gets_a_writer_of_its_own(
+    database: str, orders_server: str
+) -> None:
+    """Both writers finish in one turn; a caller they answered writes again before their done callbacks run. Its
+    row must start a writer, not wait in a queue nobody reads."""
+    pool = await asyncpg.create_pool(database, min_size=2, max_size=2)
+    try:
+        first, second, again = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        # The caller's writer is released first: it answers the caller before the other writer finishes too.
+        gated = GatedPool(pool, last=second)
+        batches = Batches(gated, CREATE_SQL)  # type: ignore[arg-type]
+
+        async def write_then_write_again() -> asyncpg.Record | None:
+            await batches.write(_row(first))
+            return await batches.write(_row(again))  # in the same turn as the answer (no task in between)
+
+        caller = asyncio.create_task(write_then_write_again())
+        await asyncio.sleep(0)  # the first writer takes the first row
+        other = asyncio.create_task(batches.write(_row(second)))  # a second writer takes this one
+        await eventually(lambda: gated.waiting == 2)
+        gated.gate.set()
+        written = await asyncio.wait_for(caller, 5)
+        assert written is not None and written["id"] == again
+        assert (await other) is not None
+    finally:
+        await pool.close()
