@@ -30,7 +30,7 @@ from tests.support.grpc_tasks import request_readers
 from tests.support.inprocess import serve
 from tests.support.mesh import Mesh, detached, free_port
 from tests.support.transitions import CHAIN, advance, request
-from tests.support.waiting import eventually
+from tests.support.waiting import bounded, eventually
 
 
 def market(amount: str) -> orders_pb2.CreateOrderRequest:
@@ -122,12 +122,14 @@ async def test_a_server_without_calls_gets_unary_calls(
     component = OrdersComponent(settings)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     try:
-        await component.start(WithoutCalls(server))  # type: ignore[arg-type]
-        port = free_port()
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
+        async with bounded(30, "starting the server without Calls"):
+            await component.start(WithoutCalls(server))  # type: ignore[arg-type]
+            port = free_port()
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            no_stream = await failure(orders_pb2_grpc.OrdersStub(channel).Calls(iter(())).read())
+            async with bounded(30, "the refused Calls stream"):
+                no_stream = await failure(orders_pb2_grpc.OrdersStub(channel).Calls(iter(()), timeout=10).read())
             assert no_stream.code() == grpc.StatusCode.UNIMPLEMENTED, "this server really has no Calls"
             calls = OrdersCalls(channel)
             amount = unique_amounts(1)[0]
@@ -137,12 +139,14 @@ async def test_a_server_without_calls_gets_unary_calls(
             refused = calls.stream._stream
             assert refused is not None and refused.task.done()
             await eventually(lambda: not request_readers(refused), timeout=2)
-            await calls.aclose()
+            async with bounded(30, "closing the Calls client"):
+                await calls.aclose()
         assert read.order == created.order
         assert await pg.fetchval("SELECT count(*) FROM orders WHERE amount_in = $1", Decimal(amount)) == 1
     finally:
-        await server.stop(None)
-        await component.close()
+        async with bounded(30, "stopping the server and its component"):
+            await server.stop(None)
+            await component.close()
 
 
 async def test_a_stopping_server_hands_its_calls_on(settings: config.Settings, pg: asyncpg.Connection) -> None:

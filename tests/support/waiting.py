@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 async def eventually(check: Callable[[], object | Awaitable[object]], timeout: float = 5, every: float = 0.02) -> None:
@@ -17,3 +18,18 @@ async def eventually(check: Callable[[], object | Awaitable[object]], timeout: f
             if result:
                 return
             await asyncio.sleep(every)
+
+
+@contextlib.asynccontextmanager
+async def bounded(seconds: float, what: str) -> AsyncIterator[None]:
+    """Fail within ``seconds`` naming ``what`` and where every task of the loop waits, instead of hanging."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        stacks = []
+        for task in asyncio.all_tasks():
+            frames = task.get_stack()
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames[:6]) or "(not started)"
+            stacks.append(f"{task.get_name()}: {where}")
+        raise AssertionError(f"{what} did not finish within {seconds} s; tasks:\n" + "\n".join(stacks)) from None
