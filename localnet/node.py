@@ -331,13 +331,14 @@ class Node:
         if signature in self.pending or signature in self.recent:
             return signature
         lo, hi = self.settings.landing_ms
-        land_at = time.time() + (self.rng.uniform(lo, hi) if hi > lo else lo) / 1000
+        delay_ms = self.rng.uniform(lo, hi) if hi > lo else lo
+        land_at = time.time() + delay_ms / 1000
         entry = Pending(land_at, self._next_seq(), signature, raw, tx)
         self.pending[signature] = entry
         # A transaction that lands later is queued durably first, so that a restart still lands it. One due at
         # once (no landing delay, not halted) is recorded by the landing's own commit, moments later: a crash
         # before it drops the transaction, as a leader that dies drops what it received.
-        if land_at > time.time() or self.halted:
+        if delay_ms > 0 or self.halted:
             try:
                 await self.store.add_pending(signature, raw, land_at)
             except (OSError, asyncpg.PostgresError) as exc:
