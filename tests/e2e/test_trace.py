@@ -93,6 +93,8 @@ async def test_one_order_is_one_connected_trace(traced: tuple[Mesh, Receiver], t
             {"orders", "executor", "notifier"} <= services
             and exporting >= ALL_SERVICES
             and any(s.name == "notifier fan-out" and s.attributes.get("order.status") == "confirmed" for s in spans)
+            # The job's span ends after its ack, later than the notifier's last fan-out can be exported.
+            and any(s.name == "executor job" and s.attributes.get("order.id") == order_id for s in spans)
         )
 
     spans = await receiver.wait_for(complete)
