@@ -61,7 +61,7 @@ async def _delete_amqp(settings: config.Settings) -> None:
     names = amqp.Names(AMQP_PREFIX)
     connection = await aio_pika.connect(AMQP_URL)
     try:
-        queues = [names.execute_queue, names.parking_queue, *(names.wait_queue(d) for d in settings.retry_backoff_ms)]
+        queues = names.queues(settings.retry_backoff_ms)
         exchanges = names.exchanges
         for name in queues:
             channel = await connection.channel()

@@ -78,7 +78,7 @@ async def purge_amqp(env: dict[str, str]) -> None:
     names = amqp.Names(env["AMQP_PREFIX"])
     connection = await aio_pika.connect(env["AMQP_URL"])
     try:
-        for queue in (names.execute_queue, names.parking_queue, *(names.wait_queue(d) for d in (1000, 2000, 4000))):
+        for queue in names.queues((1000, 2000, 4000)):
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await channel.queue_delete(queue)

@@ -32,7 +32,7 @@ Topology (names get ``AMQP_PREFIX`` in front):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,10 @@ class Names:
     @property
     def events_by_type_exchange(self) -> str:
         return f"{self.prefix}orders.events.by-type"
+
+    def queues(self, tiers: Iterable[int]) -> tuple[str, ...]:
+        """Every queue of the topology but the notifiers' own, with the wait queue of each backoff tier."""
+        return (self.execute_queue, self.parking_queue, *(self.wait_queue(delay) for delay in tiers))
 
     @property
     def exchanges(self) -> tuple[str, ...]:

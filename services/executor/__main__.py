@@ -101,7 +101,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
     async def _report_queue_depths(self) -> None:
         """Queue depth gauges, from passive declares on a channel of their own."""
         names = amqp.Names(self.settings.amqp_prefix)
-        queues = [names.execute_queue, names.parking_queue, *map(names.wait_queue, self.settings.retry_backoff_ms)]
+        queues = names.queues(self.settings.retry_backoff_ms)
         while True:
             await asyncio.sleep(DEPTH_INTERVAL_S)
             try:

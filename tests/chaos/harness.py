@@ -201,7 +201,7 @@ async def purge(stack: Stack, name: str) -> None:
 
 async def wait_queues_empty(stack: Stack, timeout: float = 30) -> None:
     names = amqp.Names(stack.settings.amqp_prefix)
-    queues = [names.execute_queue, *(names.wait_queue(d) for d in stack.settings.retry_backoff_ms)]
+    queues = [q for q in names.queues(stack.settings.retry_backoff_ms) if q != names.parking_queue]
     deadline = time.monotonic() + timeout
     while True:
         depths = {q: await queue_depth(stack, q) for q in queues}

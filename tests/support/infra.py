@@ -107,8 +107,7 @@ async def delete_topology(infra: TestInfra, waits: Iterable[int] = ()) -> None:
         # Every tier a run may have declared: the tests' and the defaults (quorum queues left
         # behind pile up in the shared broker, run after run).
         tiers = sorted(set(TEST_BACKOFF_MS) | set(config.Settings().retry_backoff_ms) | set(waits))
-        waits = (names.wait_queue(d) for d in tiers)
-        for queue in (names.execute_queue, names.parking_queue, *waits):
+        for queue in names.queues(tiers):
             await channel.queue_delete(queue)
         for exchange in names.exchanges:
             await channel.exchange_delete(exchange)
