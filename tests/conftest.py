@@ -55,6 +55,8 @@ def base_env(infra: TestInfra) -> dict[str, str]:
         {
             "QUOTE_LATENCY_MS": "5-10",
             "LOCALNET_LANDING_MS": "50-80",
+            # A killed executor's sent orders come back after half a lease (services/orders/landing_sweep.py).
+            "EXECUTOR_LEASE_MS": "2000",
             "RETRY_BACKOFF_MS": ",".join(map(str, TEST_BACKOFF_MS)),
             "RATE_LIMIT_PER_MIN": "0",
             "MARKET_DRIFT": "false",

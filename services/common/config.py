@@ -155,6 +155,10 @@ class Settings:
     quote_timeout_rate: Decimal = Decimal(0)
     # Execution.
     executor_prefetch: int = 10
+    # Orders whose transaction is sent, watched by one executor after their jobs' acks (services/executor/lease.py).
+    executor_landings: int = 100
+    # The executor's lease in Redis; orders takes back the sent orders of an executor whose lease lapsed.
+    executor_lease_ms: int = 10_000
     rate_limit_per_min: int = 100
     rate_limit_burst: int = 10
     max_attempts: int = 3
@@ -216,6 +220,8 @@ def load() -> Settings:
         venue_failure_rate=_decimal("VENUE_FAILURE_RATE", d.venue_failure_rate),
         quote_timeout_rate=_decimal("QUOTE_TIMEOUT_RATE", d.quote_timeout_rate),
         executor_prefetch=_int("EXECUTOR_PREFETCH", d.executor_prefetch, minimum=1),
+        executor_landings=_int("EXECUTOR_LANDINGS", d.executor_landings, minimum=1),
+        executor_lease_ms=_int("EXECUTOR_LEASE_MS", d.executor_lease_ms, minimum=100),
         rate_limit_per_min=_int("RATE_LIMIT_PER_MIN", d.rate_limit_per_min),
         rate_limit_burst=_int("RATE_LIMIT_BURST", d.rate_limit_burst, minimum=1),
         max_live_orders=_int("MAX_LIVE_ORDERS", d.max_live_orders),

@@ -11,6 +11,7 @@ import logging
 import grpc
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from redis.exceptions import RedisError
 
 from dexengine.v1 import executor_pb2, executor_pb2_grpc
 from services.common import amqp, grpc_client, grpc_server, metrics
@@ -19,6 +20,7 @@ from services.common.config import Settings
 from services.common.mesh_calls import OrdersCalls, RouterCalls
 from services.executor.consumer import JobConsumer
 from services.executor.landing import Cluster
+from services.executor.lease import Lease
 from services.executor.pipeline import Pipeline
 from services.executor.ratelimit import RateLimiter, limiter_key
 from services.executor.transactions import load_keypair
@@ -55,6 +57,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractChannel | None = None
         self.consumer: JobConsumer | None = None
+        self.lease: Lease | None = None
         self.depths: asyncio.Task[None] | None = None
         self.redis: aioredis.Redis | None = None
         self.orders_channel: grpc.aio.Channel | None = None
@@ -78,7 +81,11 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.resources.push_async_callback(orders.aclose)
         router = RouterCalls(self.router_channel)
         self.resources.push_async_callback(router.aclose)
-        pipeline = Pipeline(self.settings, orders, router, self.cluster, wallet)
+        self.lease = Lease(self.redis, self.settings.amqp_prefix, self.settings.executor_lease_ms)
+        await _first_renewal(self.lease)
+        self.lease.start()
+        self.resources.push_async_callback(self.lease.release)
+        pipeline = Pipeline(self.settings, orders, router, self.cluster, wallet, self.lease)
         log.info("executor wallet", extra={"wallet": str(wallet.pubkey())})
         limiter = RateLimiter(
             self.redis,
@@ -128,6 +135,16 @@ class ExecutorComponent(grpc_server.Lifecycle):
             await grpc_server.cancel(self.depths)
         if self.consumer is not None:
             await self.consumer.stop(max(self.settings.shutdown_grace_s - grpc_server.CLOSE_RESERVE_S, 0.1))
+        if self.lease is not None:
+            await self.lease.release()  # what it still watched goes back to orders now, not when the lease lapses
+
+
+async def _first_renewal(lease: Lease) -> None:
+    """Take the lease at start when Redis answers; without it, jobs settle in place until it is renewed."""
+    try:
+        await lease.renew()
+    except (RedisError, OSError) as exc:
+        log.warning("executor lease not taken yet: %s", exc)
 
 
 if __name__ == "__main__":

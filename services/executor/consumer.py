@@ -1,7 +1,12 @@
 """The execution-queue consumer: one job = one attempt of one order.
 
 Acknowledges a message only after the attempt's effect is committed in
-orders. Failure handling:
+orders. An attempt that signed its transaction with this executor named as
+the one to watch it land (``execution.executor``, while this executor's lease
+holds: services/executor/lease.py) is acked once the transaction is sent: its
+landing and outcome run on in the process (at most ``EXECUTOR_LANDINGS`` at
+once), with the same failure handling; if the process dies first, orders
+re-enqueues the job once the lease lapses. Failure handling:
 - retryable, attempts left: the order re-enters ``routing`` (an event the
   client sees, with the attempt, the wait and the reason), then the job is
   republished to the wait queue of that backoff tier (TTL, dead-letters back
@@ -25,6 +30,7 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +41,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from dexengine.v1 import common_pb2, orders_pb2
-from services.common import amqp, codec, metrics, states, telemetry
+from services.common import amqp, codec, faults, metrics, states, telemetry
 from services.common.config import Settings
 from services.common.logs import order_id_var
 from services.executor.errors import FinalError, InfraError, RetryableError, StepError, Superseded
@@ -117,6 +123,7 @@ class JobConsumer:
         self.parking_exchange: AbstractExchange | None = None
         self.tag: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.landings = asyncio.Semaphore(settings.executor_landings)
 
     async def start(self, channel: AbstractChannel) -> None:
         self.channel = channel
@@ -179,20 +186,23 @@ class JobConsumer:
     async def _attempt(self, message: AbstractIncomingMessage, job: Job) -> None:
         order_id, attempt = job.order_id, job.attempt
         try:
-            await self._run_attempt(message, job)
+            detached = await self._run_attempt(job)
         except Exception:
             # Not straight back to the work queue (an immediate redelivery would fail the same way and
             # spend the queue's delivery limit in a second): to the first wait tier, same attempt.
             log.exception("handling attempt %d failed; the job runs again after a wait", attempt)
             try:
-                await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])
+                await self._republish(order_id, attempt, self.settings.retry_backoff_ms[0])
             except Exception:  # noqa: BLE001 - the broker itself failed: a dead channel redelivers it anyway
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
                 return
         await message.ack()
+        if detached:
+            faults.crash_point("after_ack")
 
-    async def _run_attempt(self, message: AbstractIncomingMessage, job: Job) -> None:
+    async def _run_attempt(self, job: Job) -> bool:
+        """Run the attempt; True when its landing was detached (it runs on after the ack)."""
         order_id, attempt = job.order_id, job.attempt
         try:
             order = job.carried or await self.pipeline.load(order_id)
@@ -202,23 +212,68 @@ class JobConsumer:
                 order.type != "market" and order.status == states.to_proto(states.ROUTING) and order.retry_count == 0
             ):  # a limit/sniper order's job is born in routing, when its trigger fires
                 await self.limiter.acquire()
-            order = await self.pipeline.run(order, attempt)
+            order = await self.pipeline.run(order, attempt, self._detach)
+            if order.status == states.to_proto(states.SUBMITTED):
+                return True
             self.stats.done += 1
-        except InfraError as exc:
-            log.warning("dependency unavailable, job will run again: %s", exc)
-            await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])
-        except StepError as exc:
-            await self._failed_attempt(message, order_id, attempt, exc)
-        except grpc.aio.AioRpcError as exc:
-            log.warning("rpc failed, job will run again: %s", exc.details())
-            await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])
-        except Exception as exc:
-            log.exception("unexpected error in attempt %d", attempt)
-            await self._failed_attempt(message, order_id, attempt, RetryableError("INTERNAL_ERROR", repr(exc)))
+        except Exception as exc:  # noqa: BLE001 - every failure has its ending (_attempt_failed)
+            await self._attempt_failed(order_id, attempt, exc)
+        return False
 
-    async def _failed_attempt(
-        self, message: AbstractIncomingMessage, order_id: str, attempt: int, exc: StepError
-    ) -> None:
+    async def _attempt_failed(self, order_id: str, attempt: int, exc: Exception) -> None:
+        """Where a failed attempt goes (the module's docstring): again after a wait, retried, or failed."""
+        if isinstance(exc, InfraError):
+            log.warning("dependency unavailable, job will run again: %s", exc)
+            await self._republish(order_id, attempt, self.settings.retry_backoff_ms[0])
+        elif isinstance(exc, StepError):
+            await self._failed_attempt(order_id, attempt, exc)
+        elif isinstance(exc, grpc.aio.AioRpcError):
+            log.warning("rpc failed, job will run again: %s", exc.details())
+            await self._republish(order_id, attempt, self.settings.retry_backoff_ms[0])
+        else:
+            log.error("unexpected error in attempt %d", attempt, exc_info=exc)
+            await self._failed_attempt(order_id, attempt, RetryableError("INTERNAL_ERROR", repr(exc)))
+
+    async def _detach(self, order: common_pb2.Order, landing: Coroutine[Any, Any, common_pb2.Order]) -> None:
+        """Run ``landing`` (the rest of an attempt whose transaction is sent) in this process, after the job's ack."""
+        try:
+            await self.landings.acquire()  # at most EXECUTOR_LANDINGS: beyond, the job waits, holding its slot
+        except BaseException:
+            landing.close()
+            raise
+        task = asyncio.create_task(self._finish(order.id, order.signed.attempt, landing), name=f"landing-{order.id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _finish(self, order_id: str, attempt: int, landing: Coroutine[Any, Any, common_pb2.Order]) -> None:
+        try:
+            try:
+                await landing
+                self.stats.done += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - as the job's own failures
+                await self._attempt_failed(order_id, attempt, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("recording the outcome of attempt %d failed; its job is sent again", attempt)
+            await self._send_back(order_id, attempt)
+        finally:
+            self.landings.release()
+
+    async def _send_back(self, order_id: str, attempt: int) -> None:
+        """The job to the first wait tier, until the broker takes it (this executor's lease still names it the
+        order's watcher, so nothing else would; at shutdown the lease goes and orders takes the order back)."""
+        while True:
+            await asyncio.sleep(self.settings.retry_backoff_ms[0] / 1000)
+            try:
+                await self._republish(order_id, attempt, self.settings.retry_backoff_ms[0])
+                return
+            except Exception as exc:  # noqa: BLE001 - try again
+                log.warning("job not sent back yet: %s", exc)
+
+    async def _failed_attempt(self, order_id: str, attempt: int, exc: StepError) -> None:
         telemetry.record_error(trace.get_current_span(), exc)
         trace.get_current_span().set_attribute("error.type", exc.code)
         final = isinstance(exc, FinalError) or attempt >= self.settings.max_attempts
@@ -239,16 +294,16 @@ class JobConsumer:
             await self.pipeline.transition(order, retry=retry)
         except Superseded:
             # The order moved while this failure was being recorded: look at it again shortly.
-            await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])
+            await self._republish(order_id, attempt, self.settings.retry_backoff_ms[0])
             return
         except InfraError as infra:
             log.warning("cannot record the failed attempt yet: %s", infra)
-            await self._republish(message, order_id, attempt, self.settings.retry_backoff_ms[0])
+            await self._republish(order_id, attempt, self.settings.retry_backoff_ms[0])
             return
         self.stats.retried += 1
         metrics.RETRIES.labels(exc.code).inc()
         log.info("attempt %d failed (%s), retrying", attempt, exc.code, extra={"attempt": attempt})
-        await self._republish(message, order_id, attempt + 1, delay)
+        await self._republish(order_id, attempt + 1, delay)
 
     async def _park(self, order_id: str, attempt: int, reason: str) -> None:
         """The job of a failed order, kept for inspection with why it ended."""
@@ -262,7 +317,7 @@ class JobConsumer:
             message_id=f"{order_id}:{attempt}:parked",
         )
 
-    async def _republish(self, message: AbstractIncomingMessage, order_id: str, attempt: int, delay_ms: int) -> None:
+    async def _republish(self, order_id: str, attempt: int, delay_ms: int) -> None:
         """Send the job to the wait queue of ``delay_ms`` (± jitter); it comes back to the work queue."""
         assert self.retry_exchange is not None
         tiers = self.settings.retry_backoff_ms

@@ -19,8 +19,10 @@ a new transaction with a new blockhash and signature.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -45,12 +47,16 @@ from services.executor.errors import (
     from_router_error,
 )
 from services.executor.landing import Cluster, ClusterUnavailable, Landed
+from services.executor.lease import Lease
 from services.executor.transactions import SwapLeg, build_swap, memo_text
 from venues.tokens import from_base_units, to_base_units
 
 log = logging.getLogger(__name__)
 ORDERS_TIMEOUT_S = 5.0
 MAX_RESYNCS = 10
+# Takes the rest of an attempt whose transaction is sent (the wait, the outcome recorded) to run after the job's
+# ack (the consumer's; services/executor/lease.py).
+Detach = Callable[[common_pb2.Order, Coroutine[Any, Any, common_pb2.Order]], Awaitable[None]]
 
 
 def routing_record(resp: router_pb2.GetQuotesResponse, attempt: int) -> common_pb2.Routing:
@@ -83,8 +89,10 @@ class Pipeline:
         router: RouterCalls,
         cluster: Cluster,
         wallet: Keypair,
+        lease: Lease | None = None,
     ) -> None:
         self.settings = settings
+        self.lease = lease
         self.orders = orders
         self.router = router
         self.cluster = cluster
@@ -111,8 +119,9 @@ class Pipeline:
         return resp.order
 
     # -- the attempt --------------------------------------------------------
-    async def run(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
-        """Drive the order to a terminal status or raise a StepError.
+    async def run(self, order: common_pb2.Order, attempt: int, detach: Detach | None = None) -> common_pb2.Order:
+        """Drive the order to a terminal status, or (``detach``) until the transaction this run signed is sent, its
+        landing handed to ``detach`` (the order is returned in ``submitted``); or raise a StepError.
 
         A lost compare-and-set means the order moved under us (another delivery
         of the job, or an earlier holder that died after its commit): reload it
@@ -121,14 +130,14 @@ class Pipeline:
         """
         for _ in range(MAX_RESYNCS):
             try:
-                return await self._drive(order, attempt)
+                return await self._drive(order, attempt, detach)
             except Superseded as exc:
                 log.info("order moved under this job (%s); reloading", exc)
                 order = await self.load(order.id)
                 attempt = max(attempt, order.retry_count + 1)
         raise InfraError("ORDER_CONTENDED", f"order moved under this job {MAX_RESYNCS} times")
 
-    async def _drive(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
+    async def _drive(self, order: common_pb2.Order, attempt: int, detach: Detach | None) -> common_pb2.Order:
         built_here = False  # a transaction signed in this run was never sent: no need to ask the cluster first
         while True:
             status = states.from_proto(order.status)
@@ -142,7 +151,10 @@ class Pipeline:
                 order = await self.build(order, attempt)
                 built_here = True
             else:
-                order = await self.settle(order, just_built=built_here)
+                settled = await self.settle(order, just_built=built_here, detach=detach)
+                if settled is None:
+                    return order  # sent; this process watches it land after the job's ack
+                order = settled
 
     async def route(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         request = router_pb2.GetQuotesRequest(
@@ -208,10 +220,16 @@ class Pipeline:
                 venue=routing.venue,
                 quoted_out=routing.amount_out,
                 min_amount_out=min_amount_out,
+                # This process will watch it land after the ack, while its lease holds (lease.py).
+                executor=self.lease.id if self.lease is not None and self.lease.held() else None,
             ),
         )
 
-    async def settle(self, order: common_pb2.Order, *, just_built: bool = False) -> common_pb2.Order:
+    async def settle(
+        self, order: common_pb2.Order, *, just_built: bool = False, detach: Detach | None = None
+    ) -> common_pb2.Order | None:
+        """The order confirmed; or None once the transaction this run signed is sent and its landing handed to
+        ``detach``, when the order names this executor as the one watching it (``execution.executor``)."""
         signed = order.signed
         if not order.HasField("signed") or signed.signature != order.tx_hash:
             # Migration 004 moved every recorded transaction, so this is a damaged record: nothing here can be
@@ -219,7 +237,6 @@ class Pipeline:
             raise FinalError("SIGNED_TRANSACTION_MISSING", "the submitted transaction's bytes are not recorded")
         signature = Signature.from_string(order.tx_hash)
         lvh = signed.last_valid_block_height
-        tracer = telemetry.tracer(__name__)
         attrs = {"order.id": order.id, "dex.venue": order.dex_provider, "solana.signature": order.tx_hash}
         sent_at = time.monotonic()
         try:
@@ -227,27 +244,86 @@ class Pipeline:
             # run just signed cannot be known to it yet.
             outcome = landing.TxOutcome(landing.UNKNOWN) if just_built else await self.cluster.status(signature, lvh)
             if outcome.status == landing.UNKNOWN:
-
-                async def send() -> None:
-                    with tracer.start_as_current_span("solana sendTransaction", attributes=attrs):
-                        await self.cluster.send(signed.transaction)
-                    log.debug("transaction sent", extra={"txHash": order.tx_hash})
-                    faults.crash_point("after_send")
-
-                with tracer.start_as_current_span("solana confirm", attributes=attrs) as span:
-                    outcome = await self.cluster.wait(signature, lvh, send=send())  # sent while subscribing
-                    span.set_attribute("solana.status", outcome.status)
-            if outcome.status == landing.LANDED:
-                result = await self.cluster.landed(signature, self.wallet.pubkey())
+                if just_built and detach is not None and self._watched_here(order):
+                    wait = await self._send_then_wait(order, attrs)
+                    try:
+                        await detach(order, self._land(order, wait, sent_at, attrs))
+                    except BaseException:
+                        wait.cancel()
+                        raise
+                    return None
+                outcome = await self._watch(self.cluster.wait(signature, lvh, send=self._send(order, attrs)), attrs)
         except ClusterUnavailable as exc:
             raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
+        return await self._conclude(order, outcome, sent_at)
+
+    def _watched_here(self, order: common_pb2.Order) -> bool:
+        """The order names this executor as the one watching it land, and its lease holds."""
+        return self.lease is not None and self.lease.held() and order.execution.executor == self.lease.id
+
+    async def _land(
+        self, order: common_pb2.Order, wait: asyncio.Task[landing.TxOutcome], sent_at: float, attrs: dict[str, str]
+    ) -> common_pb2.Order:
+        """The rest of an attempt after the job's ack: its transaction lands, and the outcome is recorded."""
+        try:
+            outcome = await self._watch(wait, attrs)
+        except ClusterUnavailable as exc:
+            raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
+        finally:
+            wait.cancel()
+        return await self._conclude(order, outcome, sent_at)
+
+    async def _conclude(self, order: common_pb2.Order, outcome: landing.TxOutcome, sent_at: float) -> common_pb2.Order:
         if outcome.status == landing.LANDED:
+            try:
+                result = await self.cluster.landed(Signature.from_string(order.tx_hash), self.wallet.pubkey())
+            except ClusterUnavailable as exc:
+                raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
             landed_ms = (time.monotonic() - sent_at) * 1000
             metrics.STAGE_SECONDS.labels("submitted").observe(landed_ms / 1000)
             return await self.confirm(order, result, landed_ms)
         if outcome.status == landing.FAILED:
             raise from_program_error(outcome.err, [leg.venue for leg in order.routing.legs])
         raise RetryableError("TRANSACTION_EXPIRED", "blockhash expired before the transaction landed")
+
+    async def _send(
+        self, order: common_pb2.Order, attrs: dict[str, str], sent: asyncio.Future[None] | None = None
+    ) -> None:
+        """sendTransaction of the order's recorded bytes; ``sent`` is told when it is done (or failed)."""
+        try:
+            with telemetry.tracer(__name__).start_as_current_span("solana sendTransaction", attributes=attrs):
+                await self.cluster.send(order.signed.transaction)
+        except BaseException as exc:
+            if sent is not None and not sent.done():
+                sent.set_exception(exc)
+            raise
+        log.debug("transaction sent", extra={"txHash": order.tx_hash})
+        faults.crash_point("after_send")
+        if sent is not None:
+            sent.set_result(None)
+
+    async def _watch(self, wait: Awaitable[landing.TxOutcome], attrs: dict[str, str]) -> landing.TxOutcome:
+        with telemetry.tracer(__name__).start_as_current_span("solana confirm", attributes=attrs) as span:
+            outcome = await wait
+            span.set_attribute("solana.status", outcome.status)
+        return outcome
+
+    async def _send_then_wait(self, order: common_pb2.Order, attrs: dict[str, str]) -> asyncio.Task[landing.TxOutcome]:
+        """Send while subscribing; once sent, the wait for the landing (still running)."""
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        signature = Signature.from_string(order.tx_hash)
+        wait = asyncio.create_task(
+            self.cluster.wait(signature, order.signed.last_valid_block_height, send=self._send(order, attrs, sent))
+        )
+        try:
+            await asyncio.wait((sent, wait), return_when=asyncio.FIRST_COMPLETED)
+            if not sent.done():
+                raise ClusterUnavailable("the wait ended before the transaction was sent")
+            sent.result()
+        except BaseException:
+            wait.cancel()
+            raise
+        return wait
 
     async def confirm(self, order: common_pb2.Order, result: Landed, landed_ms: float) -> common_pb2.Order:
         spent = -result.deltas.get(order.token_in, 0)

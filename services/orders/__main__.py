@@ -14,6 +14,7 @@ from services.common.config import Settings
 from services.common.migrate import migrate
 from services.orders.admission import Admission
 from services.orders.cache import OrderCache
+from services.orders.landing_sweep import LandingSweep
 from services.orders.relay import OutboxRelay
 from services.orders.servicer import OrdersServicer
 from services.orders.store import OrderStore
@@ -48,6 +49,9 @@ class OrdersComponent(grpc_server.Lifecycle):
         self.admission = Admission(store, self.settings.max_live_orders)
         self.admission.start()
         self.resources.push_async_callback(self.admission.stop)
+        sweep = LandingSweep(store, self.cache.redis, self.settings.amqp_prefix, self.settings.executor_lease_ms)
+        sweep.start()
+        self.resources.push_async_callback(sweep.stop)
         self.servicer = servicer = OrdersServicer(
             store,
             self.cache,

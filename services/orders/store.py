@@ -167,6 +167,27 @@ LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TER
 BACKLOG_STATUSES = [status for status in LIVE_STATUSES if status != states.WAITING]
 
 
+# Planner settings of a walk of the status index (an index-only scan, marking the dead entries it meets) rather
+# than a bitmap scan, which revisits every dead version's heap page at each read until a VACUUM (count_live).
+INDEX_WALK = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
+
+# The job of a submitted order whose executor is gone: {orderId, attempt} only, so that the executor reads the
+# order with its signed transaction (a copy of the order in the job carries none).
+TAKE_BACK_SQL = """
+WITH r AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS r(x_id, x_executor)
+), upd AS (
+    UPDATE orders o SET execution = o.execution - 'executor'
+    FROM r
+    WHERE o.id = r.x_id AND o.status = 'submitted' AND o.execution ->> 'executor' = r.x_executor
+    RETURNING o.id, o.retry_count
+)
+INSERT INTO outbox (order_id, kind, payload, headers)
+SELECT id, 'job', jsonb_build_object('orderId', id::text, 'attempt', retry_count + 1), '{}'::jsonb FROM upd
+RETURNING order_id
+"""
+
+
 class NotFound(DomainError):
     """No such order (or none the caller may see); ``what`` names what was looked up."""
 
@@ -400,9 +421,28 @@ class OrderStore:
         count runs every ``admission.REFRESH_S``); an index walk marks each dead entry as it meets it, so the next
         count skips it (0.07 ms for the same table)."""
         async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            await conn.execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+            await conn.execute(INDEX_WALK)
             count = await conn.fetchval("SELECT count(*) FROM orders WHERE status = ANY($1::text[])", BACKLOG_STATUSES)
         return int(count)
+
+    async def watched_landings(self) -> list[tuple[uuid.UUID, str]]:
+        """Every ``submitted`` order whose execution names the executor watching it land, with that executor
+        (services/common/leases.py); walked as ``count_live`` walks the backlog."""
+        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+            await conn.execute(INDEX_WALK)
+            rows = await conn.fetch(
+                "SELECT id, execution ->> 'executor' AS executor FROM orders "
+                "WHERE status = 'submitted' AND execution ? 'executor'"
+            )
+        return [(row["id"], row["executor"]) for row in rows]
+
+    async def take_back(self, orders: list[tuple[uuid.UUID, str]]) -> list[uuid.UUID]:
+        """Queue the job again of each order still ``submitted`` and still naming that executor (a compare-and-set
+        that also clears the name, so an order is taken back once); the ids taken back."""
+        rows = await self.pool.fetch(TAKE_BACK_SQL, [o for o, _ in orders], [e for _, e in orders])
+        if rows:
+            self.committed()
+        return [row["order_id"] for row in rows]
 
     async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[dict[str, Any]]]:
         """The order's row (with its signed transaction) and its history, as of one snapshot."""

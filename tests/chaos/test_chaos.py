@@ -137,6 +137,24 @@ async def test_s03_crash_after_send_before_record(stack: Stack, report: Callable
     await scenario(stack, report, "S3 crash after send", crash)
 
 
+async def test_s03b_crash_after_ack_before_landing(stack: Stack, report: Callable[[str], None]) -> None:
+    """The executor dies right after acking a job whose transaction it sent and was watching land: nothing
+    redelivers that job, so orders takes the order back once the executor's lease lapses, and it still lands
+    once and is confirmed once."""
+    marker = stack.mesh.env["CHAOS_CRASH_MARKER"]
+
+    async def crash(_: Load) -> None:
+        await stack.mesh.stop_one("executor")
+        await stack.mesh.start_one("executor", {"CHAOS_CRASH_AT": "after_ack"})
+        await asyncio.wait_for(stack.mesh.procs["executor"].wait(), 20)
+        assert stack.mesh.procs["executor"].returncode == 70
+        await stack.mesh.start_one("executor")
+        await stack.mesh.wait_ready("executor")
+
+    Path(marker).unlink(missing_ok=True)
+    await scenario(stack, report, "S3b crash after ack, before landing", crash)
+
+
 async def test_s04_crash_relay_after_commit_before_publish(stack: Stack, report: Callable[[str], None]) -> None:
     marker = stack.mesh.env["CHAOS_CRASH_MARKER"]
 
@@ -298,7 +316,9 @@ async def test_s13_kill_executor_after_send_under_load(stack: Stack, report: Cal
             await stack.mesh.wait_ready("executor")
             await asyncio.sleep(0.5)
 
-    await scenario(stack, report, "S13 kill -9 after send x3", crash, count=90, rate=20)
+    # Enough load for all three kills: each needs a new order's send to crash at (orders sent before a kill come
+    # back from orders' sweep, and have landed by then: they are confirmed without a send).
+    await scenario(stack, report, "S13 kill -9 after send x3", crash, count=240, rate=20)
 
 
 async def test_s14_localnet_restarted_mid_flight(stack: Stack, report: Callable[[str], None]) -> None:

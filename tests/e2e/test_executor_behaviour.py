@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -50,29 +52,69 @@ async def test_a_confirmed_order_writes_one_order_executed_json_line(mesh: Mesh)
     assert isinstance(line["durationMs"], int) and line["durationMs"] > 0
 
 
-@pytest.fixture
-async def limited(mesh: Mesh) -> AsyncIterator[Mesh]:
-    """The executor restarted with the limiter on: 30 orders/min, burst 2, and a fresh budget once every earlier
-    test's order has ended (a job of one still waiting out a retry tier would otherwise spend part of the burst)."""
+@contextlib.asynccontextmanager
+async def executor_with(mesh: Mesh, env: dict[str, str]) -> AsyncIterator[Mesh]:
+    """The executor restarted with ``env`` once every earlier test's order has ended, and back to the mesh's
+    settings afterwards."""
     await mesh.stop_one("executor")
-    await mesh.start_one("executor", {"RATE_LIMIT_PER_MIN": str(RATE_PER_MIN), "RATE_LIMIT_BURST": str(BURST)})
+    await mesh.start_one("executor", env)
     await mesh.wait_ready("executor")
     conn = await asyncpg.connect(mesh.env["DATABASE_URL"])
     try:
         await eventually(lambda: _no_order_in_flight(conn), timeout=60)
     finally:
         await conn.close()
-    client = aioredis.from_url(mesh.env["REDIS_URL"])
-    try:
-        await client.delete(limiter_key(mesh.env["AMQP_PREFIX"]))
-    finally:
-        await client.aclose()
     try:
         yield mesh
     finally:
         await mesh.stop_one("executor")
         await mesh.start_one("executor")
         await mesh.wait_ready("executor")
+
+
+@pytest.fixture
+async def limited(mesh: Mesh) -> AsyncIterator[Mesh]:
+    """The executor restarted with the limiter on: 30 orders/min, burst 2, and a fresh budget once every earlier
+    test's order has ended (a job of one still waiting out a retry tier would otherwise spend part of the burst)."""
+    async with executor_with(mesh, {"RATE_LIMIT_PER_MIN": str(RATE_PER_MIN), "RATE_LIMIT_BURST": str(BURST)}):
+        client = aioredis.from_url(mesh.env["REDIS_URL"])
+        try:
+            await client.delete(limiter_key(mesh.env["AMQP_PREFIX"]))
+        finally:
+            await client.aclose()
+        yield mesh
+
+
+@pytest.fixture
+async def one_slot(mesh: Mesh) -> AsyncIterator[Mesh]:
+    """The executor restarted with one execution job in flight at a time."""
+    async with executor_with(mesh, {"EXECUTOR_PREFETCH": "1"}):
+        yield mesh
+
+
+async def test_an_order_waiting_to_land_does_not_hold_an_execution_slot(one_slot: Mesh) -> None:
+    """With one execution job at a time, the next order is quoted, signed, recorded and sent while the one before
+    waits for the cluster to land it (the localnet lands 50–80 ms after the send): once sent, an order is a
+    landing job's. Were the slot held until the landing, each order would reach `submitted` only after the one
+    before it was `confirmed`."""
+    async with aiohttp.ClientSession() as session:
+        created = await asyncio.gather(*(post_order(session, one_slot.http, ORDER) for _ in range(4)))
+        assert all(status == 201 for status, _ in created)
+        streams = await asyncio.gather(*(follow(session, body["websocketUrl"], timeout=60) for _, body in created))
+        histories = []
+        for _, body in created:
+            async with session.get(f"{one_slot.http}/api/orders/{body['orderId']}") as resp:
+                histories.append((await resp.json())["history"])
+    assert all(events[-1]["status"] == "confirmed" for events in streams), [e[-1] for e in streams]
+
+    def at(history: list[dict[str, Any]], status: str) -> datetime:
+        (event,) = [e for e in history if e["status"] == status]
+        return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+
+    # In the order the one slot took them: each sent order's landing against the next order's submit.
+    spans = sorted((at(h, "submitted"), at(h, "confirmed")) for h in histories)
+    overlaps = [b_sent < a_landed for (_, a_landed), (b_sent, _) in itertools.pairwise(spans)]
+    assert any(overlaps), spans
 
 
 async def test_the_rate_limit_spaces_executions_at_its_rate(limited: Mesh) -> None:

@@ -22,7 +22,7 @@ from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import amqp, config
 from services.executor.consumer import JobConsumer
 from services.executor.errors import FinalError
-from services.executor.pipeline import Pipeline
+from services.executor.pipeline import Detach, Pipeline
 from services.executor.ratelimit import RateLimiter
 from services.orders.__main__ import OrdersComponent
 from tests.support import transitions
@@ -42,7 +42,7 @@ class Attempt(Pipeline):
         self.error = error
         self.broken = False
 
-    async def run(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
+    async def run(self, order: common_pb2.Order, attempt: int, detach: Detach | None = None) -> common_pb2.Order:
         raise self.error
 
     async def transition(self, order: common_pb2.Order, **step: Any) -> common_pb2.Order:
