@@ -246,21 +246,25 @@ class JobConsumer:
         task.add_done_callback(self.tasks.discard)
 
     async def _finish(self, order_id: str, attempt: int, landing: Coroutine[Any, Any, common_pb2.Order]) -> None:
-        try:
+        # A span of its own, in the job's trace: the job's span ended with its ack.
+        with telemetry.tracer(__name__).start_as_current_span(
+            "executor landing", attributes={"order.id": order_id, "order.attempt": attempt}
+        ):
             try:
-                await landing
-                self.stats.done += 1
+                try:
+                    await landing
+                    self.stats.done += 1
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - as the job's own failures
+                    await self._attempt_failed(order_id, attempt, exc)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - as the job's own failures
-                await self._attempt_failed(order_id, attempt, exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("recording the outcome of attempt %d failed; its job is sent again", attempt)
-            await self._send_back(order_id, attempt)
-        finally:
-            self.landings.release()
+            except Exception:
+                log.exception("recording the outcome of attempt %d failed; its job is sent again", attempt)
+                await self._send_back(order_id, attempt)
+            finally:
+                self.landings.release()
 
     async def _send_back(self, order_id: str, attempt: int) -> None:
         """The job to the first wait tier, until the broker takes it (this executor's lease still names it the

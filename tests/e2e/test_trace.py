@@ -135,13 +135,21 @@ async def test_a_retried_order_shows_each_attempt_in_its_trace(traced: tuple[Mes
     assert events[-1]["status"] == "failed"
     order_id = events[0]["orderId"]
 
-    def jobs(spans: list[Span]) -> list[Span]:
-        return [s for s in spans if s.name == "executor job" and s.attributes.get("order.id") == order_id]
+    def of_order(spans: list[Span], *names: str) -> list[Span]:
+        return [s for s in spans if s.name in names and s.attributes.get("order.id") == order_id]
 
-    spans = await receiver.wait_for(lambda spans: len(jobs(spans)) == 3)
-    attempts = jobs(spans)
+    def failed(spans: list[Span]) -> list[Span]:
+        # An attempt whose transaction was sent fails after its job's ack: in its landing's span.
+        return [s for s in of_order(spans, "executor job", "executor landing") if s.status_code == 2]
+
+    spans = await receiver.wait_for(lambda spans: len(of_order(spans, "executor job")) == 3 and len(failed(spans)) >= 3)
+    attempts = of_order(spans, "executor job")
     assert sorted(s.attributes["order.attempt"] for s in attempts) == [1, 2, 3]
-    assert len({s.trace_id for s in attempts}) == 1, "every attempt continues the order's trace"
-    assert all(s.status_code == 2 for s in attempts), "each failed attempt is an ERROR span"
+    assert len({s.trace_id for s in of_order(spans, "executor job", "executor landing")}) == 1, (
+        "every attempt continues the order's trace"
+    )
+    assert sorted(s.attributes["order.attempt"] for s in failed(spans)) == [1, 2, 3], (
+        "each failed attempt is an ERROR span"
+    )
     root = next(s for s in spans if s.trace_id == attempts[0].trace_id and not s.parent_id)
     (tmp_path / "trace.txt").write_text("\n".join(tree([s for s in spans if s.trace_id == root.trace_id], root)))
