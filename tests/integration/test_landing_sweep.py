@@ -1,0 +1,116 @@
+"""Orders takes back the sent orders of an executor whose lease lapsed, and only those (landing_sweep.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import aio_pika
+import asyncpg
+import grpc
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from services.common import amqp, config, states
+from services.common.leases import lease_key
+from services.orders.__main__ import OrdersComponent
+from tests.support import transitions
+from tests.support.client import SOL, USDC
+from tests.support.infra import TestInfra, isolated
+from tests.support.inprocess import serve
+from tests.support.waiting import eventually
+
+LEASE_MS = 400  # the sweep runs every half lease here, and takes an order back half a lease after its lease lapsed
+
+
+@dataclass
+class Swept:
+    orders: orders_pb2_grpc.OrdersStub
+    settings: config.Settings
+    redis: aioredis.Redis
+
+    async def submitted_by(self, executor: str) -> str:
+        """A new order, taken to ``submitted`` with ``executor`` named as the one watching it land."""
+        created = await self.orders.CreateOrder(
+            orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01"), timeout=5
+        )
+        request = transitions.request(created.order.id, "pending", "submitted")
+        request.route_submit.submit.execution.executor = executor
+        moved = await self.orders.Transition(request, timeout=5)
+        assert moved.order.execution.executor == executor
+        return created.order.id
+
+    async def executor_of(self, order_id: str) -> str | None:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            named: str | None = await conn.fetchval(
+                "SELECT execution ->> 'executor' FROM orders WHERE id = $1", uuid.UUID(order_id)
+            )
+            return named
+        finally:
+            await conn.close()
+
+    async def jobs(self) -> list[dict[str, object]]:
+        """Every job in the execute queue now (taken off it)."""
+        connection = await aio_pika.connect(self.settings.amqp_url)
+        try:
+            queue = await (await connection.channel()).get_queue(amqp.Names(self.settings.amqp_prefix).execute_queue)
+            found = []
+            while (message := await queue.get(fail=False, no_ack=True)) is not None:
+                found.append(orjson.loads(message.body))
+            return found
+        finally:
+            await connection.close()
+
+
+@pytest.fixture
+async def swept(settings: config.Settings, infra: TestInfra) -> AsyncIterator[Swept]:
+    async with isolated(infra.derive("sweep")) as own:
+        own_settings = replace(
+            settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, executor_lease_ms=LEASE_MS
+        )
+        redis = aioredis.from_url(own.redis_url)
+        component = OrdersComponent(own_settings)
+        try:
+            async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
+                yield Swept(orders_pb2_grpc.OrdersStub(channel), own_settings, redis)
+        finally:
+            await redis.aclose()
+
+
+async def test_an_order_whose_executor_lease_lapsed_gets_its_job_again_once(swept: Swept) -> None:
+    prefix = swept.settings.amqp_prefix
+    alive, gone = f"alive-{uuid.uuid4().hex[:6]}", f"gone-{uuid.uuid4().hex[:6]}"
+    await swept.redis.set(lease_key(prefix, alive), "1", px=60_000)
+    kept = await swept.submitted_by(alive)
+    taken = await swept.submitted_by(gone)  # no lease: its executor is gone
+    creates = {str(job["orderId"]) for job in await swept.jobs()}
+    assert {kept, taken} <= creates, "each order's first job, from its create"
+
+    async def taken_back() -> bool:
+        return await swept.executor_of(taken) is None
+
+    await eventually(taken_back, timeout=10)
+    again = await _collect(swept, taken, timeout=10)
+    assert again == [{"orderId": taken, "attempt": 1}], "the job again, naming the order only (no copy without its tx)"
+    assert await swept.executor_of(kept) == alive, "an executor whose lease holds keeps its order"
+    # Taken back once: the name is cleared, so later sweeps leave the order to its new job.
+    await asyncio.sleep(LEASE_MS * 4 / 1000)
+    assert await swept.jobs() == []
+    order = (await swept.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=taken, fresh=True), timeout=5)).order
+    assert order.status == states.to_proto(states.SUBMITTED) and not order.execution.executor
+
+
+async def _collect(swept: Swept, order_id: str, timeout: float) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+
+    async def arrived() -> bool:
+        found.extend(job for job in await swept.jobs() if job["orderId"] == order_id)
+        return bool(found)
+
+    await eventually(arrived, timeout=timeout)
+    return found
