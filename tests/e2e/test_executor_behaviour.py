@@ -92,20 +92,28 @@ async def one_slot(mesh: Mesh) -> AsyncIterator[Mesh]:
         yield mesh
 
 
-async def test_an_order_waiting_to_land_does_not_hold_an_execution_slot(one_slot: Mesh) -> None:
-    """With one execution job at a time, the next order is quoted, signed, recorded and sent while the one before
-    waits for the cluster to land it (the localnet lands 50–80 ms after the send): once sent, an order is a
-    landing job's. Were the slot held until the landing, each order would reach `submitted` only after the one
-    before it was `confirmed`."""
+async def placed_together(mesh: Mesh, count: int) -> list[list[dict[str, Any]]]:
+    """``count`` orders posted at once, each followed to its end (all confirmed); each order's history.
+
+    The history, not the socket: a socket that joined late starts from a snapshot past `routing`."""
     async with aiohttp.ClientSession() as session:
-        created = await asyncio.gather(*(post_order(session, one_slot.http, ORDER) for _ in range(4)))
+        created = await asyncio.gather(*(post_order(session, mesh.http, ORDER) for _ in range(count)))
         assert all(status == 201 for status, _ in created)
         streams = await asyncio.gather(*(follow(session, body["websocketUrl"], timeout=60) for _, body in created))
         histories = []
         for _, body in created:
-            async with session.get(f"{one_slot.http}/api/orders/{body['orderId']}") as resp:
+            async with session.get(f"{mesh.http}/api/orders/{body['orderId']}") as resp:
                 histories.append((await resp.json())["history"])
-    assert all(events[-1]["status"] == "confirmed" for events in streams), [e[-1] for e in streams]
+    assert all(events[-1]["status"] == "confirmed" for events in streams), [events[-1] for events in streams]
+    return histories
+
+
+async def test_an_order_waiting_to_land_does_not_hold_an_execution_slot(one_slot: Mesh) -> None:
+    """With one execution job at a time, the next order is quoted, signed, recorded and sent while the one before
+    waits for the cluster to land it (the localnet lands 50–80 ms after the send): once sent, an order is watched
+    by its executor after the job's ack. Were the slot held until the landing, each order would reach `submitted`
+    only after the one before it was `confirmed`."""
+    histories = await placed_together(one_slot, 4)
 
     def at(history: list[dict[str, Any]], status: str) -> datetime:
         (event,) = [e for e in history if e["status"] == status]
@@ -119,23 +127,7 @@ async def test_an_order_waiting_to_land_does_not_hold_an_execution_slot(one_slot
 
 async def test_the_rate_limit_spaces_executions_at_its_rate(limited: Mesh) -> None:
     """Six orders at once: two start at once (the burst), the rest one every 2 s, within 10 %."""
-    async with aiohttp.ClientSession() as session:
-        created = await asyncio.gather(
-            *(
-                post_order(
-                    session, limited.http, {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "0.1", "slippage": "0.05"}
-                )
-                for _ in range(6)
-            )
-        )
-        assert all(status == 201 for status, _ in created)
-        streams = await asyncio.gather(*(follow(session, body["websocketUrl"], timeout=60) for _, body in created))
-        # The history, not the socket: a socket that joined late starts from a snapshot past `routing`.
-        histories = []
-        for _, body in created:
-            async with session.get(f"{limited.http}/api/orders/{body['orderId']}") as resp:
-                histories.append((await resp.json())["history"])
-    assert all(events[-1]["status"] == "confirmed" for events in streams)
+    histories = await placed_together(limited, 6)
     # When each order started: its first `routing` event, written right after the limiter let it through.
     started = sorted(
         datetime.fromisoformat(next(e for e in events if e["status"] == "routing")["timestamp"].replace("Z", "+00:00"))
