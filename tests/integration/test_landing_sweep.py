@@ -88,29 +88,21 @@ async def test_an_order_whose_executor_lease_lapsed_gets_its_job_again_once(swep
     await swept.redis.set(lease_key(prefix, alive), "1", px=60_000)
     kept = await swept.submitted_by(alive)
     taken = await swept.submitted_by(gone)  # no lease: its executor is gone
-    creates = {str(job["orderId"]) for job in await swept.jobs()}
-    assert {kept, taken} <= creates, "each order's first job, from its create"
+    again = {"orderId": taken, "attempt": 1}  # the order named only: a copy of it would carry no signed transaction
+    jobs: list[dict[str, object]] = []  # every job published, in the order they came
 
     async def taken_back() -> bool:
-        return await swept.executor_of(taken) is None
+        jobs.extend(await swept.jobs())
+        return again in jobs and any(job["orderId"] == kept for job in jobs)
 
     await eventually(taken_back, timeout=10)
-    again = await _collect(swept, taken, timeout=10)
-    assert again == [{"orderId": taken, "attempt": 1}], "the job again, naming the order only (no copy without its tx)"
+    assert await swept.executor_of(taken) is None
     assert await swept.executor_of(kept) == alive, "an executor whose lease holds keeps its order"
     # Taken back once: the name is cleared, so later sweeps leave the order to its new job.
     await asyncio.sleep(LEASE_MS * 4 / 1000)
-    assert await swept.jobs() == []
+    jobs.extend(await swept.jobs())
+    of_taken = [job for job in jobs if job["orderId"] == taken]
+    assert len(of_taken) == 2 and "order" in of_taken[0] and of_taken[1] == again, of_taken
+    assert [job for job in jobs if job["orderId"] == kept and "order" not in job] == [], "only its create's job"
     order = (await swept.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=taken, fresh=True), timeout=5)).order
     assert order.status == states.to_proto(states.SUBMITTED) and not order.execution.executor
-
-
-async def _collect(swept: Swept, order_id: str, timeout: float) -> list[dict[str, object]]:
-    found: list[dict[str, object]] = []
-
-    async def arrived() -> bool:
-        found.extend(job for job in await swept.jobs() if job["orderId"] == order_id)
-        return bool(found)
-
-    await eventually(arrived, timeout=timeout)
-    return found
