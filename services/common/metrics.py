@@ -62,6 +62,11 @@ STAGE_SECONDS = TracedHistogram(
     registry=REGISTRY,
 )
 RETRIES = Counter("dexengine_retries", "Attempts that failed and were retried", ["code"], registry=REGISTRY)
+TAKEN_BACK = Counter(
+    "dexengine_orders_taken_back",
+    "Sent orders whose executor's lease lapsed, their jobs queued again (services/orders/landing_sweep.py)",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("dexengine_queue_depth", "Messages waiting in a queue", ["queue"], registry=REGISTRY)
 OUTBOX_LAG = TracedHistogram(
     "dexengine_outbox_lag_seconds",

@@ -23,6 +23,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
+from services.common import metrics
 from services.common.leases import lease_key
 from services.orders.store import OrderStore
 
@@ -64,6 +65,7 @@ class LandingSweep:
         if not due:
             return []
         taken = await self.store.take_back(due)
+        metrics.TAKEN_BACK.inc(len(taken))
         for order_id in taken:
             self._missing.pop(order_id, None)
             log.warning(

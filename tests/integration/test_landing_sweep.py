@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import amqp, config, states
+from services.common import amqp, config, metrics, states
 from services.common.leases import lease_key
 from services.orders.__main__ import OrdersComponent
 from tests.support import transitions
@@ -89,6 +89,7 @@ async def test_an_order_whose_executor_lease_lapsed_gets_its_job_again_once(swep
     kept = await swept.submitted_by(alive)
     taken = await swept.submitted_by(gone)  # no lease: its executor is gone
     again = {"orderId": taken, "attempt": 1}  # the order named only: a copy of it would carry no signed transaction
+    counted = _taken_back()
     jobs: list[dict[str, object]] = []  # every job published, in the order they came
 
     async def taken_back() -> bool:
@@ -97,6 +98,7 @@ async def test_an_order_whose_executor_lease_lapsed_gets_its_job_again_once(swep
 
     await eventually(taken_back, timeout=10)
     assert await swept.executor_of(taken) is None
+    assert _taken_back() == counted + 1, "dexengine_orders_taken_back_total counts it"
     assert await swept.executor_of(kept) == alive, "an executor whose lease holds keeps its order"
     # Taken back once: the name is cleared, so later sweeps leave the order to its new job.
     await asyncio.sleep(LEASE_MS * 4 / 1000)
@@ -106,3 +108,7 @@ async def test_an_order_whose_executor_lease_lapsed_gets_its_job_again_once(swep
     assert [job for job in jobs if job["orderId"] == kept and "order" not in job] == [], "only its create's job"
     order = (await swept.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=taken, fresh=True), timeout=5)).order
     assert order.status == states.to_proto(states.SUBMITTED) and not order.execution.executor
+
+
+def _taken_back() -> float:
+    return metrics.REGISTRY.get_sample_value("dexengine_orders_taken_back_total") or 0.0
