@@ -11,7 +11,6 @@ import logging
 import grpc
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
-from redis.exceptions import RedisError
 
 from dexengine.v1 import executor_pb2, executor_pb2_grpc
 from services.common import amqp, grpc_client, grpc_server, metrics
@@ -82,8 +81,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
         router = RouterCalls(self.router_channel)
         self.resources.push_async_callback(router.aclose)
         self.lease = Lease(self.redis, self.settings.amqp_prefix, self.settings.executor_lease_ms)
-        await _first_renewal(self.lease)
-        self.lease.start()
+        await self.lease.start()
         self.resources.push_async_callback(self.lease.release)
         pipeline = Pipeline(self.settings, orders, router, self.cluster, wallet, self.lease)
         log.info("executor wallet", extra={"wallet": str(wallet.pubkey())})
@@ -137,14 +135,6 @@ class ExecutorComponent(grpc_server.Lifecycle):
             await self.consumer.stop(max(self.settings.shutdown_grace_s - grpc_server.CLOSE_RESERVE_S, 0.1))
         if self.lease is not None:
             await self.lease.release()  # what it still watched goes back to orders now, not when the lease lapses
-
-
-async def _first_renewal(lease: Lease) -> None:
-    """Take the lease at start when Redis answers; without it, jobs settle in place until it is renewed."""
-    try:
-        await lease.renew()
-    except (RedisError, OSError) as exc:
-        log.warning("executor lease not taken yet: %s", exc)
 
 
 if __name__ == "__main__":

@@ -254,12 +254,8 @@ class JobConsumer:
                 try:
                     await landing
                     self.stats.done += 1
-                except asyncio.CancelledError:
-                    raise
                 except Exception as exc:  # noqa: BLE001 - as the job's own failures
                     await self._attempt_failed(order_id, attempt, exc)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 log.exception("recording the outcome of attempt %d failed; its job is sent again", attempt)
                 await self._send_back(order_id, attempt)

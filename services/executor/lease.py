@@ -19,6 +19,7 @@ import uuid
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from services.common import grpc_server
 from services.common.leases import lease_key
 
 log = logging.getLogger(__name__)
@@ -36,30 +37,32 @@ class Lease:
     def held(self) -> bool:
         return self.redis is not None and time.monotonic() - self._renewed < self.ttl_ms / 2000
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Take the lease (when Redis answers: without it, jobs settle in place until a renewal takes it), then
+        renew it in the background."""
         if self.redis is not None:
+            await self._renew()
             self._task = asyncio.create_task(self._run(), name="executor-lease")
 
-    async def renew(self) -> None:
+    async def _renew(self) -> None:
         assert self.redis is not None
         started = time.monotonic()
-        await self.redis.set(self.key, "1", px=self.ttl_ms)
+        try:
+            await self.redis.set(self.key, "1", px=self.ttl_ms)
+        except (RedisError, OSError) as exc:
+            log.warning("executor lease not renewed: %s", exc)
+            return
         self._renewed = started
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.renew()
-            except (RedisError, OSError) as exc:
-                log.warning("executor lease not renewed: %s", exc)
             await asyncio.sleep(self.ttl_ms / 3000)
+            await self._renew()
 
     async def release(self) -> None:
         """Stop renewing and drop the lease: orders takes back what this executor still watched."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await grpc_server.cancel(self._task)
             self._task = None
         self._renewed = -float("inf")
         if self.redis is not None:

@@ -16,14 +16,13 @@ Redis does not answer, nothing is taken back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 
 import redis.asyncio as aioredis
 
-from services.common import metrics
+from services.common import grpc_server, metrics
 from services.common.leases import lease_key
 from services.orders.store import OrderStore
 
@@ -66,16 +65,15 @@ class LandingSweep:
             return []
         taken = await self.store.take_back(due)
         metrics.TAKEN_BACK.inc(len(taken))
+        gone = dict(due)
         for order_id in taken:
             self._missing.pop(order_id, None)
             log.warning(
                 "order taken back: the executor watching it land is gone; its job runs again",
-                extra={"orderId": str(order_id), "executor": dict(due).get(order_id)},
+                extra={"orderId": str(order_id), "executor": gone[order_id]},
             )
         return taken
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await grpc_server.cancel(self._task)
