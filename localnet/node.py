@@ -18,7 +18,7 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -171,6 +171,7 @@ class Node:
         self.recent: dict[str, tuple[int, Any]] = {}
         self._recent_order: deque[tuple[int, str]] = deque()
         self.halted = False
+        self.requests: Counter[str] = Counter()  # JSON-RPC requests served since start, by method
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.pools: set[Pubkey] = set()
@@ -292,7 +293,12 @@ class Node:
             self._landed_at.popleft()
         count = sum(n for _, n in self._landed_at)
         span = min(RATE_WINDOW_S, now - self._landed_at[0][0]) if self._landed_at else RATE_WINDOW_S
-        return {"landedPerSecond": round(count / max(span, 1.0), 2), "halted": self.halted, "slot": self.slot()}
+        return {
+            "landedPerSecond": round(count / max(span, 1.0), 2),
+            "halted": self.halted,
+            "slot": self.slot(),
+            "requests": dict(self.requests),
+        }
 
     # -- receiving -----------------------------------------------------------------------
 

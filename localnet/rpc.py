@@ -161,6 +161,7 @@ class Rpc:
         handler = self.methods.get(item["method"])
         if handler is None:
             return self._error(request_id, RpcError(METHOD_NOT_FOUND, "Method not found"))
+        self.node.requests[item["method"]] += 1
         params = item.get("params", [])
         if isinstance(params, dict):
             params = [params]

@@ -19,9 +19,11 @@ block height against ``lastValidBlockHeight``. The executed amounts come from
 the landed transaction's token balance changes of the wallet, never from our
 own math.
 
-JSON-RPC calls per order on the happy path: getMultipleAccounts (the pools and
-what they depend on, in one call once a pool was read), sendTransaction,
-getTransaction; getLatestBlockhash once per ``BLOCKHASH_REUSE_S``.
+JSON-RPC calls per order on the happy path: sendTransaction, getTransaction;
+getLatestBlockhash once per ``BLOCKHASH_REUSE_S``. The pools come with the
+router's answer (the accounts its quote was decoded from); getMultipleAccounts
+(the pools and what they depend on, in one call once a pool was read) only
+when they do not (an order left in building, an older router).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +157,14 @@ class Cluster:
         fetched = set(addresses) | set(guessed)
         await self._fetch([d for d in dict.fromkeys(needed) if d not in fetched], accounts)
         return {a: decode_pool(a, accounts, self._bin_arrays) for a in addresses if a in accounts}
+
+    def decode(self, addresses: list[Pubkey], accounts: Mapping[Pubkey, Account]) -> dict[Pubkey, PoolSnapshot] | None:
+        """The pools decoded from accounts read elsewhere (the router's answer), or None if any of them cannot be
+        (an account missing): the caller reads them from the cluster instead."""
+        try:
+            return {a: decode_pool(a, accounts, self._bin_arrays) for a in addresses}
+        except (KeyError, ValueError):
+            return None
 
     async def _fetch(self, addresses: list[Pubkey], into: dict[Pubkey, Account]) -> None:
         if not addresses:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -49,6 +49,7 @@ from services.executor.errors import (
 from services.executor.landing import Cluster, ClusterUnavailable, Landed
 from services.executor.lease import Lease
 from services.executor.transactions import SwapLeg, build_swap, memo_text
+from venues.onchain import Account
 from venues.tokens import from_base_units, to_base_units
 
 log = logging.getLogger(__name__)
@@ -169,19 +170,35 @@ class Pipeline:
         routing = routing_record(resp, attempt)
         # The decision and the transaction signed from it are recorded in one commit (building, then
         # submitted): still before anything is sent.
-        submit = await self.sign(order, routing, attempt)
+        accounts = {
+            Pubkey(a.address): Account(owner=Pubkey(a.owner), data=a.data, lamports=a.lamports)
+            for a in resp.pool_accounts
+        }
+        submit = await self.sign(order, routing, attempt, accounts)
         return await self.transition(order, route_submit=orders_pb2.RouteSubmit(routing=routing, submit=submit))
 
     async def build(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         """An order left in building (its decision recorded alone): sign and record the transaction."""
         return await self.transition(order, submit=await self.sign(order, order.routing, attempt))
 
-    async def sign(self, order: common_pb2.Order, routing: common_pb2.Routing, attempt: int) -> orders_pb2.Submit:
-        """The attempt's signed transaction for ``routing``, as the submit step records it."""
+    async def sign(
+        self,
+        order: common_pb2.Order,
+        routing: common_pb2.Routing,
+        attempt: int,
+        accounts: Mapping[Pubkey, Account] | None = None,
+    ) -> orders_pb2.Submit:
+        """The attempt's signed transaction for ``routing``, as the submit step records it.
+
+        The pools are decoded from ``accounts`` (the router's answer: what its quote was decoded from) when they
+        hold every leg's; otherwise they are read from the cluster.
+        """
         mint_in, mint_out = Pubkey.from_string(order.token_in), Pubkey.from_string(order.token_out)
+        addresses = [Pubkey.from_string(leg.pool) for leg in routing.legs]
+        pools = self.cluster.decode(addresses, accounts) if accounts else None
         try:
-            addresses = [Pubkey.from_string(leg.pool) for leg in routing.legs]
-            pools = await self.cluster.pools(addresses)
+            if pools is None:
+                pools = await self.cluster.pools(addresses)
             blockhash, last_valid = await self.cluster.latest_blockhash()
         except ClusterUnavailable as exc:
             raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc

@@ -191,6 +191,18 @@ class PoolFeed:
         found = self.by_pair.get((venue, frozenset((mint_in, mint_out))), [])
         return [p for p in found if p.open_time <= at] if mint_in != mint_out else []
 
+    def accounts_of(self, pools: Iterable[Pubkey]) -> dict[Pubkey, Account]:
+        """Each pool's accounts (its state and every dependency) as its latest decode read them; a pool not
+        decoded, or one of whose accounts is gone, gives none."""
+        decoded = self.pools
+        found: dict[Pubkey, Account] = {}
+        for address in pools:
+            snapshot = decoded.get(address)
+            accounts = [(a, self.accounts.get(a)) for a in snapshot.accounts] if snapshot is not None else []
+            if accounts and all(account is not None for _, account in accounts):
+                found.update((a, account) for a, account in accounts if account is not None)
+        return found
+
     def decimals(self, mint: str) -> int | None:
         for snapshot in self.pools.values():
             for m, d in zip(snapshot.mints, snapshot.decimals, strict=True):

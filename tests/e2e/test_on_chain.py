@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from decimal import Decimal
 
 import aiohttp
+import grpc
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solders.message import to_bytes_versioned
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
+from dexengine.v1 import router_pb2, router_pb2_grpc
 from tests.support import chain_oracle
 from tests.support.client import SOL, USDC, follow, post_order
 from tests.support.mesh import Mesh
+from tests.support.scenarios import localnet
 from venues.onchain import MEMO_PROGRAM_ID
 from venues.tokens import to_base_units
 
@@ -58,3 +63,45 @@ async def test_a_confirmed_order_is_a_landed_signed_transaction(mesh: Mesh) -> N
         Decimal(final["data"]["executedPrice"])
         == (Decimal(got).scaleb(-6) / Decimal(spent).scaleb(-9)).quantize(Decimal("1e-12")).normalize()
     )
+
+
+async def test_the_executor_signs_from_the_pools_the_router_quoted(mesh: Mesh) -> None:
+    """Each venue's pool reaches the executor with the router's answer: the orders land with no getMultipleAccounts.
+
+    A new pair per venue (a Raydium CPMM pool, a Meteora DLMM pool with its bin arrays), so each route is known.
+    The localnet counts the JSON-RPC requests it serves (``localnet_stats``), outside the engine.
+    """
+    async with aiohttp.ClientSession() as session, grpc.aio.insecure_channel(mesh.grpc_target("router")) as channel:
+        router = router_pb2_grpc.RouterStub(channel)
+        mints = {}
+        for venue, symbol in (("raydium", "RAYQ"), ("meteora", "METQ")):
+            mint = (await localnet(session, mesh, "createMint", {"decimals": 6, "symbol": symbol}))["mint"]
+            pool = {"venue": venue, "mints": [mint, "USDC"], "price": "2", "liquidity": "50000"}
+            await localnet(session, mesh, "createPool", pool)
+            mints[venue] = mint
+        for venue, mint in mints.items():  # the router's feed has read the new pool and all it depends on
+            request = router_pb2.GetQuotesRequest(token_in=USDC, token_out=mint, amount_in="10", slippage="0.02")
+            for _ in range(100):
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    quoted = await router.GetQuotes(request, timeout=5)
+                    if quoted.decision.venue == venue and quoted.pool_accounts:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"the router never quoted the new {venue} pool")
+        before = (await localnet(session, mesh, "stats"))["requests"]
+        orders = []
+        for venue, mint in [*mints.items(), *mints.items()]:
+            body = {"tokenIn": USDC, "tokenOut": mint, "amountIn": "10", "slippage": "0.02"}
+            status, created = await post_order(session, mesh.http, body)
+            assert status == 201, created
+            events = await follow(session, created["websocketUrl"])
+            assert events[-1]["status"] == "confirmed", events
+            assert events[-1]["data"]["venue"] == venue, events[-1]
+            orders.append(created["orderId"])
+        after = (await localnet(session, mesh, "stats"))["requests"]
+        ledger = [await localnet(session, mesh, "ledger", {"memo": order_id}) for order_id in orders]
+    sent = after.get("sendTransaction", 0) - before.get("sendTransaction", 0)
+    assert [len(rows) for rows in ledger] == [1, 1, 1, 1] and all(r[0]["err"] is None for r in ledger), ledger
+    assert sent == 4, f"one transaction per order, each landed: {sent} sent"
+    assert after.get("getMultipleAccounts", 0) == before.get("getMultipleAccounts", 0), (before, after)
