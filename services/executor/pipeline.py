@@ -159,7 +159,11 @@ class Pipeline:
 
     async def route(self, order: common_pb2.Order, attempt: int) -> common_pb2.Order:
         request = router_pb2.GetQuotesRequest(
-            token_in=order.token_in, token_out=order.token_out, amount_in=order.amount_in, slippage=order.slippage
+            token_in=order.token_in,
+            token_out=order.token_out,
+            amount_in=order.amount_in,
+            slippage=order.slippage,
+            include_pool_accounts=True,
         )
         started = time.monotonic()
         try:

@@ -298,11 +298,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             decision=self._decision(decision, tin, tout, raw, slippage), simulated_ms=simulated_ms
         )
         response.excluded.update(excluded)
-        legs = [Pubkey.from_string(leg.pool_id) for leg in decision.legs]
-        response.pool_accounts.extend(
-            router_pb2.PoolAccount(address=bytes(a), owner=bytes(acc.owner), data=acc.data, lamports=acc.lamports)
-            for a, acc in self.feed.accounts_of(legs).items()
-        )
+        if request.include_pool_accounts:
+            legs = [Pubkey.from_string(leg.pool_id) for leg in decision.legs]
+            response.pool_accounts.extend(
+                router_pb2.PoolAccount(address=bytes(a), owner=bytes(acc.owner), data=acc.data, lamports=acc.lamports)
+                for a, acc in self.feed.accounts_of(legs).items()
+            )
         now_ms = int(time.time() * 1000)
         for quote, latency_ms in quotes.values():
             response.quotes.append(self._quote(quote, tin, tout, slippage, now_ms, latency_ms))

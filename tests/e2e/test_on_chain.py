@@ -80,7 +80,9 @@ async def test_the_executor_signs_from_the_pools_the_router_quoted(mesh: Mesh) -
             await localnet(session, mesh, "createPool", pool)
             mints[venue] = mint
         for venue, mint in mints.items():  # the router's feed has read the new pool and all it depends on
-            request = router_pb2.GetQuotesRequest(token_in=USDC, token_out=mint, amount_in="10", slippage="0.02")
+            request = router_pb2.GetQuotesRequest(
+                token_in=USDC, token_out=mint, amount_in="10", slippage="0.02", include_pool_accounts=True
+            )
             for _ in range(100):
                 with contextlib.suppress(grpc.aio.AioRpcError):
                     quoted = await router.GetQuotes(request, timeout=5)
@@ -89,6 +91,9 @@ async def test_the_executor_signs_from_the_pools_the_router_quoted(mesh: Mesh) -
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError(f"the router never quoted the new {venue} pool")
+            request.include_pool_accounts = False
+            assert not (await router.GetQuotes(request, timeout=5)).pool_accounts, "only when asked for"
+
         before = (await localnet(session, mesh, "stats"))["requests"]
         orders = []
         for venue, mint in [*mints.items(), *mints.items()]:
