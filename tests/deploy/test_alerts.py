@@ -22,6 +22,7 @@ REQUIRED = {
     "OrderFailureRatioHigh",
     "PodRestarting",
     "NoExecutor",
+    "SentOrdersKeepBeingTakenBack",
 }
 
 
