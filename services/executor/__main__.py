@@ -43,6 +43,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServicer):
             jobs_retried=s.retried,
             jobs_failed=s.failed,
             prefetch=self.prefetch,
+            landings_watched=s.landings,
         )
 
 

@@ -103,7 +103,8 @@ def carried_order(body: dict[str, Any], order_id: str) -> common_pb2.Order | Non
 class Stats:
     def __init__(self) -> None:
         self.done = 0
-        self.in_flight = 0
+        self.in_flight = 0  # jobs delivered and not yet acked
+        self.landings = 0  # sent orders watched after their jobs' ack
         self.retried = 0
         self.failed = 0
         self.parked = 0
@@ -241,6 +242,7 @@ class JobConsumer:
         except BaseException:
             landing.close()
             raise
+        self.stats.landings += 1
         task = asyncio.create_task(self._finish(order.id, order.signed.attempt, landing), name=f"landing-{order.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -260,6 +262,7 @@ class JobConsumer:
                 log.exception("recording the outcome of attempt %d failed; its job is sent again", attempt)
                 await self._send_back(order_id, attempt)
             finally:
+                self.stats.landings -= 1
                 self.landings.release()
 
     async def _send_back(self, order_id: str, attempt: int) -> None:

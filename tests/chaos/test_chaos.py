@@ -93,9 +93,10 @@ async def restart(stack: Stack, service: str, sig: int = signal.SIGTERM, env: di
 
 
 async def in_flight(stack: Stack) -> int:
+    """The orders the executor holds: jobs not yet acked, and sent orders it watches land after their ack."""
     async with grpc.aio.insecure_channel(stack.mesh.grpc_target("executor")) as channel:
         stats = await executor_pb2_grpc.ExecutorStub(channel).GetStats(executor_pb2.GetStatsRequest(), timeout=1)
-    return stats.jobs_in_flight
+    return stats.jobs_in_flight + stats.landings_watched
 
 
 async def test_s01_baseline(stack: Stack, report: Callable[[str], None]) -> None:
