@@ -407,12 +407,14 @@ class Node:
             self.wake.clear()
             if self.halted or not self.heap:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await self.wake.wait()
                 continue
             delay = self.heap[0].land_at - time.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self.wake.wait()
                 continue
             now = time.time()
             due: list[Pending] = []

@@ -123,7 +123,10 @@ async def _watch_health(component: Component, servicer: health.aio.HealthService
     last: bool | None = None
     while True:
         try:
-            ok = await asyncio.wait_for(component.healthy(), timeout=HEALTH_INTERVAL_S * 2)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that arrives as the
+            # probe finishes, and this task would outlive the shutdown that cancelled it (a server that never exits).
+            async with asyncio.timeout(HEALTH_INTERVAL_S * 2):
+                ok = await component.healthy()
         except Exception:  # noqa: BLE001 - any failure of a probe means not healthy
             ok = False
         if ok != last:

@@ -232,7 +232,8 @@ class Cluster:
                     return outcome
             while True:
                 with contextlib.suppress(TimeoutError):
-                    return await asyncio.wait_for(asyncio.shield(notified), POLL_S)
+                    async with asyncio.timeout(POLL_S):
+                        return await asyncio.shield(notified)
                 # A poll interval without a notification: ask, and (only here) whether it expired.
                 outcome = await self.status(signature, last_valid_height)
                 if outcome.status != UNKNOWN:

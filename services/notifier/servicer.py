@@ -296,7 +296,8 @@ async def _next_or_none(queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any] 
     if not queue.empty():
         return queue.get_nowait()
     try:
-        return await asyncio.wait_for(queue.get(), timeout=RESYNC_AFTER_S * random.uniform(0.8, 1.2))
+        async with asyncio.timeout(RESYNC_AFTER_S * random.uniform(0.8, 1.2)):
+            return await queue.get()
     except TimeoutError:
         return None
 

@@ -104,7 +104,8 @@ class OutboxRelay:
             if sent >= self.settings.outbox_batch:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=poll)
+                async with asyncio.timeout(poll):
+                    await self._wake.wait()
 
     async def publish_batch(self) -> int:
         """Publish one batch; return how many rows were published."""

@@ -215,7 +215,8 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
     async def _await_feed(self) -> None:
         if not self.feed.ready.is_set():
             with contextlib.suppress(TimeoutError):  # just started or reconnecting: wait a moment for the load
-                await asyncio.wait_for(self.feed.ready.wait(), FEED_WAIT_S)
+                async with asyncio.timeout(FEED_WAIT_S):
+                    await self.feed.ready.wait()
         if not self.feed.ready.is_set():
             raise FeedNotReady
 

@@ -444,7 +444,8 @@ class Trigger:
             following = self.index.next_expiry()
             timeout = None if following is None else max(0.0, following - time.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
 
     def snapshot(self) -> dict[str, Any]:
         return {"armed": len(self.index), **self.stats, "evalCpuMs": round(self.eval_cpu_s * 1000, 3)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import grpc
 import pytest
@@ -82,3 +83,54 @@ async def test_sigterm_drains_then_closes_in_reverse_within_the_grace() -> None:
     assert component.log == [*OPENED, "stop intake", *CLOSED]
     assert loop.time() - started < 2 + 1
     assert not loop.remove_signal_handler(signal.SIGTERM), "the handler went with the server"
+
+
+class CancelledAsItAnswers(grpc_server.Lifecycle):
+    """Its health probe answers just as the shutdown cancels the task that asked."""
+
+    name = "cancelled-as-it-answers"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watcher: asyncio.Task[None] | None = None
+        self.probes = 0
+
+    async def start(self, server: grpc.aio.Server) -> list[str]:
+        return []
+
+    async def healthy(self) -> bool:
+        self.probes += 1
+        assert self.watcher is not None
+        self.watcher.cancel()
+        return True
+
+
+async def test_the_health_watcher_ends_when_cancelled_as_a_probe_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shutdown cancels the watcher and waits for it to end. A cancellation that arrives as a probe finishes must
+    end it too: ``asyncio.wait_for`` on Python 3.11 swallows that one, the watcher went on probing, and the server
+    never exited (seen in a CI run: a router still running minutes after SIGTERM)."""
+    monkeypatch.setattr(grpc_server, "HEALTH_INTERVAL_S", 0.01)
+    component = CancelledAsItAnswers()
+    watcher = asyncio.create_task(grpc_server._watch_health(component, grpc_server.health.aio.HealthServicer(), []))
+    component.watcher = watcher
+    done, _ = await asyncio.wait({watcher}, timeout=2)
+    if not done:
+        while not watcher.done():  # the old behaviour: end it for good, then fail
+            watcher.cancel()
+            await asyncio.sleep(0.01)
+    assert done and watcher.cancelled(), f"the watcher went on after {component.probes} cancellations"
+    assert component.probes == 1
+
+
+def test_no_service_waits_with_asyncio_wait_for() -> None:
+    """Python 3.11's ``asyncio.wait_for`` swallows a cancellation that arrives as what it awaits finishes: a task
+    that waits with it in a loop can outlive its shutdown. ``async with asyncio.timeout(...)`` is used instead."""
+    root = Path(__file__).resolve().parents[2]
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("services", "localnet", "dexclient", "venues")
+        for path in sorted((root / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "asyncio.wait_for(" in line
+    ]
+    assert not found, found
