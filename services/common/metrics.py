@@ -67,6 +67,11 @@ TAKEN_BACK = Counter(
     "Sent orders whose executor's lease lapsed, their jobs queued again (services/orders/landing_sweep.py)",
     registry=REGISTRY,
 )
+LANDINGS = Gauge(
+    "dexengine_executor_landings",
+    "Sent orders this executor watches land after their jobs' ack (at most EXECUTOR_LANDINGS)",
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("dexengine_queue_depth", "Messages waiting in a queue", ["queue"], registry=REGISTRY)
 OUTBOX_LAG = TracedHistogram(
     "dexengine_outbox_lag_seconds",

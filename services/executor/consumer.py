@@ -243,6 +243,7 @@ class JobConsumer:
             landing.close()
             raise
         self.stats.landings += 1
+        metrics.LANDINGS.inc()
         task = asyncio.create_task(self._finish(order.id, order.signed.attempt, landing), name=f"landing-{order.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -263,6 +264,7 @@ class JobConsumer:
                 await self._send_back(order_id, attempt)
             finally:
                 self.stats.landings -= 1
+                metrics.LANDINGS.dec()
                 self.landings.release()
 
     async def _send_back(self, order_id: str, attempt: int) -> None:

@@ -12,16 +12,20 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from dexengine.v1 import executor_pb2, executor_pb2_grpc
 from services.common import states
 from services.executor.ratelimit import limiter_key
 from tests.support.client import SOL, USDC, follow, post_order
 from tests.support.mesh import Mesh
+from tests.support.scenarios import localnet
 from tests.support.waiting import eventually
 
+LANDINGS_GAUGE = "dexengine_executor_landings "
 ORDER = {"tokenIn": SOL, "tokenOut": USDC, "amountIn": "0.1", "slippage": "0.05"}
 RATE_PER_MIN = 30
 BURST = 2
@@ -146,3 +150,47 @@ async def test_the_rate_limit_spaces_executions_at_its_rate(limited: Mesh) -> No
 async def _no_order_in_flight(conn: asyncpg.Connection) -> bool:
     in_flight = [s for s in states.ORDERED if s not in states.TERMINAL and s != states.WAITING]
     return await conn.fetchval("SELECT count(*) = 0 FROM orders WHERE status = ANY($1::text[])", in_flight) is True
+
+
+async def test_sent_orders_are_watched_after_their_jobs_end(one_slot: Mesh) -> None:
+    """With landing halted and one execution job at a time, three orders all reach `submitted`: each job ended at its
+    send, and the executor watches the three land (its GetStats and its /metrics say so); once the cluster lands
+    them, all three are confirmed and nothing is watched any more."""
+    async with (
+        aiohttp.ClientSession() as session,
+        grpc.aio.insecure_channel(one_slot.grpc_target("executor")) as channel,
+    ):
+        executor = executor_pb2_grpc.ExecutorStub(channel)
+        metrics_url = f"http://127.0.0.1:{one_slot.env['EXECUTOR_METRICS_PORT']}/metrics"
+
+        async def watched() -> tuple[int, int, float]:
+            stats = await executor.GetStats(executor_pb2.GetStatsRequest(), timeout=2)
+            async with session.get(metrics_url) as resp:
+                text = await resp.text()
+            (gauge,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(LANDINGS_GAUGE)]
+            return stats.jobs_in_flight, stats.landings_watched, gauge
+
+        await localnet(session, one_slot, "halt")
+        try:
+            created = [await post_order(session, one_slot.http, ORDER) for _ in range(3)]
+            assert all(status == 201 for status, _ in created), created
+            ids = [body["orderId"] for _, body in created]
+
+            async def all_submitted() -> bool:
+                for order_id in ids:
+                    async with session.get(f"{one_slot.http}/api/orders/{order_id}") as resp:
+                        if (await resp.json())["status"] != "submitted":
+                            return False
+                return True
+
+            await eventually(all_submitted, timeout=30, every=0.1)
+            assert await watched() == (0, 3, 3.0), "no job held, three sent orders watched"
+        finally:
+            await localnet(session, one_slot, "resume")
+        finals = [await follow(session, body["websocketUrl"], timeout=30) for _, body in created]
+        assert [events[-1]["status"] for events in finals] == ["confirmed"] * 3, finals
+
+        async def nothing_watched() -> bool:
+            return await watched() == (0, 0, 0.0)
+
+        await eventually(nothing_watched, timeout=10, every=0.1)
