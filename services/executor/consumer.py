@@ -117,6 +117,7 @@ class JobConsumer:
         self.limiter = limiter
         self.names = amqp.Names(settings.amqp_prefix)
         self.stats = Stats()
+        metrics.LANDINGS.set_function(lambda: self.stats.landings)  # /metrics reads the count GetStats gives
         self.rng = random.Random()
         self.channel: AbstractChannel | None = None
         self.queue: AbstractQueue | None = None
@@ -243,7 +244,6 @@ class JobConsumer:
             landing.close()
             raise
         self.stats.landings += 1
-        metrics.LANDINGS.inc()
         task = asyncio.create_task(self._finish(order.id, order.signed.attempt, landing), name=f"landing-{order.id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -264,7 +264,6 @@ class JobConsumer:
                 await self._send_back(order_id, attempt)
             finally:
                 self.stats.landings -= 1
-                metrics.LANDINGS.dec()
                 self.landings.release()
 
     async def _send_back(self, order_id: str, attempt: int) -> None:

@@ -198,9 +198,11 @@ class PoolFeed:
         found: dict[Pubkey, Account] = {}
         for address in pools:
             snapshot = decoded.get(address)
-            accounts = [(a, self.accounts.get(a)) for a in snapshot.accounts] if snapshot is not None else []
-            if accounts and all(account is not None for _, account in accounts):
-                found.update((a, account) for a, account in accounts if account is not None)
+            if snapshot is None:
+                continue
+            held = {a: self.accounts[a] for a in snapshot.accounts if a in self.accounts}
+            if all(a in held for a in snapshot.accounts):
+                found.update(held)
         return found
 
     def decimals(self, mint: str) -> int | None:
