@@ -7,6 +7,7 @@ program would accept on a real cluster.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from solders.instruction import AccountMeta, Instruction
@@ -38,7 +39,14 @@ def anchor_discriminator(namespace: str, name: str) -> bytes:
 
 
 def pda(seeds: list[bytes], program_id: Pubkey) -> Pubkey:
-    return Pubkey.find_program_address(seeds, program_id)[0]
+    """The program-derived address of ``seeds`` (remembered: the same pools and wallets come back every order,
+    and each search hashes until it finds a bump that is off the curve)."""
+    return _pda(tuple(seeds), program_id)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _pda(seeds: tuple[bytes, ...], program_id: Pubkey) -> Pubkey:
+    return Pubkey.find_program_address(list(seeds), program_id)[0]
 
 
 # -- Associated Token Account program -------------------------------------------

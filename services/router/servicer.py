@@ -142,6 +142,12 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             raise error
         return best
 
+    def _one_pool_each(self, venues: list[str], tin: Token, tout: Token) -> bool:
+        """Each venue quotes the pair from one open pool at most: its output is concave in its input (a quote from
+        the best of several pools is not), which lets the routing decision walk the split grid (amm.routing)."""
+        now = time.time()
+        return all(len(self.feed.pools_for(venue, tin.mint, tout.mint, now)) <= 1 for venue in venues)
+
     def executable(
         self, token_in: str, token_out: str, amount_in: Decimal, at_least: Decimal | None = None
     ) -> tuple[Decimal, str]:
@@ -165,7 +171,14 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 price = _price(raw, quote.amount_out, tin, tout)
                 if price >= at_least:
                     return price, venue
-        decision = decide(lambda venue, amount: self._pool_quote(venue, tin, tout, amount), venues, raw, tin, tout)
+        decision = decide(
+            lambda venue, amount: self._pool_quote(venue, tin, tout, amount),
+            venues,
+            raw,
+            tin,
+            tout,
+            concave=self._one_pool_each(venues, tin, tout),
+        )
         venue = decision.legs[0].venue if decision.kind == "single" else "split"
         return _price(raw, decision.amount_out, tin, tout), venue
 
@@ -291,6 +304,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
                 tin,
                 tout,
                 excluded,
+                concave=self._one_pool_each(list(quotes), tin, tout),
             )
         except AmmError as err:
             raise NothingFills(err) from err

@@ -11,6 +11,8 @@ from decimal import Decimal
 import pytest
 
 from services.router.amm import (
+    AmmError,
+    Decision,
     InsufficientLiquidityError,
     NoPoolError,
     SlippageExceededError,
@@ -20,7 +22,7 @@ from services.router.amm import (
 )
 from venues.pools import VENUES, Pool, seed_pools
 from venues.quote import venue_quote
-from venues.tokens import BONK, MSOL, SOL, USDC, USDT, Token
+from venues.tokens import BONK, MSOL, SOL, TOKENS, USDC, USDT, Token
 
 
 class Market:
@@ -158,3 +160,69 @@ def test_quotes_change_nothing_and_swaps_respect_the_minimum() -> None:
 def test_min_amount_out_floors() -> None:
     assert min_amount_out(10392472, Decimal("0.01")) == 10288547  # floor(10392472 * 0.99)
     assert min_amount_out(1000, Decimal(0)) == 1000
+
+
+def every_grid_split(market: Market, tin: Token, tout: Token, amount: int) -> tuple[int, int] | None:
+    """The oracle: (best total, share to the best single venue) over every grid point, by brute force."""
+    outs = {}
+    for venue in market.venues():
+        try:
+            outs[venue] = market.quote(venue, tin.mint, tout.mint, amount).amount_out
+        except AmmError:
+            continue
+    # the best venue alone first, then the next; venues that cannot fill alone after them
+    first, second = [*sorted(outs, key=lambda v: (-outs[v], v)), *(v for v in market.venues() if v not in outs)][:2]
+    best: tuple[int, int] | None = None
+    for pct in range(10, 100, 10):
+        a = amount * pct // 100
+        try:
+            total = (
+                market.quote(first, tin.mint, tout.mint, a).amount_out
+                + market.quote(second, tin.mint, tout.mint, amount - a).amount_out
+            )
+        except AmmError:
+            continue
+        if best is None or total > best[0]:
+            best = (total, a)
+    return best
+
+
+def test_the_concave_walk_finds_the_grids_best_split_with_fewer_quotes() -> None:
+    """One pool per venue: walking the grid from the best venue's side and stopping at the first fall gives the
+    decision trying every grid point gives (checked against a brute-force oracle over sizes from dust to more
+    than a venue holds), and takes fewer quotes."""
+    market = still_market()
+    pairs = [
+        (TOKENS[a], TOKENS[b])
+        for (venue, pair) in market.pools
+        if venue == "raydium"
+        for a, b in (sorted(pair), sorted(pair)[::-1])
+        if ("meteora", pair) in market.pools
+    ]
+    assert len(pairs) >= 4
+    quotes = {"walk": 0, "grid": 0}
+    splits = 0
+    for tin, tout in pairs:
+        for exponent in range(-2, 5):
+            for mantissa in (1, 2, 3, 5, 7):
+                amount = max(1, int(Decimal(mantissa) * Decimal(10) ** exponent * 10**tin.decimals))
+                decisions: dict[str, Decision | None] = {}
+                for how, concave in (("walk", True), ("grid", False)):
+
+                    def counted(venue: str, a: int, how: str = how, tin: Token = tin, tout: Token = tout) -> VenueQuote:
+                        quotes[how] += 1
+                        return market.quote(venue, tin.mint, tout.mint, a)
+
+                    try:
+                        decisions[how] = decide(counted, market.venues(), amount, tin, tout, concave=concave)
+                    except InsufficientLiquidityError:
+                        decisions[how] = None
+                assert decisions["walk"] == decisions["grid"], (tin.symbol, tout.symbol, amount)
+                oracle = every_grid_split(market, tin, tout, amount)
+                walked = decisions["walk"]
+                if walked is not None and walked.kind == "split":
+                    splits += 1
+                    assert oracle is not None and walked.amount_out == oracle[0]
+                    assert walked.legs[0].amount_in == oracle[1]
+    assert splits >= 3  # the sweep reaches sizes a split serves
+    assert quotes["walk"] * 2 < quotes["grid"], quotes
