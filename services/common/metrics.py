@@ -103,6 +103,12 @@ WATCHERS = Gauge(
     "dexengine_watch_streams", "Notifier Watch and WatchMine streams, and WatchMany subscriptions", registry=REGISTRY
 )
 EVENTS_FANNED_OUT = Counter("dexengine_events_delivered", "Events handed to watchers", registry=REGISTRY)
+SNAPSHOTS = Counter(
+    "dexengine_watch_snapshots",
+    "Snapshots that began a notifier watch, by source: known (the order the caller held) or read (from orders)",
+    ["source"],
+    registry=REGISTRY,
+)
 
 
 def serve(port: int) -> None:

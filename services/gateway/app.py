@@ -295,6 +295,8 @@ class Gateway:
         except grpc.aio.AioRpcError as err:
             return from_rpc(parse_rpc_error(err))
         order_id_var.set(resp.order.id)
+        if resp.created:
+            self.feeds.remember(resp.order)  # its WebSocket usually follows: the feed starts from it
         body = {
             "orderId": resp.order.id,
             "status": states.from_proto(resp.order.status) if not resp.created else "pending",

@@ -19,6 +19,11 @@ subscriber starts a fresh subscription; a feed whose last subscriber leaves is
 cancelled and its subscription stopped. When the shared stream breaks off
 (a notifier restart), every feed on it ends as its own stream would have;
 the next feed opens a new one.
+
+A WebSocket for an order usually follows its POST within moments, so the
+gateway keeps each order it created for ``KNOWN_FOR_S`` (:meth:`OrderFeeds.
+remember`) and hands it to the feed's subscription as ``known``: the notifier
+starts from it instead of reading the order, when nothing newer can exist.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import contextlib
 import contextvars
 import itertools
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,7 +41,7 @@ import grpc
 import orjson
 from google.rpc import status_pb2
 
-from dexengine.v1 import notifier_pb2, notifier_pb2_grpc
+from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc
 from services.common import codec, metrics, states
 from services.common.errors import RpcErrorInfo, parse_rpc_error, parse_status
 from services.common.grpc_server import MAX_CONNECTION_AGE_MS
@@ -53,10 +59,15 @@ CLIENT_GONE = FeedEnd(terminal=False)  # put by the WebSocket handler when its c
 Item = str | FeedEnd
 
 
+KNOWN_FOR_S = 10.0  # how long a created order is kept for the first feed of it
+KNOWN_MAX = 10_000  # created orders kept at most (the oldest go first)
+
+
 class OrderFeed:
-    def __init__(self, feeds: OrderFeeds, order_id: str) -> None:
+    def __init__(self, feeds: OrderFeeds, order_id: str, known: common_pb2.Order | None = None) -> None:
         self.feeds = feeds
         self.order_id = order_id
+        self.known = known
         self.backlog: list[str] = []  # the snapshot and every event since, as sent
         self.subscribers: set[asyncio.Queue[Item]] = set()
         self.task = asyncio.create_task(self._run(), name=f"order-feed-{order_id}")
@@ -80,7 +91,8 @@ class OrderFeed:
 
     async def _run(self) -> None:
         stream = self.feeds.stream()
-        ref, inbox = stream.subscribe(self.order_id)
+        ref, inbox = stream.subscribe(self.order_id, self.known)
+        self.known = None
         end: FeedEnd | None = None  # set when the notifier ended the subscription (or the stream)
         metrics.ORDER_FEEDS.inc()
         try:
@@ -138,11 +150,13 @@ class NotifierStream:
         if not self.inboxes:
             self.task.cancel()
 
-    def subscribe(self, order_id: str) -> tuple[int, asyncio.Queue[Message | FeedEnd]]:
+    def subscribe(
+        self, order_id: str, known: common_pb2.Order | None = None
+    ) -> tuple[int, asyncio.Queue[Message | FeedEnd]]:
         ref = next(self.refs)
         inbox: asyncio.Queue[Message | FeedEnd] = asyncio.Queue()
         self.inboxes[ref] = inbox
-        self.requests.put_nowait(notifier_pb2.WatchManyRequest(ref=ref, order_id=order_id))
+        self.requests.put_nowait(notifier_pb2.WatchManyRequest(ref=ref, order_id=order_id, known=known))
         return ref, inbox
 
     def release(self, ref: int, *, stop: bool) -> None:
@@ -184,6 +198,23 @@ class OrderFeeds:
         self.stub = stub
         self.feeds: dict[str, OrderFeed] = {}
         self._stream: NotifierStream | None = None
+        self._known: OrderedDict[str, tuple[float, common_pb2.Order]] = OrderedDict()  # id -> (kept at, order)
+
+    def remember(self, order: common_pb2.Order) -> None:
+        """An order this gateway just created: the first feed of it within KNOWN_FOR_S starts from it."""
+        now = time.monotonic()
+        self._known[order.id] = (now, order)
+        while self._known:
+            kept_at, _ = next(iter(self._known.values()))
+            if len(self._known) <= KNOWN_MAX and now - kept_at < KNOWN_FOR_S:
+                break
+            self._known.popitem(last=False)
+
+    def _take_known(self, order_id: str) -> common_pb2.Order | None:
+        kept = self._known.pop(order_id, None)
+        if kept is None or time.monotonic() - kept[0] >= KNOWN_FOR_S:
+            return None
+        return kept[1]
 
     def stream(self) -> NotifierStream:
         """The open WatchMany stream, opened anew when there is none or the last one ended."""
@@ -196,7 +227,7 @@ class OrderFeeds:
     def join(self, order_id: str) -> tuple[OrderFeed, asyncio.Queue[Item]]:
         feed = self.feeds.get(order_id)
         if feed is None:
-            feed = self.feeds[order_id] = OrderFeed(self, order_id)
+            feed = self.feeds[order_id] = OrderFeed(self, order_id, self._take_known(order_id))
         return feed, feed.join()
 
     def forget(self, feed: OrderFeed) -> None:

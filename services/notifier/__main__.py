@@ -48,18 +48,25 @@ class NotifierComponent(grpc_server.Lifecycle):
         self.resources.push_async_callback(self.connection.close)
         # The exclusive queue is gone while the connection is down: events of that gap
         # never reach this replica, so every watcher re-reads its order on reconnect.
-        self.connection.reconnect_callbacks.add(lambda *_: self.hub.resync_all())
+        self.connection.close_callbacks.add(lambda *_: self.hub.intake_down())
+        self.connection.reconnect_callbacks.add(lambda *_: self._intake_back())
         channel = await self.connection.channel()
         await channel.set_qos(prefetch_count=1000)
         exchange = await channel.declare_exchange(names.events_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
         self.queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
         await self.queue.bind(exchange)
+        self.hub.intake_up()
         self.tag = await self.queue.consume(self.on_event, no_ack=True)
         calls = OrdersCalls(self.orders_channel)  # the watchers' reads, on one stream
         self.resources.push_async_callback(calls.aclose)
         servicer = NotifierServicer(self.hub, orders_pb2_grpc.OrdersStub(self.orders_channel), calls, self.auth)
         notifier_pb2_grpc.add_NotifierServicer_to_server(servicer, server)
         return [notifier_pb2.DESCRIPTOR.services_by_name["Notifier"].full_name]
+
+    def _intake_back(self) -> None:
+        """The connection is back, with a new queue bound: events from now on arrive, those in between are lost."""
+        self.hub.intake_up()
+        self.hub.resync_all()
 
     async def on_event(self, message: AbstractIncomingMessage) -> None:
         """A relay batch's commits (one message per batch and order type), handed to the watchers in order."""
