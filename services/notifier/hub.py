@@ -20,7 +20,7 @@ WATCHER_BUFFER = 256
 OWNER_BUFFER = 4096  # an owner's watcher gets every event of many orders
 RESYNC: dict[str, Any] = {"resync": True}  # not an event: "re-read the order now"
 EVERY_OWNER = "*"  # subscribe_owner(EVERY_OWNER): the events of every order
-SEEN_ORDERS = 20_000  # orders whose last seq is remembered (the least recently moved are forgotten first)
+SEEN_ORDERS = 10_000  # orders whose last seq is remembered (the least recently moved are forgotten first)
 # Clocks of the database (an order's created_at) and of this process may differ: a margin for trusting either.
 CLOCK_MARGIN_S = 2.0
 
