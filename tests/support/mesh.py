@@ -66,6 +66,7 @@ class Mesh:
     env: dict[str, str]
     log_dir: Path
     procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    ready_at: dict[str, float] = field(default_factory=dict)  # wall clock: when each service was last found ready
 
     @property
     def http(self) -> str:
@@ -120,6 +121,7 @@ class Mesh:
                 if proc.returncode is not None:
                     raise RuntimeError(f"{name} exited with {proc.returncode}: {self.tail(name)}")
                 if await self._ready(name):
+                    self.ready_at[name] = time.time()
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} not ready after {timeout}s: {self.tail(name)}")
