@@ -49,12 +49,25 @@ def is_legal(current: str, new: str) -> bool:
     return new in FORWARD.get(current, frozenset()) or new in RETRY.get(current, frozenset())
 
 
+# Both directions once, from the enum itself (every event and order on the wire passes through them).
+_NAMES: dict[int, str] = {
+    number: name.removeprefix("ORDER_STATUS_").lower()
+    for name, number in common_pb2.OrderStatus.items()
+    if number != common_pb2.ORDER_STATUS_UNSPECIFIED
+}
+_NUMBERS: dict[str, common_pb2.OrderStatus.ValueType] = {
+    name: common_pb2.OrderStatus.Value(f"ORDER_STATUS_{name.upper()}") for name in _NAMES.values()
+}
+
+
 def to_proto(status: str) -> common_pb2.OrderStatus.ValueType:
-    return common_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.upper()}")
+    """The enum value of a status name; ValueError for a name the enum does not have (as OrderStatus.Value)."""
+    try:
+        return _NUMBERS[status]
+    except KeyError:
+        return common_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.upper()}")  # raises, naming it
 
 
 def from_proto(value: int) -> str:
     """The lower-case status name; "" for UNSPECIFIED or an unknown number."""
-    if value not in common_pb2.OrderStatus.values() or value == common_pb2.ORDER_STATUS_UNSPECIFIED:
-        return ""
-    return common_pb2.OrderStatus.Name(value).removeprefix("ORDER_STATUS_").lower()  # type: ignore[arg-type]
+    return _NAMES.get(value, "")
