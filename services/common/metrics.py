@@ -109,6 +109,8 @@ SNAPSHOTS = Counter(
     ["source"],
     registry=REGISTRY,
 )
+for _source in ("known", "read"):
+    SNAPSHOTS.labels(_source)  # both series from the start, at 0
 
 
 def serve(port: int) -> None:
