@@ -67,10 +67,9 @@ class OrderFeed:
     def __init__(self, feeds: OrderFeeds, order_id: str, known: common_pb2.Order | None = None) -> None:
         self.feeds = feeds
         self.order_id = order_id
-        self.known = known
         self.backlog: list[str] = []  # the snapshot and every event since, as sent
         self.subscribers: set[asyncio.Queue[Item]] = set()
-        self.task = asyncio.create_task(self._run(), name=f"order-feed-{order_id}")
+        self.task = asyncio.create_task(self._run(known), name=f"order-feed-{order_id}")
 
     def join(self) -> asyncio.Queue[Item]:
         queue: asyncio.Queue[Item] = asyncio.Queue()
@@ -89,10 +88,9 @@ class OrderFeed:
         for queue in self.subscribers:
             queue.put_nowait(item)
 
-    async def _run(self) -> None:
+    async def _run(self, known: common_pb2.Order | None) -> None:
         stream = self.feeds.stream()
-        ref, inbox = stream.subscribe(self.order_id, self.known)
-        self.known = None
+        ref, inbox = stream.subscribe(self.order_id, known)
         end: FeedEnd | None = None  # set when the notifier ended the subscription (or the stream)
         metrics.ORDER_FEEDS.inc()
         try:

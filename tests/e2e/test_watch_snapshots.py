@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.notifier.hub import CLOCK_MARGIN_S
 from tests.support.client import SOL, USDC, post_order
@@ -44,11 +45,10 @@ async def _snapshots(session: aiohttp.ClientSession, mesh: Mesh) -> dict[str, fl
     async with session.get(url) as resp:
         text = await resp.text()
     counts = {"known": 0.0, "read": 0.0}
-    for line in text.splitlines():
-        if line.startswith("dexengine_watch_snapshots_total{"):
-            labels, value = line.rsplit(" ", 1)
-            source = labels.split('source="', 1)[1].split('"', 1)[0]
-            counts[source] = float(value)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "dexengine_watch_snapshots_total":
+                counts[sample.labels["source"]] = sample.value
     return counts
 
 
