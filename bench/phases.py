@@ -96,6 +96,11 @@ class ChainMonitor:
         return result if isinstance(result, dict) else None
 
 
+def rpc_calls(stats: dict[str, Any]) -> int:
+    """JSON-RPC calls the localnet served since it started, every method."""
+    return sum(int(n) for n in stats.get("requests", {}).values())
+
+
 def landed_total(stats: dict[str, Any] | None) -> int | None:
     return None if stats is None else int(stats.get("landed", 0)) + int(stats.get("failed", 0))
 
@@ -157,7 +162,8 @@ async def run_phase(
 ) -> PhaseResult:
     log.info("phase %r: %s", phase.name, phase.describe())
     cpu_before = sampler.snapshot() if sampler is not None else None
-    chain_before = landed_total(await chain.stats()) if chain is not None else None
+    stats_before = await chain.stats() if chain is not None else None
+    chain_before = landed_total(stats_before)
     monitor_samples: list[tuple[float, int, int]] = []
     if sampler is not None:
         sampler.begin()
@@ -193,7 +199,8 @@ async def run_phase(
             )
     finally:
         procs = sampler.end() if sampler is not None else []
-        chain_after = landed_total(await chain.stats()) if chain is not None else None
+        stats_after = await chain.stats() if chain is not None else None
+        chain_after = landed_total(stats_after)
         window_s = time.perf_counter() - mono0
         if monitor is not None:
             monitor.cancel()
@@ -227,6 +234,9 @@ async def run_phase(
     result.procs = procs
     if chain_before is not None and chain_after is not None:
         result.chain_landed_per_s = (chain_after - chain_before) / window_s
+    if stats_before is not None and stats_after is not None and "posts" in stats_after:
+        result.chain_calls = rpc_calls(stats_after) - rpc_calls(stats_before)
+        result.chain_posts = int(stats_after["posts"]) - int(stats_before.get("posts", 0))
     return result
 
 

@@ -173,6 +173,11 @@ def phase_detail(r: PhaseResult) -> list[str]:
         facts.append(f"after the window: drained in {r.drain_s:.1f} s, {r.backlog_end:,} still live")
     if r.chain_landed_per_s is not None:
         facts.append(f"the localnet landed {r.chain_landed_per_s:.1f} transactions/s in the window (localnet_stats)")
+    if r.chain_calls and r.chain_posts:
+        facts.append(
+            f"it served {r.chain_calls:,} JSON-RPC calls in {r.chain_posts:,} HTTP requests"
+            f" ({r.chain_calls / r.chain_posts:.2f} per request: calls made together go as one batch)"
+        )
     if r.generator_lag_p99 is not None:
         facts.append(f"generator lag behind schedule p99 {fmt_ms(r.generator_lag_p99)} ms")
     if r.fanout_subscribers is not None:

@@ -55,6 +55,8 @@ class PhaseResult:
     generator_lag_p99: float | None = None
     confirmed_total: int | None = None  # the phase's own orders confirmed once all were terminal
     chain_landed_per_s: float | None = None  # the localnet's landed + failed transactions per second in the window
+    chain_calls: int | None = None  # JSON-RPC calls the localnet served in the window
+    chain_posts: int | None = None  # the HTTP requests they came in (a batch is one)
     errors: Counter[str] = field(default_factory=Counter)
     retry_after: Counter[str] = field(default_factory=Counter)
     procs: list[ProcUsage] = field(default_factory=list)

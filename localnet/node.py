@@ -172,6 +172,7 @@ class Node:
         self._recent_order: deque[tuple[int, str]] = deque()
         self.halted = False
         self.requests: Counter[str] = Counter()  # JSON-RPC requests served since start, by method
+        self.posts = 0  # HTTP requests served since start: one per single request or batch
         self.lock = asyncio.Lock()
         self.wake = asyncio.Event()
         self.pools: set[Pubkey] = set()
@@ -298,6 +299,7 @@ class Node:
             "halted": self.halted,
             "slot": self.slot(),
             "requests": dict(self.requests),
+            "posts": self.posts,
         }
 
     # -- receiving -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ come from ``localnet.scenario``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -134,6 +135,7 @@ class Rpc:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        self.node.posts += 1
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -141,7 +143,8 @@ class Rpc:
         if isinstance(payload, list):
             if not payload:
                 return self._json(self._error(None, RpcError(INVALID_REQUEST, "Invalid request")))
-            return self._json([await self.dispatch(item) for item in payload])
+            # The items of a batch are independent requests: served concurrently, answered in their order.
+            return self._json(list(await asyncio.gather(*(self.dispatch(item) for item in payload))))
         return self._json(await self.dispatch(payload))
 
     @staticmethod

@@ -11,11 +11,21 @@ CPU per order.
 
 Failures are solana-py's too: a transport error, a timeout or an HTTP error
 status raises ``SolanaRpcException``, as its own provider does.
+
+Calls made in the same turn of the event loop (several orders' reads and
+sends, under load) go out as one JSON-RPC batch: one HTTP request whose
+answer is an array, each answer handed to its own caller as the single answer
+solana-py parses. A call alone goes out as a single request. An RPC error is
+its own call's; a transport failure is every call's of the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import aiohttp
+import orjson
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.async_http_provider import AsyncHTTPProvider
@@ -36,6 +46,9 @@ class AiohttpProvider(AsyncHTTPProvider):
         self.extra_headers = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._http: aiohttp.ClientSession | None = None
+        self._queue: list[tuple[JsonRpcRequestSerializer, asyncio.Future[str]]] = []
+        self._posting: set[asyncio.Task[None]] = set()
+        self.posts = 0  # HTTP requests made: one per single call or batch
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -43,17 +56,66 @@ class AiohttpProvider(AsyncHTTPProvider):
         return self._http
 
     async def make_request_unparsed(self, body: JsonRpcRequestSerializer) -> str:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+        self._queue.append((body, answer))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return await answer
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        task = asyncio.get_running_loop().create_task(self._post(batch))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def _post(self, batch: list[tuple[JsonRpcRequestSerializer, asyncio.Future[str]]]) -> None:
         try:
-            async with self._session().post(self.endpoint_uri, data=body.to_json(), headers=JSON) as response:
-                response.raise_for_status()
-                return await response.text()
+            if len(batch) == 1:
+                answers: list[str | Exception] = [await self._send(batch[0][0].to_json())]
+            else:
+                answers = await self._send_batch([body for body, _ in batch])
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise SolanaRpcException(exc, self.make_request_unparsed, self, body) from exc
+            answers = [exc] * len(batch)
+        for (body, answer), text in zip(batch, answers, strict=True):
+            if answer.done():  # its caller gave up (a deadline): the call was made all the same
+                continue
+            if isinstance(text, Exception):
+                answer.set_exception(SolanaRpcException(text, self.make_request_unparsed, self, body))
+            else:
+                answer.set_result(text)
+
+    async def _send(self, data: str | bytes) -> str:
+        self.posts += 1
+        async with self._session().post(self.endpoint_uri, data=data, headers=JSON) as response:
+            response.raise_for_status()
+            return await response.text()
+
+    async def _send_batch(self, bodies: list[JsonRpcRequestSerializer]) -> list[str | Exception]:
+        """One batch request: each call under its index as id, each answer given back its call's own id."""
+        calls = [orjson.loads(body.to_json()) for body in bodies]
+        ids = [call.get("id") for call in calls]
+        for n, call in enumerate(calls):
+            call["id"] = n
+        answered: Any = orjson.loads(await self._send(orjson.dumps(calls)))
+        if not isinstance(answered, list):  # the node refused the batch as a whole
+            answered = [{**answered, "id": n} for n in range(len(calls))]
+        by_id = {item.get("id"): item for item in answered if isinstance(item, dict)}
+        answers: list[str | Exception] = []
+        for n, call_id in enumerate(ids):
+            item = by_id.get(n)
+            if item is None:
+                answers.append(ValueError("the batch's answer has none for this call"))
+            else:
+                answers.append(orjson.dumps({**item, "id": call_id}).decode())
+        return answers
 
     async def __aenter__(self) -> AiohttpProvider:
         return self
 
     async def close(self) -> None:
+        if self._posting:
+            await asyncio.gather(*self._posting, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
 

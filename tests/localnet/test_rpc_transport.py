@@ -7,6 +7,7 @@ transport failure is solana-py's ``SolanaRpcException`` either way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -73,3 +74,49 @@ async def test_a_transport_failure_is_solana_rpc_exception(net: Localnet) -> Non
             await wrong_path.get_block_height()
     finally:
         await wrong_path.close()
+
+
+async def test_calls_made_together_go_as_one_batch_and_answer_as_alone(
+    engine: RpcClient, client: AsyncClient, net: Localnet
+) -> None:
+    pools = [seeded(RAYDIUM, SOL.mint, USDC.mint), seeded(METEORA, SOL.mint, USDC.mint)]
+    unknown = Signature.new_unique()
+    assert await engine.is_connected()  # the session is open
+    before = await net.call("localnet_stats")
+    accounts, statuses, mint = await asyncio.gather(
+        engine.get_multiple_accounts(pools, encoding="base64", commitment=Confirmed),
+        engine.get_signature_statuses([unknown], search_transaction_history=True),
+        engine.get_account_info(SOL_MINT),
+    )
+    after = await net.call("localnet_stats")
+    assert after["posts"] - before["posts"] == 2, "one post for the three calls, one for the stats before it"
+    served = {m: after["requests"].get(m, 0) - before["requests"].get(m, 0) for m in after["requests"]}
+    assert served["getMultipleAccounts"] == served["getSignatureStatuses"] == served["getAccountInfo"] == 1
+    # The oracle: solana-py's own client, asked one call at a time.
+    assert accounts.value == (await client.get_multiple_accounts(pools, encoding="base64")).value
+    assert statuses.value == [None]
+    assert mint.value == (await client.get_account_info(SOL_MINT)).value
+
+
+async def test_an_rpc_error_in_a_batch_is_its_own_calls(engine: RpcClient, client: AsyncClient) -> None:
+    garbage = b"\x01" + bytes(64) + b"not a transaction"
+    sent, height = await asyncio.gather(
+        engine.send_raw_transaction(garbage, TxOpts(skip_preflight=True)),
+        engine.get_block_height(Confirmed),
+        return_exceptions=True,
+    )
+    assert isinstance(sent, RPCException)
+    with pytest.raises(RPCException) as theirs:
+        await client.send_raw_transaction(garbage, TxOpts(skip_preflight=True))
+    assert str(sent) == str(theirs.value)
+    assert not isinstance(height, BaseException) and height.value > 0
+
+
+async def test_a_transport_failure_fails_every_call_of_the_batch() -> None:
+    rpc = RpcClient(f"http://127.0.0.1:{free_port()}", timeout=2)
+    try:
+        blockhash, health = await asyncio.gather(rpc.get_latest_blockhash(), rpc.is_connected(), return_exceptions=True)
+        assert isinstance(blockhash, SolanaRpcException) and "GetLatestBlockhash" in str(blockhash)
+        assert isinstance(health, SolanaRpcException) and "GetHealth" in str(health), "each names its own call"
+    finally:
+        await rpc.close()
