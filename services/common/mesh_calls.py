@@ -13,6 +13,8 @@ import grpc
 from dexengine.v1 import orders_pb2, orders_pb2_grpc, router_pb2, router_pb2_grpc
 from services.common.call_stream import CallStream
 
+# Initial metadata of a WatchMany stream whose notifier reads requests carried in ``WatchManyRequest.more``.
+WATCH_MANY_MORE = "dex-watch-many-more"
 ORDERS = "dexengine.v1.Orders"
 ROUTER = "dexengine.v1.Router"
 Metadata = Sequence[tuple[str, str]]

@@ -45,6 +45,7 @@ from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc
 from services.common import codec, metrics, states
 from services.common.errors import RpcErrorInfo, parse_rpc_error, parse_status
 from services.common.grpc_server import MAX_CONNECTION_AGE_MS
+from services.common.mesh_calls import WATCH_MANY_MORE
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class NotifierStream:
         self.refs = itertools.count(1)
         self.opened = time.monotonic()
         self.retired = False
+        self.batching = False  # the notifier said it reads WatchManyRequest.more (initial metadata)
         # A context of its own: the call outlives the request that happened to open it (its trace, its log fields).
         self.task = asyncio.create_task(self._run(stub), name="notifier-watch-many", context=contextvars.Context())
 
@@ -165,13 +167,30 @@ class NotifierStream:
             self.task.cancel()
 
     async def _outgoing(self) -> AsyncIterator[notifier_pb2.WatchManyRequest]:
+        """The requests, one per message until the notifier said it reads ``more``; then every request ready
+        when a message is sent, in one (one stream write, where under load a write per request queued)."""
         while (request := await self.requests.get()) is not None:
-            yield request
+            if not self.batching or self.requests.empty():
+                yield request
+                continue
+            carrier = notifier_pb2.WatchManyRequest()
+            carrier.more.append(request)
+            ended = False
+            while not self.requests.empty():
+                if (ready := self.requests.get_nowait()) is None:
+                    ended = True
+                    break
+                carrier.more.append(ready)
+            yield carrier
+            if ended:
+                return
 
     async def _run(self, stub: notifier_pb2_grpc.NotifierAsyncStub) -> None:
         call = stub.WatchMany(self._outgoing())
         end = FeedEnd(terminal=False)
         try:
+            metadata = await call.initial_metadata()
+            self.batching = metadata is not None and metadata.get(WATCH_MANY_MORE) == "1"
             async for batch in call:
                 for message in batch.messages:
                     inbox = self.inboxes.get(message.ref)

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -44,7 +44,7 @@ from services.common.errors import (
     status_message,
     status_of,
 )
-from services.common.mesh_calls import OrdersCalls
+from services.common.mesh_calls import WATCH_MANY_MORE, OrdersCalls
 from services.common.validation import validate_order_id
 from services.notifier.hub import EVERY_OWNER, RESYNC, Hub
 
@@ -218,6 +218,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServicer):
         async with answering(context):
             if self._authorization(context) is not None:
                 raise ServicesOnly
+        # Its requests may carry more requests (WatchManyRequest.more): the caller learns it here.
+        await context.send_initial_metadata(((WATCH_MANY_MORE, "1"),))
         stream = _ManyWatches(self._watch)
         reader = asyncio.create_task(stream.read_requests(request_iterator))
         try:
@@ -337,6 +339,16 @@ class ServicesOnly(DomainError):
         super().__init__("WatchMany is for the services of the mesh; a client watches an order with Watch")
 
 
+def _requests_in(message: notifier_pb2.WatchManyRequest) -> Iterator[notifier_pb2.WatchManyRequest]:
+    """A WatchMany message's requests in order: its own (unless it only carries ``more``), then those of ``more``."""
+    pending = [message]
+    while pending:
+        request = pending.pop()
+        if request.order_id or request.stop or not request.more:
+            yield request
+        pending.extend(reversed(request.more))
+
+
 class _Subscription:
     """One order followed on a WatchMany stream."""
 
@@ -362,16 +374,20 @@ class _ManyWatches:
 
     async def read_requests(self, requests: AsyncIterator[notifier_pb2.WatchManyRequest]) -> None:
         try:
-            async for request in requests:
-                running = self.subscriptions.pop(request.ref, None)
-                if running is not None:  # stopped, or its ref reused: nothing more of the old one is sent
-                    running.stop()
-                if not request.stop:
-                    subscription = self.subscriptions[request.ref] = _Subscription(request.ref)
-                    known = request.known if request.HasField("known") else None
-                    subscription.task = asyncio.create_task(self._follow(subscription, request.order_id, known))
+            async for message in requests:
+                for request in _requests_in(message):
+                    self._handle(request)
         finally:
             self.outbox.put_nowait(None)  # the caller ended its side (or the call ended): so does the stream
+
+    def _handle(self, request: notifier_pb2.WatchManyRequest) -> None:
+        running = self.subscriptions.pop(request.ref, None)
+        if running is not None:  # stopped, or its ref reused: nothing more of the old one is sent
+            running.stop()
+        if not request.stop:
+            subscription = self.subscriptions[request.ref] = _Subscription(request.ref)
+            known = request.known if request.HasField("known") else None
+            subscription.task = asyncio.create_task(self._follow(subscription, request.order_id, known))
 
     async def next_batch(self) -> notifier_pb2.WatchManyBatch | None:
         """Every message ready now of the subscriptions not stopped (waiting for the first); None once the caller

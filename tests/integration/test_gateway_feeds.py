@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -15,10 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from dexengine.v1 import orders_pb2, orders_pb2_grpc
+from dexengine.v1 import notifier_pb2, orders_pb2, orders_pb2_grpc
 from services.common import config
 from services.gateway import order_feeds
 from services.gateway.app import GATEWAY, build_app
+from services.notifier import servicer as notifier_servicer
 from services.notifier.__main__ import NotifierComponent
 from tests.support.client import SOL, USDC, follow
 from tests.support.grpc_tasks import request_readers
@@ -233,3 +234,58 @@ async def test_a_notifier_stream_that_ends_leaves_no_task_reading_its_requests(
         finally:
             if server is not None:
                 await server.close()
+
+
+@pytest.fixture
+def received(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The orders subscribed by each WatchMany message the (in-process) notifier reads, message by message."""
+    messages: list[list[str]] = []
+    real = notifier_servicer._requests_in
+
+    def recorded(message: notifier_pb2.WatchManyRequest) -> Iterator[notifier_pb2.WatchManyRequest]:
+        requests = list(real(message))
+        messages.append([r.order_id for r in requests if not r.stop])
+        return iter(requests)
+
+    monkeypatch.setattr(notifier_servicer, "_requests_in", recorded)
+    return messages
+
+
+async def test_feeds_subscribing_together_go_to_the_notifier_in_one_message(
+    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer, received: list[list[str]]
+) -> None:
+    """Once the notifier said it reads ``more``, the subscriptions ready when the gateway writes share a message."""
+    order_ids = [await create(orders) for _ in range(5)]
+    feeds = gateway.app[GATEWAY].feeds
+    stream = feeds.stream()
+    await eventually(lambda: stream.batching)  # the notifier's initial metadata came
+    received.clear()
+    subscriptions = [stream.subscribe(o) for o in order_ids]  # five feeds in one turn of the loop
+    snapshots = [await asyncio.wait_for(inbox.get(), 5) for _, inbox in subscriptions]
+    assert [s.event.order_id for s in snapshots] == order_ids  # type: ignore[union-attr]
+    assert received == [order_ids], "one message carried the five subscriptions, in order"
+    for ref, _ in subscriptions:
+        stream.release(ref, stop=True)
+
+
+async def test_a_notifier_that_does_not_say_it_reads_more_gets_one_request_per_message(
+    orders: orders_pb2_grpc.OrdersStub,
+    gateway: TestServer,
+    received: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older notifier (a rolling upgrade) never sees ``more``: it would not read it."""
+    monkeypatch.setattr(notifier_servicer, "WATCH_MANY_MORE", "x-something-else")
+    monkeypatch.setattr(order_feeds, "ROTATE_AFTER_S", 0.0)  # the next feed opens a new stream
+    order_ids = [await create(orders) for _ in range(3)]
+    stream = gateway.app[GATEWAY].feeds.stream()
+    monkeypatch.setattr(order_feeds, "ROTATE_AFTER_S", 3600.0)
+    first = stream.subscribe(order_ids[0])
+    await asyncio.wait_for(first[1].get(), 5)  # the stream's initial metadata came before this
+    assert not stream.batching
+    subscriptions = [first, *(stream.subscribe(o) for o in order_ids[1:])]  # two in one turn of the loop
+    for _, inbox in subscriptions[1:]:
+        await asyncio.wait_for(inbox.get(), 5)
+    assert received[-3:] == [[o] for o in order_ids]
+    for ref, _ in subscriptions:
+        stream.release(ref, stop=True)

@@ -12,6 +12,7 @@ from google.rpc import status_pb2
 from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common import states
 from services.common.errors import parse_status
+from services.common.mesh_calls import WATCH_MANY_MORE
 from services.notifier.__main__ import NotifierComponent
 from tests.support import transitions
 from tests.support.client import SOL, USDC
@@ -190,4 +191,40 @@ async def test_watch_many_sends_a_commits_events_in_one_message(
     await orders.Transition(transitions.request(order_id, "pending", "submitted"), timeout=5)
     await call.read()
     assert [states.from_proto(m.event.status) for m in call.batches[-1]] == ["routing", "building", "submitted"]
+    call.call.cancel()
+
+
+async def test_watch_many_reads_requests_carried_together_as_if_each_came_alone(
+    orders: orders_pb2_grpc.OrdersStub, notifier: notifier_pb2_grpc.NotifierStub
+) -> None:
+    """``more``: a carrier of several subscriptions, a request with its own subscription and more, a stop among
+    them; the notifier says so as the stream opens."""
+    order_ids = [await create(orders) for _ in range(4)]
+    call = Many(notifier)
+    assert (await call.call.initial_metadata()).get(WATCH_MANY_MORE) == "1"
+    first: dict[int, notifier_pb2.WatchManyMessage] = {}
+
+    async def snapshots(refs: set[int]) -> None:
+        while not refs <= set(first):
+            message = await call.read()
+            first.setdefault(message.ref, message)
+
+    await call.write(notifier_pb2.WatchManyRequest(more=[subscribe(1, order_ids[0]), subscribe(2, order_ids[1])]))
+    await snapshots({1, 2})
+    await call.write(
+        notifier_pb2.WatchManyRequest(
+            ref=3,
+            order_id=order_ids[2],
+            more=[subscribe(4, order_ids[3]), notifier_pb2.WatchManyRequest(ref=2, stop=True)],
+        )
+    )
+    await snapshots({3, 4})
+    for ref in (1, 2, 3, 4):
+        assert first[ref].event.order_id == order_ids[ref - 1] and first[ref].event.data.HasField("snapshot")
+    await asyncio.gather(*(advance(orders, o, 0) for o in order_ids))
+    later: dict[int, list[int]] = {}
+    while sorted(later) != [1, 3, 4] or any(len(later[r]) < len(CHAIN) - 1 for r in later):
+        message = await call.read()
+        later.setdefault(message.ref, []).append(message.event.seq)
+    assert later == {r: list(range(2, len(CHAIN) + 1)) for r in (1, 3, 4)}, "each in seq order; ref 2 was stopped"
     call.call.cancel()
