@@ -21,7 +21,6 @@ its own call's; a transport failure is every call's of the batch.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,8 @@ from solana.rpc.async_http_provider import AsyncHTTPProvider
 from solana.rpc.commitment import Commitment, Confirmed
 from solana.rpc.jsonrpc import JsonRpcRequestSerializer
 from solana.rpc.types import URI
+
+from services.common.turn_batches import TurnBatches
 
 JSON = {"Content-Type": "application/json"}
 
@@ -46,9 +47,7 @@ class AiohttpProvider(AsyncHTTPProvider):
         self.extra_headers = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._http: aiohttp.ClientSession | None = None
-        self._queue: list[tuple[JsonRpcRequestSerializer, asyncio.Future[str]]] = []
-        self._posting: set[asyncio.Task[None]] = set()
-        self.posts = 0  # HTTP requests made: one per single call or batch
+        self._batches: TurnBatches[JsonRpcRequestSerializer, str] = TurnBatches(self._post)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -56,37 +55,20 @@ class AiohttpProvider(AsyncHTTPProvider):
         return self._http
 
     async def make_request_unparsed(self, body: JsonRpcRequestSerializer) -> str:
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[str] = loop.create_future()
-        self._queue.append((body, answer))
-        if len(self._queue) == 1:
-            loop.call_soon(self._flush)
-        return await answer
+        return await self._batches.submit(body)
 
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._post(batch))
-        self._posting.add(task)
-        task.add_done_callback(self._posting.discard)
-
-    async def _post(self, batch: list[tuple[JsonRpcRequestSerializer, asyncio.Future[str]]]) -> None:
+    async def _post(self, bodies: list[JsonRpcRequestSerializer]) -> list[str | Exception]:
+        answers: list[str | Exception]
         try:
-            if len(batch) == 1:
-                answers: list[str | Exception] = [await self._send(batch[0][0].to_json())]
-            else:
-                answers = await self._send_batch([body for body, _ in batch])
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            answers = [exc] * len(batch)
-        for (body, answer), text in zip(batch, answers, strict=True):
-            if answer.done():  # its caller gave up (a deadline): the call was made all the same
-                continue
-            if isinstance(text, Exception):
-                answer.set_exception(SolanaRpcException(text, self.make_request_unparsed, self, body))
-            else:
-                answer.set_result(text)
+            answers = [await self._send(bodies[0].to_json())] if len(bodies) == 1 else await self._send_batch(bodies)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:  # ValueError: a batch's answer is not JSON
+            answers = [exc] * len(bodies)
+        return [
+            answer if isinstance(answer, str) else SolanaRpcException(answer, self.make_request_unparsed, self, body)
+            for body, answer in zip(bodies, answers, strict=True)
+        ]
 
     async def _send(self, data: str | bytes) -> str:
-        self.posts += 1
         async with self._session().post(self.endpoint_uri, data=data, headers=JSON) as response:
             response.raise_for_status()
             return await response.text()
@@ -114,8 +96,7 @@ class AiohttpProvider(AsyncHTTPProvider):
         return self
 
     async def close(self) -> None:
-        if self._posting:
-            await asyncio.gather(*self._posting, return_exceptions=True)
+        await self._batches.close()
         if self._http is not None:
             await self._http.close()
 

@@ -35,6 +35,8 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
+from services.common.turn_batches import TurnBatches
+
 log = logging.getLogger(__name__)
 LIVE_TTL_S = 24 * 3600
 DONE_TTL_S = 3600
@@ -99,16 +101,10 @@ class Pipeliner:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._batches: TurnBatches[tuple[Any, ...], Any] = TurnBatches(self._send)
 
     async def call(self, *command: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((command, answer))
-        if len(self._queue) == 1:
-            loop.call_soon(self._flush)
-        return await answer
+        return await self._batches.submit(command)
 
     async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, or EVAL once when Redis lost its script cache (a restart, SCRIPT FLUSH)."""
@@ -117,34 +113,14 @@ class Pipeliner:
         except NoScriptError:
             return await self.call("EVAL", script.script, len(keys), *keys, *args)
 
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(exc)
-            return
-        for (_, answer), result in zip(batch, results, strict=True):
-            if answer.done():  # its caller gave up (a deadline): the command ran all the same
-                continue
-            if isinstance(result, Exception):
-                answer.set_exception(result)
-            else:
-                answer.set_result(result)
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))  # a command's error is its result
 
     async def close(self) -> None:
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._batches.close()
 
 
 def keys(order_id: str) -> list[str]:
