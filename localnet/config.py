@@ -22,6 +22,7 @@ class Settings:
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     landing_ms: tuple[int, int] = (2000, 3000)
     blockhash_valid_slots: int = 150
+    batch_max: int = 0  # JSON-RPC requests per batch; 0: no limit (a node's default), as some providers cap it
     market_seed: int = 42
     market_drift: bool = True
     trend_bps_per_s: Decimal = Decimal(0)
@@ -39,6 +40,7 @@ class Settings:
             database_url=env.get("LOCALNET_DATABASE_URL") or d.database_url,
             landing_ms=_range(env, "LOCALNET_LANDING_MS", d.landing_ms),
             blockhash_valid_slots=_int(env, "LOCALNET_BLOCKHASH_VALID_SLOTS", d.blockhash_valid_slots),
+            batch_max=_int(env, "LOCALNET_RPC_BATCH_MAX", d.batch_max),
             market_seed=_int(env, "MARKET_SEED", d.market_seed),
             market_drift=_bool(env, "MARKET_DRIFT", d.market_drift),
             trend_bps_per_s=_decimal(env, "MARKET_TREND_BPS_PER_S", d.trend_bps_per_s),
@@ -47,6 +49,8 @@ class Settings:
         )
         if settings.blockhash_valid_slots < 1:
             raise ConfigError("LOCALNET_BLOCKHASH_VALID_SLOTS: at least 1")
+        if settings.batch_max < 0:
+            raise ConfigError("LOCALNET_RPC_BATCH_MAX: 0 (no limit) or more")
         return settings
 
 

@@ -143,6 +143,10 @@ class Rpc:
         if isinstance(payload, list):
             if not payload:
                 return self._json(self._error(None, RpcError(INVALID_REQUEST, "Invalid request")))
+            limit = self.node.settings.batch_max
+            if limit and len(payload) > limit:  # refused whole, as a provider that caps batches does
+                message = f"batch of {len(payload)} requests exceeds the limit of {limit}"
+                return self._json(self._error(None, RpcError(INVALID_REQUEST, message)))
             # The items of a batch are independent requests: served concurrently, answered in their order.
             return self._json(list(await asyncio.gather(*(self.dispatch(item) for item in payload))))
         return self._json(await self.dispatch(payload))

@@ -33,7 +33,7 @@ from solders.pubkey import Pubkey
 from solders.rpc.responses import SignatureNotification
 from solders.signature import Signature
 
-from services.common.rpc_transport import RpcClient
+from services.common.rpc_transport import BATCH_MAX, RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,10 @@ RPC_TIMEOUT_S = 10.0
 EARLY_NOTIFICATIONS = 1024  # signature notifications held for a handler about to register
 
 
-def rpc_client(url: str) -> AsyncClient:
-    """solana-py's client for the cluster's JSON-RPC (its calls made by aiohttp: ``rpc_transport``)."""
-    return RpcClient(url, commitment=Confirmed, timeout=RPC_TIMEOUT_S)
+def rpc_client(url: str, batch_max: int = BATCH_MAX) -> AsyncClient:
+    """solana-py's client for the cluster's JSON-RPC (its calls made by aiohttp, at most ``batch_max`` in one
+    batch request: ``rpc_transport``)."""
+    return RpcClient(url, commitment=Confirmed, timeout=RPC_TIMEOUT_S, batch_max=batch_max)
 
 
 class ClusterStream:

@@ -143,6 +143,7 @@ class Settings:
     # The Solana cluster (the localnet in development) and the engine's wallet.
     solana_rpc_url: str = "http://127.0.0.1:8899"
     solana_ws_url: str = "ws://127.0.0.1:8900"
+    solana_rpc_batch_max: int = 20  # JSON-RPC calls per batch request; 1: every call alone
     solana_keypair: str = ".localnet/engine-wallet.json"
     priority_fee_micro_lamports: int = 1_000
     compute_unit_limit: int = 400_000
@@ -214,6 +215,7 @@ def load() -> Settings:
         market_seed=_int("MARKET_SEED", d.market_seed),
         solana_rpc_url=_env("SOLANA_RPC_URL", d.solana_rpc_url),
         solana_ws_url=_env("SOLANA_WS_URL", d.solana_ws_url),
+        solana_rpc_batch_max=_int("SOLANA_RPC_BATCH_MAX", d.solana_rpc_batch_max, minimum=1),
         solana_keypair=_env("SOLANA_KEYPAIR", d.solana_keypair),
         priority_fee_micro_lamports=_int("PRIORITY_FEE_MICRO_LAMPORTS", d.priority_fee_micro_lamports),
         compute_unit_limit=_int("COMPUTE_UNIT_LIMIT", d.compute_unit_limit, minimum=1),

@@ -16,11 +16,17 @@ Calls made in the same turn of the event loop (several orders' reads and
 sends, under load) go out as one JSON-RPC batch: one HTTP request whose
 answer is an array, each answer handed to its own caller as the single answer
 solana-py parses. A call alone goes out as a single request. An RPC error is
-its own call's; a transport failure is every call's of the batch.
+its own call's; a transport failure is every call's of the batch. At most
+``SOLANA_RPC_BATCH_MAX`` calls share a batch (1: none do); a node that
+refuses a batch as a whole (an HTTP 4xx, or one error object where the
+answers should be: providers that cap or refuse batches) serves nothing of
+it, so its calls are sent again one by one, and no batch after that.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -32,19 +38,30 @@ from solana.rpc.commitment import Commitment, Confirmed
 from solana.rpc.jsonrpc import JsonRpcRequestSerializer
 from solana.rpc.types import URI
 
+from services.common.config import Settings
 from services.common.turn_batches import TurnBatches
 
+log = logging.getLogger(__name__)
 JSON = {"Content-Type": "application/json"}
+BATCH_MAX = Settings.solana_rpc_batch_max  # calls per batch request, SOLANA_RPC_BATCH_MAX's default
+
+
+class BatchRefused(Exception):
+    """The node refused a batch as a whole (an error status, or one error where the answers should be)."""
 
 
 class AiohttpProvider(AsyncHTTPProvider):
-    """solana-py's HTTP provider, posting through one aiohttp session (opened on the first call, in its loop)."""
+    """solana-py's HTTP provider, posting through one aiohttp session (opened on the first call, in its loop).
 
-    def __init__(self, endpoint: str, timeout: float) -> None:
+    At most ``batch_max`` calls go in one batch (1: every call alone). A node that refuses a batch as a whole
+    (some providers cap batches, or refuse them) gets its calls again one by one, and no batch after that."""
+
+    def __init__(self, endpoint: str, timeout: float, batch_max: int = BATCH_MAX) -> None:
         # Not the base's __init__: it would open an httpx2 client that nothing uses.
         self.endpoint_uri = URI(endpoint)
         self.timeout = timeout
         self.extra_headers = None
+        self.batch_max = batch_max
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._http: aiohttp.ClientSession | None = None
         self._batches: TurnBatches[JsonRpcRequestSerializer, str] = TurnBatches(self._post)
@@ -58,15 +75,31 @@ class AiohttpProvider(AsyncHTTPProvider):
         return await self._batches.submit(body)
 
     async def _post(self, bodies: list[JsonRpcRequestSerializer]) -> list[str | Exception]:
-        answers: list[str | Exception]
-        try:
-            answers = [await self._send(bodies[0].to_json())] if len(bodies) == 1 else await self._send_batch(bodies)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:  # ValueError: a batch's answer is not JSON
-            answers = [exc] * len(bodies)
+        size = max(1, self.batch_max)
+        parts = await asyncio.gather(*(self._post_part(bodies[i : i + size]) for i in range(0, len(bodies), size)))
+        answers = [answer for part in parts for answer in part]
         return [
             answer if isinstance(answer, str) else SolanaRpcException(answer, self.make_request_unparsed, self, body)
             for body, answer in zip(bodies, answers, strict=True)
         ]
+
+    async def _post_part(self, bodies: list[JsonRpcRequestSerializer]) -> list[str | Exception]:
+        if len(bodies) > 1:
+            try:
+                return await self._send_batch(bodies)
+            except BatchRefused as exc:
+                if self.batch_max > 1:
+                    log.warning("the cluster's RPC refused a batch (%s): calls go one by one from now on", exc)
+                    self.batch_max = 1
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:  # ValueError: the answer is not JSON
+                return [exc] * len(bodies)
+        return list(await asyncio.gather(*(self._post_one(body) for body in bodies)))
+
+    async def _post_one(self, body: JsonRpcRequestSerializer) -> str | Exception:
+        try:
+            return await self._send(body.to_json())
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return exc
 
     async def _send(self, data: str | bytes) -> str:
         async with self._session().post(self.endpoint_uri, data=data, headers=JSON) as response:
@@ -79,9 +112,14 @@ class AiohttpProvider(AsyncHTTPProvider):
         ids = [call.get("id") for call in calls]
         for n, call in enumerate(calls):
             call["id"] = n
-        answered: Any = orjson.loads(await self._send(orjson.dumps(calls)))
-        if not isinstance(answered, list):  # the node refused the batch as a whole
-            answered = [{**answered, "id": n} for n in range(len(calls))]
+        try:
+            answered: Any = orjson.loads(await self._send(orjson.dumps(calls)))
+        except aiohttp.ClientResponseError as exc:
+            if 400 <= exc.status < 500:  # e.g. 413, or 403 for a plan without batches: no call was served
+                raise BatchRefused(f"HTTP {exc.status}") from exc
+            raise
+        if not isinstance(answered, list):
+            raise BatchRefused(str(answered.get("error") if isinstance(answered, dict) else answered))
         by_id = {item.get("id"): item for item in answered if isinstance(item, dict)}
         answers: list[str | Exception] = []
         for n, call_id in enumerate(ids):
@@ -104,6 +142,8 @@ class AiohttpProvider(AsyncHTTPProvider):
 class RpcClient(AsyncClient):
     """solana-py's AsyncClient whose calls go through ``AiohttpProvider``."""
 
-    def __init__(self, endpoint: str, *, commitment: Commitment = Confirmed, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: str, *, commitment: Commitment = Confirmed, timeout: float = 10.0, batch_max: int = BATCH_MAX
+    ) -> None:
         super().__init__(endpoint, commitment=commitment, timeout=timeout)
-        self._provider = AiohttpProvider(endpoint, timeout)
+        self._provider = AiohttpProvider(endpoint, timeout, batch_max)

@@ -73,7 +73,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.resources.push_async_callback(self.router_channel.close)
         wallet = load_keypair(self.settings.solana_keypair)
         stream = ClusterStream(self.settings.solana_ws_url)
-        self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url), stream)
+        self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url, self.settings.solana_rpc_batch_max), stream)
         self.resources.push_async_callback(self.cluster.close)
         stream.start()
         # The calls of every order travel on one stream to each (services.common.call_stream).

@@ -26,7 +26,7 @@ class RouterComponent(grpc_server.Lifecycle):
         self.servicer: RouterServicer | None = None
 
     async def start(self, server: grpc.aio.Server) -> list[str]:
-        rpc = rpc_client(self.settings.solana_rpc_url)
+        rpc = rpc_client(self.settings.solana_rpc_url, self.settings.solana_rpc_batch_max)
         self.resources.push_async_callback(rpc.close)
         self.stream = ClusterStream(self.settings.solana_ws_url)
         self.resources.push_async_callback(self.stream.close)

@@ -21,7 +21,7 @@ from solders.signature import Signature
 
 from services.common.rpc_transport import RpcClient
 from tests.localnet.chain import SOL_MINT, USDC_MINT, seeded
-from tests.support.localnet import Localnet, free_port
+from tests.support.localnet import Localnet, free_port, running_localnet
 from venues.pools import METEORA, RAYDIUM
 from venues.tokens import SOL, USDC
 
@@ -120,3 +120,42 @@ async def test_a_transport_failure_fails_every_call_of_the_batch() -> None:
         assert isinstance(health, SolanaRpcException) and "GetHealth" in str(health), "each names its own call"
     finally:
         await rpc.close()
+
+
+async def test_no_batch_holds_more_than_batch_max_calls(net: Localnet) -> None:
+    rpc = RpcClient(net.rpc_url, timeout=10, batch_max=2)
+    try:
+        assert await rpc.is_connected()
+        before = (await net.call("localnet_stats"))["posts"]
+        heights = await asyncio.gather(*(rpc.get_block_height(Confirmed) for _ in range(5)))
+        assert (await net.call("localnet_stats"))["posts"] - before == 3 + 1, "2 + 2 + 1, and the stats call"
+        assert all(h.value > 0 for h in heights)
+    finally:
+        await rpc.close()
+
+
+async def test_a_node_that_refuses_batches_gets_the_calls_one_by_one_and_no_batch_after(
+    tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider that caps batches (the localnet at 1 here) refuses a larger one whole and serves none of it."""
+    async with running_localnet({"LOCALNET_RPC_BATCH_MAX": "1"}, log_dir=tmp_path_factory.mktemp("capped")) as capped:
+        rpc = RpcClient(capped.rpc_url, timeout=10)
+        try:
+            assert await rpc.is_connected()
+            before = await capped.call("localnet_stats")
+            unknown = Signature.new_unique()
+            statuses, mint, blockhash = await asyncio.gather(
+                rpc.get_signature_statuses([unknown], search_transaction_history=True),
+                rpc.get_account_info(SOL_MINT),
+                rpc.get_latest_blockhash(Confirmed),
+            )
+            after = await capped.call("localnet_stats")
+            assert statuses.value == [None] and mint.value is not None and blockhash.value.last_valid_block_height > 0
+            assert after["posts"] - before["posts"] == 1 + 3 + 1, "the refused batch, each call alone, the stats"
+            served = sum(after["requests"].values()) - sum(before["requests"].values())
+            assert served == 3 + 1, "the refused batch served nothing: each call once, and the stats call"
+            assert any("refused a batch" in r.getMessage() for r in caplog.records)
+            await asyncio.gather(rpc.get_block_height(Confirmed), rpc.get_block_height(Confirmed))
+            assert (await capped.call("localnet_stats"))["posts"] - after["posts"] == 2 + 1, "no batch after it"
+        finally:
+            await rpc.close()

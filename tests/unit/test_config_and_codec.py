@@ -23,12 +23,14 @@ def test_defaults_match_the_design(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.quote_latency_ms == (200, 300)
     assert (s.solana_rpc_url, s.solana_ws_url) == ("http://127.0.0.1:8899", "ws://127.0.0.1:8900")
     assert s.executor_prefetch == 10
+    assert s.solana_rpc_batch_max == 20
     assert s.rate_limit_per_min == 100
     assert s.max_attempts == 3
 
 
 @pytest.mark.parametrize(
-    ("var", "value"), [("GATEWAY_PORT", "x"), ("QUOTE_LATENCY_MS", "9-1"), ("RETRY_BACKOFF_MS", "")]
+    ("var", "value"),
+    [("GATEWAY_PORT", "x"), ("QUOTE_LATENCY_MS", "9-1"), ("RETRY_BACKOFF_MS", ""), ("SOLANA_RPC_BATCH_MAX", "0")],
 )
 def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
