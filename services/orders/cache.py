@@ -8,7 +8,12 @@ any stands, reads miss (they go to PostgreSQL) and fills are refused, so no
 reader can see the state before a commit whose event the relay may already have
 published. The append is sent after the transition's answer; a token per writer
 means an earlier transition's append that lands late lifts its own marker only,
-never the next transition's. Writes are Lua scripts that only ever move the
+never the next transition's. Each token also stands in ``order:{id}:pending``,
+which has no short expiry: a marker that expired while its token is still
+pending means a writer died between its begin and its append (its commit may
+have gone through), so the next read drops the entry instead of serving the
+state before that commit, and the next fill (from a read made after the
+marker expired) starts afresh. Writes are Lua scripts that only ever move the
 cache forward by seq, so racing writers cannot put an older state back; a
 write that would leave a gap drops the entry instead (the next read refills
 it from PostgreSQL). Redis being down never fails a request: reads fall back
@@ -43,14 +48,16 @@ DONE_TTL_S = 3600
 TIMEOUT_S = 0.25
 
 WRITING_TTL_S = 5  # a writer that died between begin and append holds reads off PostgreSQL no longer
+PENDING_TTL_S = LIVE_TTL_S  # outlives any entry the dead writer's commit could have made stale
 FENCE_TTL_S = 60  # far longer than a read of PostgreSQL followed by its fill can take
 
-# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, fence ttl, writer's token, event json...
-# (the events the commit appended, the last one at seq).
+# KEYS: status, events, writing, fence, pending. ARGV: order json, seq, ttl, fence ttl, writer's token,
+# event json... (the events the commit appended, the last one at seq).
 # The fence remembers the newest committed seq, so a fill from a read made before that commit
 # (which can arrive after this append) is refused instead of putting the older state back.
 _APPEND = """
 redis.call('SREM', KEYS[3], ARGV[5])
+redis.call('SREM', KEYS[5], ARGV[5])
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 local k = #ARGV - 5
@@ -67,17 +74,27 @@ redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
 
-# KEYS: writing. ARGV: the writer's token, ttl.
+# KEYS: writing, pending. ARGV: the writer's token, writing ttl, pending ttl.
 _BEGIN = """
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
 """
 
-# KEYS: status, events, writing, fence. ARGV: order json, seq, ttl, terminal ('1' or '0'), event json...
+# KEYS: status, events, writing, fence, pending. ARGV: order json, seq, ttl, terminal ('1' or '0'), event json...
 # A read that saw a terminal status is the last word: no commit can follow it, so a `writing` marker (left
-# by a writer that died between its commit and its append, say) cannot make it stale.
+# by a writer that died between its commit and its append, say) cannot make it stale, and neither marker
+# matters any more. With no marker standing, a token still pending is a writer that died: this read came
+# after its marker expired, so it starts the entry afresh.
 _FILL = """
-if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[3], KEYS[5])
+elseif redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
+elseif redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
+end
 local n = redis.call('LLEN', KEYS[2])
 local seq = tonumber(ARGV[2])
 if n >= seq then return 0 end
@@ -90,9 +107,15 @@ return 1
 """
 
 
-# KEYS: status, events, writing. One consistent read of the entry.
+# KEYS: status, events, writing, pending. One consistent read of the entry; an entry a dead writer left
+# (a token pending with no marker standing: its commit may have gone through) is dropped, and missed.
 _READ = """
-return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), redis.call('EXISTS', KEYS[3])}
+local writing = redis.call('EXISTS', KEYS[3])
+if writing == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+  return {false, {}, 1}
+end
+return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), writing}
 """
 
 
@@ -124,13 +147,21 @@ class Pipeliner:
 
 
 def keys(order_id: str) -> list[str]:
-    """status, events, writing (a transition is committing), fence (the newest seq an append saw)."""
+    """status, events, writing (a transition is committing), fence (the newest seq an append saw), pending (the
+    tokens of transitions begun and not yet appended: a writer's that died stays)."""
     return [
         f"order:{order_id}:status",
         f"order:{order_id}:events",
         f"order:{order_id}:writing",
         f"order:{order_id}:fence",
+        f"order:{order_id}:pending",
     ]
+
+
+def _entry_and_markers(order_id: str) -> list[str]:
+    """Every key of an order but its fence (which guards commits still on their way)."""
+    status, events, writing, _, pending = keys(order_id)
+    return [status, events, writing, pending]
 
 
 def _dumps(value: Any) -> str:
@@ -161,7 +192,10 @@ class OrderCache:
         if order_id in self._dirty:
             return None
         try:
-            raw_order, raw_events, writing = await self._pipe.script(self._read, keys(order_id)[:3], [])
+            status_key, events_key, writing_key, _, pending_key = keys(order_id)
+            raw_order, raw_events, writing = await self._pipe.script(
+                self._read, [status_key, events_key, writing_key, pending_key], []
+            )
         except (RedisError, OSError):
             return None
         if raw_order is None or writing:
@@ -177,7 +211,8 @@ class OrderCache:
         takes the token this returns."""
         token = next(self._tokens)
         try:
-            await self._pipe.script(self._begin, [keys(order_id)[2]], [token, WRITING_TTL_S])
+            _, _, writing, _, pending = keys(order_id)
+            await self._pipe.script(self._begin, [writing, pending], [token, WRITING_TTL_S, PENDING_TTL_S])
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)  # dirty entries are never read: the same guarantee
         return token
@@ -230,9 +265,13 @@ class OrderCache:
         """Forget an entry (the next read refills it from PostgreSQL) and lift the marker of the :meth:`begin`
         that gave ``token``: a transition that did not commit. Other writers' markers and the fence stay: they
         guard commits still on their way and older fills."""
-        status, events, writing, _ = keys(order_id)
+        status, events, writing, _, pending = keys(order_id)
         try:
-            await asyncio.gather(self._pipe.call("DEL", status, events), self._pipe.call("SREM", writing, token))
+            await asyncio.gather(
+                self._pipe.call("DEL", status, events),
+                self._pipe.call("SREM", writing, token),
+                self._pipe.call("SREM", pending, token),
+            )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order_id, exc)
 
@@ -249,7 +288,7 @@ class OrderCache:
         while self._dirty:
             batch = list(self._dirty)
             try:
-                await self.redis.delete(*(key for order_id in batch for key in keys(order_id)[:3]))
+                await self.redis.delete(*(key for order_id in batch for key in _entry_and_markers(order_id)))
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)
                 continue

@@ -15,8 +15,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from services.orders import cache as cache_module
 from services.orders.cache import OrderCache, Pipeliner, keys
 from tests.support.servers import PrivateRedis
+from tests.support.waiting import eventually
 
 
 def _order(order_id: str, seq: int, status: str) -> dict[str, object]:
@@ -164,3 +166,38 @@ async def test_appends_sent_after_the_answer_land_before_close(private_redis: Pr
         assert await client.exists(keys(order_id)[2]) == 0
     finally:
         await client.aclose()
+
+
+async def test_a_writer_that_died_between_begin_and_append_leaves_no_stale_entry_once_its_marker_expires(
+    private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its commit may have gone through: once its marker expired, a read drops the entry instead of serving
+    the state before that commit, and a fill from a read made after that starts the entry afresh."""
+    monkeypatch.setattr(cache_module, "WRITING_TTL_S", 1)
+    cache = OrderCache(private_redis.url)
+    try:
+        order_id = str(uuid.uuid4())
+        await cache.fill(_order(order_id, 1, "pending"), [_event(order_id, 1, "pending")], terminal=False)
+        await cache.begin(order_id)  # route_submit commits seq 2-4, and its process dies before the append
+        assert await cache.get(order_id) is None
+        await eventually(lambda: _gone(cache, keys(order_id)[2]), timeout=5)
+        assert await cache.get(order_id) is None, "the entry before the dead writer's commit is not served"
+        assert await cache.redis.exists(*keys(order_id)[:2]) == 0, "the read dropped it"
+        history = [_event(order_id, 1, "pending"), _event(order_id, 2, "routing")]
+        history += [_event(order_id, 3, "building"), _event(order_id, 4, "submitted")]
+        await cache.fill(_order(order_id, 4, "submitted"), history, terminal=False)  # a read of PostgreSQL
+        got = await cache.get(order_id)
+        assert got is not None and got[0]["seq"] == 4 and [e["seq"] for e in got[1]] == [1, 2, 3, 4]
+
+        await cache.begin(order_id)  # confirm commits, and this writer dies too
+        history.append(_event(order_id, 5, "confirmed"))
+        await cache.fill(_order(order_id, 5, "confirmed"), history, terminal=True)  # the last word
+        got = await cache.get(order_id)
+        assert got is not None and got[0]["status"] == "confirmed", "a terminal read lifts every marker"
+        assert await cache.redis.exists(keys(order_id)[2], keys(order_id)[4]) == 0
+    finally:
+        await cache.close()
+
+
+async def _gone(cache: OrderCache, key: str) -> bool:
+    return await cache.redis.exists(key) == 0
