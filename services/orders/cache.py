@@ -1,5 +1,9 @@
 """Redis cache of live orders: the latest state and its event history.
 
+An entry is made by the first read of an order (a miss reads PostgreSQL and
+fills it) and kept current by each transition's append from then on; a create
+writes nothing (nothing on an order's path reads a new order).
+
 Keys: ``order:{id}:status`` (the order view, JSON) and ``order:{id}:events``
 (a list of event views, index = seq - 1): what :meth:`OrderCache.get` reads;
 and ``order:{id}:writing``, a set of tokens: :meth:`OrderCache.begin` adds one
@@ -247,14 +251,6 @@ class OrderCache:
             )
         except (RedisError, OSError) as exc:
             self._mark_dirty(order["orderId"], exc)
-
-    def fill_soon(self, order: dict[str, Any], events: list[dict[str, Any]], terminal: bool) -> None:
-        """fill() without waiting for it: for a new order, whose caller need not wait for Redis.
-
-        Until it lands, a read of the order misses and goes to PostgreSQL; once the order's first
-        transition has begun, the ``writing`` marker or the fence refuses it, as they refuse any fill from
-        an older read. :meth:`close` waits for the fills still on their way."""
-        self._soon(self.fill(order, events, terminal))
 
     def _soon(self, write: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(write)

@@ -168,7 +168,7 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                         if created is None:
                             raise
             if created is None:
-                # Shielded: a client that goes away must not cut the work between commit and cache update.
+                # Shielded: a client that goes away must not cut the work between commit and what follows it.
                 created = await asyncio.shield(self.store.create(order, key, telemetry.inject_headers(), owner))
                 faults.fail_point("after_create_commit")
             view = order_view(created.row)
@@ -179,9 +179,8 @@ class OrdersServicer(orders_pb2_grpc.OrdersServicer):
                     self.owners.put(created.row["id"], owner)
                 self.admission.accepted()
                 metrics.ORDERS_CREATED.inc()
-                # pending (and, for an armed order, waiting): the events as the transaction committed them.
-                # The answer does not wait for Redis: until the entry lands, a read misses and goes to PostgreSQL.
-                self.cache.fill_soon(view, orjson.loads(created.row["events"]), terminal=False)
+                # No cache entry yet: nothing on an order's path reads a new order (a WebSocket starts from the
+                # order its gateway created), so the first read fills it, and the appends keep it from then on.
                 log.info("order created", extra={"status": view["status"]})
             return orders_pb2.CreateOrderResponse(order=codec.order_from_view(view), created=created.created)
 

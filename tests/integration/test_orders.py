@@ -269,6 +269,7 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
 
 async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub, settings: config.Settings) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id), timeout=5)  # the first read fills it
     await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
     client = aioredis.from_url(settings.redis_url)
     try:
@@ -310,6 +311,7 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
     """A writer that died between its commit and its cache append leaves the entry one step behind and its
     `writing` marker: a fresh read that saw a terminal status fills over both (nothing can commit after it)."""
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
+    await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id), timeout=5)  # the first read fills it
     await transitions.advance(orders, order.id, 0)
     client = aioredis.from_url(settings.redis_url)
     status_key, events_key, writing_key = (f"order:{order.id}:{part}" for part in ("status", "events", "writing"))

@@ -1,9 +1,9 @@
-"""A new order's answer does not wait for Redis: the cache entry is written after it, and lands.
+"""A create writes nothing to Redis; the first read of the order fills its entry, and transitions keep it.
 
 The orders service runs in this process against a Redis server of its own, which the test pauses (SIGSTOP)
-while an order is created. A create that waited for its cache fill would answer only once the fill gave up
-(the cache's 0.25 s socket timeout, a write it then logs as failed and drops); the create answers at once
-and, with Redis resumed, the entry lands as the commit left it.
+while an order is created: the create answers at once, and no cache write waits or gives up (the cache's
+0.25-s socket timeout would log one as failed). The entry appears only with the first read, and each
+transition after it lands on it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import config
 from services.orders.__main__ import OrdersComponent
 from services.orders.cache import keys
+from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
@@ -28,41 +29,46 @@ from tests.support.servers import PrivateRedis
 from tests.support.waiting import eventually
 
 
-async def test_a_create_answers_before_its_cache_fill_and_the_fill_lands(
+async def test_a_create_writes_nothing_to_redis_and_the_first_read_fills_the_entry(
     settings: config.Settings, infra: TestInfra, private_redis: PrivateRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert private_redis.proc is not None
-    async with isolated(infra.derive("fill")) as own:
+    async with isolated(infra.derive("createcache")) as own:
         own_settings = replace(
             settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, redis_url=private_redis.url
         )
         async with serve(OrdersComponent(own_settings)) as target, grpc.aio.insecure_channel(target) as channel:
             orders = orders_pb2_grpc.OrdersStub(channel)
             request = orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01")
-            warm = (await orders.CreateOrder(request, timeout=5)).order  # the cache's connection is open
             redis = aioredis.from_url(private_redis.url)
             try:
-                status_key = keys(warm.id)[0]
-                with contextlib.suppress(TimeoutError):
-                    await eventually(lambda: redis.exists(status_key))
-                assert await redis.exists(status_key), "a create's entry lands"
-
                 private_redis.proc.send_signal(signal.SIGSTOP)
                 try:
                     created = (await orders.CreateOrder(request, timeout=5)).order
                 finally:
                     private_redis.proc.send_signal(signal.SIGCONT)
                 assert created.status == common_pb2.ORDER_STATUS_PENDING
-
-                status_key, events_key = keys(created.id)[:2]
-                with contextlib.suppress(TimeoutError):
-                    await eventually(lambda: redis.exists(status_key))
-                cached = await redis.get(status_key)
-                assert cached is not None, "the fill waited for nothing but Redis, and landed once it answered"
-                assert orjson.loads(cached)["seq"] == 1 and orjson.loads(cached)["status"] == "pending"
-                assert [orjson.loads(e)["status"] for e in await redis.lrange(events_key, 0, -1)] == ["pending"]
-                # Had the answer waited for the fill, the fill would have given up first (Redis was paused).
                 failed = [r for r in caplog.records if r.name == "services.orders.cache" and r.levelname == "WARNING"]
-                assert not failed, "no cache write gave up: the create did not wait for Redis"
+                assert not failed, "no cache write was waiting on Redis"
+                assert await redis.keys(f"order:{created.id}:*") == [], "a create writes nothing"
+
+                read = orders_pb2.GetOrderRequest(order_id=created.id, include_events=True)
+                got = await orders.GetOrder(read, timeout=5)
+                assert [e.seq for e in got.events] == [1]
+                status_key, events_key = keys(created.id)[:2]
+                cached = await redis.get(status_key)
+                assert cached is not None, "the read filled the entry"
+                assert (orjson.loads(cached)["seq"], orjson.loads(cached)["status"]) == (1, "pending")
+
+                await orders.Transition(transitions.request(created.id, "pending", "routing"), timeout=5)
+                with contextlib.suppress(TimeoutError):
+                    await eventually(lambda: _seq(redis, status_key, 2))
+                assert orjson.loads(await redis.get(status_key))["status"] == "routing", "the append kept it"
+                assert [orjson.loads(e)["seq"] for e in await redis.lrange(events_key, 0, -1)] == [1, 2]
             finally:
                 await redis.aclose()
+
+
+async def _seq(redis: aioredis.Redis, key: str, seq: int) -> bool:
+    raw = await redis.get(key)
+    return raw is not None and orjson.loads(raw)["seq"] == seq
