@@ -111,12 +111,12 @@ return 1
 """
 
 
-# KEYS: status, events, writing, pending. One consistent read of the entry; an entry a dead writer left
-# (a token pending with no marker standing: its commit may have gone through) is dropped, and missed.
+# KEYS: status, events, writing, fence, pending. One consistent read of the entry; an entry a dead writer
+# left (a token pending with no marker standing: its commit may have gone through) is dropped, and missed.
 _READ = """
 local writing = redis.call('EXISTS', KEYS[3])
-if writing == 0 and redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
+if writing == 0 and redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
   return {false, {}, 1}
 end
 return {redis.call('GET', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), writing}
@@ -196,10 +196,7 @@ class OrderCache:
         if order_id in self._dirty:
             return None
         try:
-            status_key, events_key, writing_key, _, pending_key = keys(order_id)
-            raw_order, raw_events, writing = await self._pipe.script(
-                self._read, [status_key, events_key, writing_key, pending_key], []
-            )
+            raw_order, raw_events, writing = await self._pipe.script(self._read, keys(order_id), [])
         except (RedisError, OSError):
             return None
         if raw_order is None or writing:
