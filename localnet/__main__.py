@@ -22,11 +22,18 @@ from localnet.scenario import Scenario
 log = logging.getLogger("localnet")
 
 
+async def release(conn: asyncpg.Connection) -> None:
+    """A pooled connection goes back without asyncpg's default reset, one more round trip after every statement
+    (``RESET ALL``, ``UNLISTEN *``…): nothing here changes a session's state. An open transaction is rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def connect(settings: Settings, attempts: int = 60) -> asyncpg.Pool:
     """PostgreSQL may still be starting (compose, Kubernetes): retry for a minute."""
     for attempt in range(1, attempts + 1):
         try:
-            return await asyncpg.create_pool(settings.database_url, min_size=2, max_size=8)
+            return await asyncpg.create_pool(settings.database_url, min_size=2, max_size=8, reset=release)
         except (OSError, asyncpg.PostgresError) as exc:
             if attempt == attempts:
                 raise

@@ -425,7 +425,7 @@ class Rpc:
         row = await self.node.store.transaction(sig)
         if row is None:
             return None
-        raw = bytes(row["raw"])
+        raw = row.raw
         tx = VersionedTransaction.from_bytes(raw)
         version = version_of(tx)
         if version != "legacy" and (max_version is None or max_version < version):
@@ -442,10 +442,10 @@ class Rpc:
         else:
             transaction = transaction_json(tx)
         out: dict[str, Any] = {
-            "slot": row["slot"],
+            "slot": row.slot,
             "transaction": transaction,
-            "meta": orjson.Fragment(row["meta"]),
-            "blockTime": row["block_time"],
+            "meta": orjson.Fragment(row.meta),
+            "blockTime": row.block_time,
         }
         if max_version is not None:
             out["version"] = version

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +85,74 @@ class LedgerRow:
     raw: bytes
 
 
+@dataclass(frozen=True)
+class StoredTransaction:
+    """What getTransaction reads of a landed transaction."""
+
+    slot: int
+    block_time: int
+    meta: bytes | str  # the rendered JSON of its "meta"
+    raw: bytes
+
+
+# Landed transactions getTransaction answers from memory (a validator's recent blocks): the engine reads each one
+# right after its notification.
+RECENT_TRANSACTIONS = 10_000
+
+# A landing's writes in one statement: data-modifying WITH clauses run once each, to completion, in the
+# statement's one transaction. Ledger rows keep their order (``seq``); a row's accounts travel as one
+# space-separated text (base58 has no space), as unnest flattens arrays of arrays.
+LANDING_SQL = """
+WITH upserted AS (
+    INSERT INTO localnet.accounts (address, owner, lamports, data, executable, slot)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::boolean[], $6::bigint[])
+    ON CONFLICT (address) DO UPDATE SET owner = EXCLUDED.owner, lamports = EXCLUDED.lamports,
+        data = EXCLUDED.data, executable = EXCLUDED.executable, slot = EXCLUDED.slot
+    RETURNING 1
+), deleted AS (
+    DELETE FROM localnet.accounts WHERE address = ANY($7::text[]) RETURNING 1
+), landed AS (
+    INSERT INTO localnet.transactions (signature, slot, block_time, err, fee, memo, accounts, meta, deltas, raw)
+    SELECT t.signature, t.slot, t.block_time, t.err::jsonb, t.fee, t.memo, string_to_array(t.accounts, ' '),
+           t.meta, t.deltas, t.raw
+    FROM unnest($8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[],
+                $15::text[], $16::text[], $17::bytea[])
+         WITH ORDINALITY AS t(signature, slot, block_time, err, fee, memo, accounts, meta, deltas, raw, n)
+    ORDER BY t.n
+    RETURNING 1
+), done AS (
+    DELETE FROM localnet.pending WHERE signature = ANY($18::text[]) RETURNING 1
+)
+SELECT 1
+"""
+
+
+def _landing_args(batch: Batch, executable: set[Pubkey], slot: int) -> list[Any]:
+    """LANDING_SQL's parameters, one array per column; ``executable`` the accounts known executable already."""
+    kept = [(k, a) for k, a in batch.accounts.items() if a is not None]
+    ledger = batch.ledger
+    return [
+        [str(k) for k, _ in kept],
+        [str(a.owner) for _, a in kept],
+        [a.lamports for _, a in kept],
+        [a.data for _, a in kept],
+        [k in batch.executable or k in executable for k, _ in kept],
+        [slot for _ in kept],
+        [str(k) for k, a in batch.accounts.items() if a is None],
+        [r.signature for r in ledger],
+        [r.slot for r in ledger],
+        [r.block_time for r in ledger],
+        [None if r.err is None else orjson.dumps(r.err).decode() for r in ledger],
+        [r.fee for r in ledger],
+        [r.memo for r in ledger],
+        [" ".join(r.accounts) for r in ledger],
+        [r.meta.decode() for r in ledger],
+        [r.deltas.decode() for r in ledger],
+        [r.raw for r in ledger],
+        list(batch.pending_done),
+    ]
+
+
 @dataclass
 class Batch:
     """Everything one commit writes."""
@@ -111,6 +179,7 @@ class Store:
         self.slot = 0
         self._pending_rows: list[tuple[str, bytes, float, asyncio.Future[None]]] = []
         self._pending_writer: asyncio.Task[None] | None = None
+        self._recent: OrderedDict[str, StoredTransaction] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -162,62 +231,36 @@ class Store:
             self.tokens_by_owner[Pubkey(account.data[32:64])].add(key)
 
     async def commit(self, batch: Batch) -> None:
-        """One PostgreSQL transaction; the in-memory state changes only once it committed."""
+        """One PostgreSQL transaction; the in-memory state changes only once it committed.
+
+        The accounts, the ledger rows and the pending rows a landing writes go as one statement (its own
+        transaction, one round trip); the rare batches with mints or genesis meta add their statements to it
+        inside an explicit transaction."""
         if batch.empty():
             return
-        upserts = [
-            (str(k), str(a.owner), a.lamports, a.data, k in batch.executable or k in self.executable, self.slot)
-            for k, a in batch.accounts.items()
-            if a is not None
-        ]
-        deletes = [str(k) for k, a in batch.accounts.items() if a is None]
-        async with self.pool.acquire() as conn, conn.transaction():
-            if upserts:
-                await conn.executemany(
-                    """INSERT INTO localnet.accounts (address, owner, lamports, data, executable, slot)
-                       VALUES ($1, $2, $3, $4, $5, $6)
-                       ON CONFLICT (address) DO UPDATE SET owner = EXCLUDED.owner, lamports = EXCLUDED.lamports,
-                           data = EXCLUDED.data, executable = EXCLUDED.executable, slot = EXCLUDED.slot""",
-                    upserts,
-                )
-            if deletes:
-                await conn.execute("DELETE FROM localnet.accounts WHERE address = ANY($1::text[])", deletes)
-            if batch.ledger:
-                await conn.executemany(
-                    """INSERT INTO localnet.transactions
-                           (signature, slot, block_time, err, fee, memo, accounts, meta, deltas, raw)
-                       VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)""",
-                    [
-                        (
-                            r.signature,
-                            r.slot,
-                            r.block_time,
-                            None if r.err is None else orjson.dumps(r.err).decode(),
-                            r.fee,
-                            r.memo,
-                            r.accounts,
-                            r.meta.decode(),
-                            r.deltas.decode(),
-                            r.raw,
-                        )
-                        for r in batch.ledger
-                    ],
-                )
-            if batch.pending_done:
-                await conn.execute("DELETE FROM localnet.pending WHERE signature = ANY($1::text[])", batch.pending_done)
-            if batch.mints:
-                await conn.executemany(
-                    """INSERT INTO localnet.mints (mint, symbol, decimals) VALUES ($1, $2, $3)
-                       ON CONFLICT (mint) DO UPDATE SET symbol = EXCLUDED.symbol""",
-                    batch.mints,
-                )
-            for key, value in batch.meta.items():
-                await conn.execute(
-                    """INSERT INTO localnet.meta (key, value) VALUES ($1, $2::jsonb)
-                       ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
-                    key,
-                    orjson.dumps(value).decode(),
-                )
+        args = _landing_args(batch, self.executable, self.slot)
+        if batch.mints or batch.meta:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(LANDING_SQL, *args)
+                if batch.mints:
+                    await conn.executemany(
+                        """INSERT INTO localnet.mints (mint, symbol, decimals) VALUES ($1, $2, $3)
+                           ON CONFLICT (mint) DO UPDATE SET symbol = EXCLUDED.symbol""",
+                        batch.mints,
+                    )
+                for key, value in batch.meta.items():
+                    await conn.execute(
+                        """INSERT INTO localnet.meta (key, value) VALUES ($1, $2::jsonb)
+                           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
+                        key,
+                        orjson.dumps(value).decode(),
+                    )
+        else:
+            await self.pool.execute(LANDING_SQL, *args)
+        for row in batch.ledger:
+            self._recent[row.signature] = StoredTransaction(row.slot, row.block_time, row.meta, row.raw)
+        while len(self._recent) > RECENT_TRANSACTIONS:
+            self._recent.popitem(last=False)
         for address, account in batch.accounts.items():
             self._apply(address, account)
         self.executable |= batch.executable
@@ -272,10 +315,17 @@ class Store:
             "SELECT signature, slot, err FROM localnet.transactions WHERE slot >= $1", since_slot
         )
 
-    async def transaction(self, signature: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
+    async def transaction(self, signature: str) -> StoredTransaction | None:
+        """getTransaction's row: from memory for the last ``RECENT_TRANSACTIONS`` landed here, else the ledger."""
+        recent = self._recent.get(signature)
+        if recent is not None:
+            return recent
+        row = await self.pool.fetchrow(
             "SELECT slot, block_time, meta, raw FROM localnet.transactions WHERE signature = $1", signature
         )
+        if row is None:
+            return None
+        return StoredTransaction(row["slot"], row["block_time"], row["meta"], bytes(row["raw"]))
 
     async def signatures_for(
         self, address: str, limit: int, before: str | None, until: str | None
