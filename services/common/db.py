@@ -32,12 +32,23 @@ async def _reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-# Every statement is planned for its own parameters. The batched writes take arrays whose length changes from
-# batch to batch; with the default plan cache, after five executions a connection may keep a generic plan made
-# for a guessed array length and the table's size at that moment (a hash join over a sequential scan of a table
-# that was small then), and use it at every size since: the benchmark's 5-minute run at 50 orders/s slowed
-# down minute by minute, PostgreSQL reading 17 million order rows in 90 s (docs/benchmark.md, tuning log).
-SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+# Every statement is planned once per connection, and that plan reaches rows through their indexes at any size.
+# Planning the batched writes (one CTE statement each) took as long as running them: 0.5-0.65 ms of PostgreSQL's
+# CPU per execution, half of its time per order at 10 orders/s (docs/benchmark.md, tuning log). A plan made once
+# is only safe if it cannot be a size-based choice made on a small table: with the default plan cache a
+# connection once kept a hash join over a sequential scan of ``orders``, made while the table was small, and ran
+# it at every size since (the benchmark's 5-minute run at 50 orders/s slowed down minute by minute, PostgreSQL
+# reading 17 million order rows in 90 s). Every query of this pool looks rows up by key or walks an index, so
+# sequential scans (where an index can serve), hash joins and merge joins are off: a plan is a nested loop over
+# index scans whatever the statistics said when it was made. A sequential scan that nothing else can replace
+# still runs at a penalty cost large enough to trigger JIT compilation, hence JIT off (no query here gains).
+SERVER_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
+    "jit": "off",
+}
 
 
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
