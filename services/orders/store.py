@@ -162,6 +162,13 @@ SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS}, api_key_id,
 FROM upd
 """
 
+# An order and its history in one statement, so one snapshot (no transaction of its own, one round trip).
+GET_WITH_EVENTS_SQL = f"""
+SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS},
+       (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM order_events e WHERE e.order_id = orders.id) AS events
+FROM orders WHERE id = $1
+"""
+
 LIVE_STATUSES = [status for status in states.ORDERED if status not in states.TERMINAL]
 # The execution backlog: an armed (waiting) order is live but queues no work until it fires.
 BACKLOG_STATUSES = [status for status in LIVE_STATUSES if status != states.WAITING]
@@ -448,15 +455,11 @@ class OrderStore:
         return [row["order_id"] for row in rows]
 
     async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[dict[str, Any]]]:
-        """The order's row (with its signed transaction) and its history, as of one snapshot."""
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            row = await conn.fetchrow(f"SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS} FROM orders WHERE id = $1", order_id)
-            if row is None:
-                raise NotFound(str(order_id))
-            events = await conn.fetch(
-                f"SELECT {_EVENT_JSON} AS event FROM order_events e WHERE e.order_id = $1 ORDER BY e.seq", order_id
-            )
-        return row, [orjson.loads(r["event"]) for r in events]
+        """The order's row (with its signed transaction) and its history, as of one snapshot (one statement)."""
+        row = await self.pool.fetchrow(GET_WITH_EVENTS_SQL, order_id)
+        if row is None:
+            raise NotFound(str(order_id))
+        return row, orjson.loads(row["events"]) if row["events"] is not None else []
 
     async def owner(self, order_id: uuid.UUID) -> uuid.UUID | None:
         """The key that created the order (None: the anonymous caller); NotFound when there is no such order."""
