@@ -126,37 +126,40 @@ async def test_transactions_that_land_together_are_in_the_ledger_in_the_order_re
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     # No landing delay: each is due when received, so the landing order is the order sent.
-    async with running_localnet({"LOCALNET_LANDING_MS": "0"}, log_dir=tmp_path_factory.mktemp("together")) as net:
-        async with AsyncClient(net.rpc_url, commitment=Confirmed) as client:
-            wallet = await funded_wallet(net)
-            owner = wallet.pubkey()
-            pool = await load_pool(client, seeded(METEORA, SOL.mint, USDC.mint))
-            recent = await blockhash(client)
-            txs = [sign(wallet, [*budget(), swap(pool, owner, SOL_MINT, 10**6 + i, 0)], recent) for i in range(5)]
-            assert await net.call("localnet_halt") == {"halted": True}
-            try:
-                for tx in txs:
-                    await client.send_raw_transaction(bytes(tx), TxOpts(skip_preflight=True))
-            finally:
-                assert await net.call("localnet_resume") == {"halted": False}  # all due at once: one commit
-            keys = [tx.signatures[0] for tx in txs]
-
-            async def all_landed() -> bool:
-                return all(status is not None for status in (await client.get_signature_statuses(keys)).value)
-
-            await eventually(all_landed, timeout=5)
-            statuses = (await client.get_signature_statuses(keys)).value
-            assert len({status.slot for status in statuses if status is not None}) == 1  # they landed together
-            signatures = [str(key) for key in keys]
-            for address in (owner, pool.address):  # each row keeps the accounts of its own transaction
-                ledger = await net.call("localnet_ledger", [{"address": str(address)}])
-                assert [row["signature"] for row in ledger if row["signature"] in signatures] == signatures
+    together = tmp_path_factory.mktemp("together")
+    async with (
+        running_localnet({"LOCALNET_LANDING_MS": "0"}, log_dir=together) as net,
+        AsyncClient(net.rpc_url, commitment=Confirmed) as client,
+    ):
+        wallet = await funded_wallet(net)
+        owner = wallet.pubkey()
+        pool = await load_pool(client, seeded(METEORA, SOL.mint, USDC.mint))
+        recent = await blockhash(client)
+        txs = [sign(wallet, [*budget(), swap(pool, owner, SOL_MINT, 10**6 + i, 0)], recent) for i in range(5)]
+        assert await net.call("localnet_halt") == {"halted": True}
+        try:
             for tx in txs:
-                found = await client.get_transaction(tx.signatures[0], max_supported_transaction_version=0)
-                assert found.value is not None and found.value.transaction.meta is not None
-                assert found.value.transaction.meta.err is None
-                message = found.value.transaction.transaction.message  # type: ignore[union-attr]
-                assert message.account_keys == tx.message.account_keys
+                await client.send_raw_transaction(bytes(tx), TxOpts(skip_preflight=True))
+        finally:
+            assert await net.call("localnet_resume") == {"halted": False}  # all due at once: one commit
+        keys = [tx.signatures[0] for tx in txs]
+
+        async def all_landed() -> bool:
+            return all(status is not None for status in (await client.get_signature_statuses(keys)).value)
+
+        await eventually(all_landed, timeout=5)
+        statuses = (await client.get_signature_statuses(keys)).value
+        assert len({status.slot for status in statuses if status is not None}) == 1  # they landed together
+        signatures = [str(key) for key in keys]
+        for address in (owner, pool.address):  # each row keeps the accounts of its own transaction
+            ledger = await net.call("localnet_ledger", [{"address": str(address)}])
+            assert [row["signature"] for row in ledger if row["signature"] in signatures] == signatures
+        for tx in txs:
+            found = await client.get_transaction(tx.signatures[0], max_supported_transaction_version=0)
+            assert found.value is not None and found.value.transaction.meta is not None
+            assert found.value.transaction.meta.err is None
+            message = found.value.transaction.transaction.message  # type: ignore[union-attr]
+            assert message.account_keys == tx.message.account_keys
 
 
 async def test_subscribers_see_pools_move_and_new_pools_appear(net: Localnet, client: AsyncClient) -> None:
