@@ -141,25 +141,47 @@ async def test_an_unreachable_database_answers_the_whole_batch_at_once(database:
 
 
 async def test_transitions_that_arrive_together_share_commits_and_each_keeps_its_order(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str
 ) -> None:
-    # Whether calls that arrive together meet in one batch depends on how the server's loop takes them: a burst
-    # can, now and then, find the writers idle at each arrival. Every burst must be right; one of three must batch.
-    commits = [await _transitions_together(orders, pg) for _ in range(ROUNDS)]
-    assert min(commits) < N, f"commits per {N} transitions in each burst: {commits}"
+    # Calls that arrive while the writers are busy wait together. Whether they do on their own depends on how fast
+    # the statements run against how the server's loop takes the calls, so the test holds the writers: a lock on
+    # the orders table keeps the first statements waiting while the other calls arrive.
+    for _ in range(ROUNDS):
+        commits = await _transitions_together(orders, pg, database)
+        assert commits < N, f"{commits} commits for {N} transitions that arrived together"
 
 
-async def _transitions_together(orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection) -> int:
+async def _transitions_together(orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str) -> int:
     """N orders moved pending -> routing at once, each asked twice: one wins, every row and event is right; how
     many commits the N transitions took."""
     created = await asyncio.gather(*(orders.CreateOrder(_request(amount_in=f"4.{i}"), timeout=10) for i in range(N)))
     ids = [a.order.id for a in created]
     pending, routing = states.to_proto("pending"), states.to_proto("routing")
-    # Each order twice in the same turn: one batch holds one write per order, and only one compare-and-set wins.
-    moved = await asyncio.gather(
-        *(orders.Transition(transitions.request(i, pending, routing), timeout=10) for i in ids for _ in range(2)),
-        return_exceptions=True,
-    )
+    holder = await asyncpg.connect(database)
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("LOCK TABLE orders IN SHARE MODE")  # reads go on; the transitions' UPDATE waits
+        # Each order twice in the same turn: one batch holds one write per order, and only one compare-and-set wins.
+        calls = asyncio.gather(
+            *(orders.Transition(transitions.request(i, pending, routing), timeout=10) for i in ids for _ in range(2)),
+            return_exceptions=True,
+        )
+
+        async def writer_waiting() -> bool:
+            return bool(
+                await pg.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE orders%'"
+                )
+            )
+
+        await eventually(writer_waiting, timeout=10)
+        await asyncio.sleep(0.3)  # the calls sent with it reach the server and queue behind the waiting writers
+        await lock.rollback()
+        moved = await calls
+    finally:
+        await holder.close()
     won = [m for m in moved if isinstance(m, orders_pb2.TransitionResponse)]
     lost = [m for m in moved if isinstance(m, grpc.aio.AioRpcError)]
     assert sorted(m.order.id for m in won) == sorted(ids)
