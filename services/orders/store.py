@@ -165,7 +165,8 @@ FROM upd
 # An order and its history in one statement, so one snapshot (no transaction of its own, one round trip).
 GET_WITH_EVENTS_SQL = f"""
 SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS},
-       (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM order_events e WHERE e.order_id = orders.id) AS events
+       (SELECT COALESCE(jsonb_agg({_EVENT_JSON} ORDER BY e.seq), '[]') FROM order_events e WHERE e.order_id = orders.id)
+           AS events
 FROM orders WHERE id = $1
 """
 
@@ -459,7 +460,7 @@ class OrderStore:
         row = await self.pool.fetchrow(GET_WITH_EVENTS_SQL, order_id)
         if row is None:
             raise NotFound(str(order_id))
-        return row, orjson.loads(row["events"]) if row["events"] is not None else []
+        return row, orjson.loads(row["events"])
 
     async def owner(self, order_id: uuid.UUID) -> uuid.UUID | None:
         """The key that created the order (None: the anonymous caller); NotFound when there is no such order."""
