@@ -175,6 +175,8 @@ class Settings:
     # Relay.
     outbox_poll_ms: int = 500
     outbox_batch: int = 200
+    # A row still in the outbox this long after its write is an orphan: any replica's poll claims it.
+    outbox_orphan_ms: int = 5000
     # Operations.
     shutdown_grace_s: int = 10
     log_level: str = "INFO"
@@ -236,6 +238,7 @@ def load() -> Settings:
         trigger_enabled=_flag("TRIGGER", d.trigger_enabled),
         outbox_poll_ms=_int("OUTBOX_POLL_MS", d.outbox_poll_ms, minimum=10),
         outbox_batch=_int("OUTBOX_BATCH", d.outbox_batch, minimum=1),
+        outbox_orphan_ms=_int("OUTBOX_ORPHAN_MS", d.outbox_orphan_ms),
         shutdown_grace_s=_int("SHUTDOWN_GRACE_S", d.shutdown_grace_s),
         log_level=_env("LOG_LEVEL", d.log_level).upper(),
     )

@@ -82,7 +82,7 @@ OUTBOX_LAG = TracedHistogram(
 OUTBOX_PUBLISHED = Counter("dexengine_outbox_published", "Outbox rows published", ["kind"], registry=REGISTRY)
 OUTBOX_BATCH_ROWS = Histogram(
     "dexengine_outbox_batch_rows",
-    "Rows per relay batch (a batch costs three statements and a confirm wait, whatever its size)",
+    "Rows per relay batch (a batch costs a confirm wait and a share of one delete, whatever its size)",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )

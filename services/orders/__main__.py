@@ -45,7 +45,7 @@ class OrdersComponent(grpc_server.Lifecycle):
         self.relay = OutboxRelay(self.settings, self.pool)
         self.relay.start()
         self.resources.push_async_callback(self.relay.stop)
-        store = OrderStore(self.pool, committed=self.relay.wake)
+        store = OrderStore(self.pool, committed=self.relay.hand)
         self.admission = Admission(store, self.settings.max_live_orders)
         self.admission.start()
         self.resources.push_async_callback(self.admission.stop)

@@ -1,17 +1,34 @@
 """Outbox relay: publishes outbox rows to RabbitMQ, then deletes them.
 
-A batch is one statement in one transaction: ``DELETE … RETURNING`` of the
-oldest rows not locked by another relay (``FOR UPDATE SKIP LOCKED``: several
-orders replicas share the work). The rows are published together with
-publisher confirms (pipelined, not one round trip each): each job as a message
-of its own, the events as one message per order type carrying every commit of
-the batch (``amqp.commits_body``), and the transaction
-commits only once every confirm came back. A crash or a failed publish rolls
-back, so the rows are there again and published again later: delivery is
-at-least-once and every consumer is idempotent. Each commit of this
-replica wakes its relay (:meth:`OutboxRelay.wake`, called by the store);
-polling every ``OUTBOX_POLL_MS`` picks up rows another replica committed
-and could not publish (it died first).
+The rows reach it two ways:
+
+- **Handed over** (:meth:`OutboxRelay.hand`): each write of this replica returns
+  the outbox rows it wrote, and the store hands them to the relay as soon as the
+  statement has committed. The relay publishes them straight away (no claim:
+  the rows are this replica's own, just committed) and deletes them once every
+  publish is confirmed; the deletes of several batches go together, a little
+  later (``DELETE_EVERY_S``), since nothing waits for them.
+- **Claimed** (:meth:`OutboxRelay.publish_batch`): every ``OUTBOX_POLL_MS`` the
+  relay looks for rows older than ``OUTBOX_ORPHAN_MS`` that it does not hold:
+  rows whose replica died between its commit and its publish (or its delete),
+  or let go of after a failed publish. A claim is one transaction: ``DELETE …
+  RETURNING`` of the oldest such rows not locked by another relay (``FOR UPDATE
+  SKIP LOCKED``), the publishes, and the commit once every confirm came back.
+
+Either way a row leaves the table only after its publish was confirmed, so a
+crash or a failed publish leaves it there, and it is published again (after
+``OUTBOX_ORPHAN_MS``): delivery is at-least-once and every consumer is
+idempotent (jobs meet a compare-and-set on the order's status, events a seq).
+A replica publishes what it was handed in commit order, so one order's commits
+go out in seq order; across replicas, or after a failed publish, they may not,
+and the notifier repairs a gap by seq. A row handed over is never claimed by
+its own replica; another replica claims it only if it is still in the table
+after ``OUTBOX_ORPHAN_MS`` (its publish stalled that long): then it is
+published twice.
+
+Rows are published together with publisher confirms (pipelined, not one round
+trip each): each job as a message of its own, the events as one message per
+order type carrying every commit of the batch (``amqp.commits_body``).
 """
 
 from __future__ import annotations
@@ -19,30 +36,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
-import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from services.common import amqp, faults, metrics, telemetry
 from services.common.config import Settings
+from services.orders import outbox
+from services.orders.outbox import OutboxRow
 
 log = logging.getLogger(__name__)
 
-# Deleted, but only for this transaction until it commits: the rows come back if it rolls back.
-CLAIM_SQL = """
-DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, order_id, kind, payload, headers, created_at
+# Deleted, but only for this transaction until it commits: the rows come back if it rolls back. Only rows older
+# than $2 ms that this replica does not hold ($3): the younger ones are being published by the replica that wrote them.
+CLAIM_SQL = f"""
+DELETE FROM outbox WHERE id IN (
+    SELECT id FROM outbox
+    WHERE created_at <= clock_timestamp() - $2 * interval '1 millisecond' AND NOT id = ANY($3::bigint[])
+    ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING {outbox.RETURNED}
 """
-
-
-def _json(payload: Any) -> bytes:
-    """A row's payload as JSON text (asyncpg returns jsonb as text)."""
-    return payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+DELETE_SQL = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+# The published rows' deletes wait this long for company: one statement for the batches of that time.
+DELETE_EVERY_S = 0.05
+# At most this many batches' worth of rows handed over and not yet published: beyond (RabbitMQ down or slow),
+# rows are left to the claims, which read them from the table.
+HELD_BATCHES = 10
 
 
 class OutboxRelay:
@@ -54,13 +78,20 @@ class OutboxRelay:
         self.channel: AbstractChannel | None = None
         self.exchanges: dict[str, AbstractExchange] = {}
         self._wake = asyncio.Event()
+        self._claim_now = False
+        self._handed: list[OutboxRow] = []  # handed over, not yet published, in commit order
+        self._held: set[int] = set()  # handed over and not yet deleted: never claimed by this replica
+        self._published: list[int] = []  # handed over, published, to delete
+        self._deletable = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected and the topology is declared
         self._task: asyncio.Task[None] | None = None
+        self._deleter: asyncio.Task[None] | None = None
         self.published = 0
 
     def start(self) -> None:
         """Run in the background; orders are accepted even while RabbitMQ is down."""
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._deleter = asyncio.create_task(self._delete_published(), name="outbox-deletes")
 
     async def _connect(self) -> None:
         while True:
@@ -83,100 +114,161 @@ class OutboxRelay:
     def connected(self) -> bool:
         return self.connection is not None and not self.connection.is_closed
 
+    def hand(self, rows: list[OutboxRow]) -> None:
+        """Rows this replica just committed, in id order: publish them now (or once connected). Left to the claims
+        instead while the relay already holds ``HELD_BATCHES`` batches of unpublished rows."""
+        if len(self._handed) >= HELD_BATCHES * self.settings.outbox_batch:
+            return
+        self._handed.extend(rows)
+        self._held.update(row.id for row in rows)
+        self._wake.set()
+
     def wake(self) -> None:
+        """Claim rows at once rather than at the next poll."""
+        self._claim_now = True
         self._wake.set()
 
     async def _run(self) -> None:
         poll = self.settings.outbox_poll_ms / 1000
         await self._connect()
+        next_claim = 0.0  # at start: rows left by an earlier life of this replica, or by another
         while True:
-            # Cleared before the claim, not after: a commit that wakes the relay while this batch
-            # is published must wake the next round, not wait out the poll interval.
+            # Cleared before publishing, not after: rows handed over while a batch is published must wake the next
+            # round, not wait out the poll interval.
             self._wake.clear()
             try:
-                sent = await self.publish_batch()
+                if self._handed:
+                    await self.publish_handed()
+                    continue
+                if self._claim_now or time.monotonic() >= next_claim:
+                    self._claim_now = False
+                    if await self.publish_batch() >= self.settings.outbox_batch:
+                        continue
+                    next_claim = time.monotonic() + poll
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any failure: rows stay, try again
+            except Exception as exc:  # noqa: BLE001 - any failure: rows stay in the table, try again
                 log.warning("outbox publish failed, will retry: %s", exc)
                 await asyncio.sleep(poll)
                 continue
-            if sent >= self.settings.outbox_batch:
-                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(poll):
+                async with asyncio.timeout(max(next_claim - time.monotonic(), 0)):
                     await self._wake.wait()
 
-    async def publish_batch(self) -> int:
-        """Publish one batch; return how many rows were published."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            # RETURNING has no order: publish in id order, so one order's rows go out in seq order.
-            rows = sorted(await conn.fetch(CLAIM_SQL, self.settings.outbox_batch), key=lambda row: row["id"])
-            if not rows:
-                return 0
+    async def publish_handed(self) -> int:
+        """Publish one batch of the rows handed over; return how many. If a publish fails, every row handed over
+        and not published is let go of: the claims publish them from the table."""
+        rows, self._handed = self._handed[: self.settings.outbox_batch], self._handed[self.settings.outbox_batch :]
+        try:
             faults.crash_point("before_publish")
-            claimed = [(row, orjson.loads(row["headers"]) if row["headers"] else {}) for row in rows]
-            # A batch's events go out as one message per order type (its routing key), commits in id order.
-            by_type: dict[str, list[tuple[asyncpg.Record, dict[str, Any]]]] = {}
-            for row, stored in claimed:
-                if row["kind"] != "job":
-                    by_type.setdefault(stored.get(amqp.ORDER_TYPE_HEADER, ""), []).append((row, stored))
-            await asyncio.gather(
-                *(self._publish_job(row, stored) for row, stored in claimed if row["kind"] == "job"),
-                *(self._publish_events(kind, commits) for kind, commits in by_type.items()),
+            await self._publish(rows)
+        except BaseException:
+            self._held.difference_update(row.id for row in (*rows, *self._handed))
+            self._handed = []
+            raise
+        self._published.extend(row.id for row in rows)
+        self._deletable.set()
+        return len(rows)
+
+    async def publish_batch(self) -> int:
+        """Claim and publish one batch of rows nobody else publishes; return how many were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            records = await conn.fetch(
+                CLAIM_SQL, self.settings.outbox_batch, self.settings.outbox_orphan_ms, list(self._held)
             )
+            if not records:
+                return 0
+            # RETURNING has no order: publish in id order, so one order's rows go out in seq order.
+            rows = sorted((outbox.stored(record) for record in records), key=lambda row: row.id)
+            faults.crash_point("before_publish")
+            await self._publish(rows)
+        return len(rows)
+
+    async def _publish(self, rows: list[OutboxRow]) -> None:
+        """Publish ``rows`` and wait for every confirm: each job on its own, a batch's events as one message per
+        order type (its routing key), commits in id order."""
+        by_type: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            if row.kind != "job":
+                by_type.setdefault(row.headers.get(amqp.ORDER_TYPE_HEADER, ""), []).append(row)
+        await asyncio.gather(
+            *(self._publish_job(row) for row in rows if row.kind == "job"),
+            *(self._publish_events(kind, commits) for kind, commits in by_type.items()),
+        )
         self.published += len(rows)
         metrics.OUTBOX_BATCH_ROWS.observe(len(rows))
         now = datetime.now(UTC)
         for row in rows:
-            metrics.OUTBOX_PUBLISHED.labels(row["kind"]).inc()
-            metrics.OUTBOX_LAG.observe((now - row["created_at"]).total_seconds())
-        return len(rows)
+            metrics.OUTBOX_PUBLISHED.labels(row.kind).inc()
+            metrics.OUTBOX_LAG.observe((now - row.created_at).total_seconds())
 
-    def _span(self, exchange: AbstractExchange, row: asyncpg.Record, stored: dict[str, Any]) -> trace.Span:
+    async def _delete_published(self) -> None:
+        """Delete the published rows handed over, the batches of ``DELETE_EVERY_S`` together."""
+        while True:
+            await self._deletable.wait()
+            await asyncio.sleep(DELETE_EVERY_S)
+            try:
+                await self._delete()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - still held, so never claimed here: try again
+                log.warning("published outbox rows not deleted yet, will retry: %s", exc)
+                await asyncio.sleep(self.settings.outbox_poll_ms / 1000)
+
+    async def _delete(self) -> None:
+        self._deletable.clear()
+        ids, self._published = self._published, []
+        if not ids:
+            return
+        try:
+            await self.pool.execute(DELETE_SQL, ids)
+        except BaseException:
+            self._published[:0] = ids
+            self._deletable.set()
+            raise
+        self._held.difference_update(ids)
+
+    def _span(self, exchange: AbstractExchange, row: OutboxRow) -> trace.Span:
         """The PRODUCER span of one row's publish, in the trace of the transaction that wrote the row."""
         return telemetry.tracer(__name__).start_span(
             f"publish {exchange.name}",
-            context=telemetry.extract(stored),
+            context=telemetry.extract(row.headers),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
                 "messaging.operation.type": "publish",
                 "messaging.destination.name": exchange.name,
-                "order.id": str(row["order_id"]),
-                "outbox.kind": row["kind"],
+                "order.id": str(row.order_id),
+                "outbox.kind": row.kind,
             },
         )
 
-    async def _publish_job(self, row: asyncpg.Record, stored: dict[str, Any]) -> None:
+    async def _publish_job(self, row: OutboxRow) -> None:
         exchange = self.exchanges["job"]
-        with trace.use_span(self._span(exchange, row, stored), end_on_exit=True):
+        with trace.use_span(self._span(exchange, row), end_on_exit=True):
             await amqp.publish(
                 exchange,
                 amqp.JOB_KEY,
-                _json(row["payload"]),
-                headers={**telemetry.inject_headers(), "x-attempt": 1, "x-order-id": str(row["order_id"])},
-                message_id=f"outbox-{row['id']}",
+                row.payload,
+                headers={**telemetry.inject_headers(), "x-attempt": 1, "x-order-id": str(row.order_id)},
+                message_id=f"outbox-{row.id}",
             )
 
-    async def _publish_events(self, kind_of_order: str, rows: list[tuple[asyncpg.Record, dict[str, Any]]]) -> None:
+    async def _publish_events(self, kind_of_order: str, rows: list[OutboxRow]) -> None:
         """One message with the commits of ``rows`` (orders of one type: rows from before it was recorded have
         none, ""), each with the trace context of its own PRODUCER span."""
         exchange = self.exchanges["event"]
-        spans = [self._span(exchange, row, stored) for row, stored in rows]
+        spans = [self._span(exchange, row) for row in rows]
         try:
             body = amqp.commits_body(
-                [
-                    (telemetry.inject_headers(span), _json(row["payload"]))
-                    for (row, _), span in zip(rows, spans, strict=True)
-                ]
+                [(telemetry.inject_headers(span), row.payload) for row, span in zip(rows, spans, strict=True)]
             )
             await amqp.publish(
                 exchange,
                 kind_of_order,
                 body,
                 headers={amqp.ORDER_TYPE_HEADER: kind_of_order},
-                message_id=f"outbox-{rows[0][0]['id']}-{rows[-1][0]['id']}",
+                message_id=f"outbox-{rows[0].id}-{rows[-1].id}",
                 mandatory=False,
             )
         except Exception as exc:
@@ -188,9 +280,14 @@ class OutboxRelay:
                 span.end()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._deleter):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        # What was published is deleted now, or it would be published again once it is an orphan.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self._delete()
         if self.connection is not None:
             await self.connection.close()

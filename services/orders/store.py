@@ -39,7 +39,8 @@ from services.common import amqp, states
 from services.common.db import UNAVAILABLE_ERRORS
 from services.common.errors import DomainError, FieldViolation
 from services.common.validation import OrderInput
-from services.orders import steps
+from services.orders import outbox, steps
+from services.orders.outbox import OutboxRow
 
 ORDER_COLUMNS = (
     "id, type, status, token_in, token_out, amount_in, amount_out, expected_price, executed_price, "
@@ -105,8 +106,10 @@ WITH r AS (
     SELECT ins.id, 'event', {_OUTBOX_EVENTS.format(owner="ins")},
            {_EVENT_HEADERS.format(src="ins", headers="r.headers")}
     FROM ins JOIN r USING (id)
+    RETURNING {outbox.RETURNED}
 )
-SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = ins.id) AS events
+SELECT ins.*, (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = ins.id) AS events,
+       {outbox.WRITTEN_COLUMN.format(owner="ins")}
 FROM ins
 """
 
@@ -156,9 +159,11 @@ WITH r AS (
     -- A limit or sniper order's job is born when its trigger fires (waiting -> routing).
     SELECT upd.id, 'job', {_JOB_JSON.format(src="upd")}, upd.x_headers::jsonb FROM upd
         WHERE upd.x_expected = 'waiting' AND upd.status = 'routing'
+    RETURNING {outbox.RETURNED}
 )
 SELECT {ORDER_COLUMNS}, {SIGNED_COLUMNS}, api_key_id,
-       (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = upd.id) AS events
+       (SELECT jsonb_agg({_EVENT_JSON} ORDER BY e.seq) FROM ev e WHERE e.order_id = upd.id) AS events,
+       {outbox.WRITTEN_COLUMN.format(owner="upd")}
 FROM upd
 """
 
@@ -181,7 +186,8 @@ INDEX_WALK = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off"
 
 # The job of a submitted order whose executor is gone: {orderId, attempt} only, so that the executor reads the
 # order with its signed transaction (a copy of the order in the job carries none).
-TAKE_BACK_SQL = """
+TAKE_BACK_SQL = (
+    """
 WITH r AS (
     SELECT * FROM unnest($1::uuid[], $2::text[]) AS r(x_id, x_executor)
 ), upd AS (
@@ -192,8 +198,9 @@ WITH r AS (
 )
 INSERT INTO outbox (order_id, kind, payload, headers)
 SELECT id, 'job', jsonb_build_object('orderId', id::text, 'attempt', retry_count + 1), '{}'::jsonb FROM upd
-RETURNING order_id
-"""
+RETURNING """
+    + outbox.RETURNED
+)
 
 
 class NotFound(DomainError):
@@ -275,9 +282,13 @@ class Batches:
     One batch holds at most one row per order: a second write of the same order waits for the next batch, so that
     the statement sees each order's writes one after another, as unbatched ones would."""
 
-    def __init__(self, pool: asyncpg.Pool, sql: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, sql: str, committed: Callable[[list[OutboxRow]], None] = lambda rows: None
+    ) -> None:
+        """``committed`` gets the outbox rows of each statement that committed (``_hand_over``)."""
         self.pool = pool
         self.sql = sql
+        self.committed = committed
         self._queue: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]] = []
         self._writers: set[asyncio.Task[None]] = set()  # held here: the loop keeps only weak references to tasks
 
@@ -331,7 +342,7 @@ class Batches:
 
     async def _write_batch(self, batch: list[tuple[BatchRow, asyncio.Future[asyncpg.Record | None]]]) -> None:
         try:
-            found = await self._statement([row for row, _ in batch])
+            records = await self._statement([row for row, _ in batch])
         except Exception as exc:  # noqa: BLE001 - each order gets its own answer below
             if len(batch) == 1 or isinstance(exc, UNAVAILABLE_ERRORS):  # the database's state, not an order's
                 for _, answer in batch:
@@ -339,16 +350,29 @@ class Batches:
                 return
             for row, answer in batch:  # one order's error must not refuse the others
                 try:
-                    _answer(answer, (await self._statement([row])).get(row[0]))
-                except Exception as one:  # noqa: BLE001 - that order's own error
-                    _answer(answer, exc=one)
+                    one = await self._statement([row])
+                except Exception as error:  # noqa: BLE001 - that order's own error
+                    _answer(answer, exc=error)
+                else:
+                    _answer(answer, one[0] if one else None)
+                    self._hand_over(one)
             return
+        found = {record["id"]: record for record in records}
         for row, answer in batch:
             _answer(answer, found.get(row[0]))
+        self._hand_over(records)
 
-    async def _statement(self, rows: Sequence[BatchRow]) -> dict[uuid.UUID, asyncpg.Record]:
+    async def _statement(self, rows: Sequence[BatchRow]) -> list[asyncpg.Record]:
         columns = [list(column) for column in zip(*rows, strict=True)]
-        return {record["id"]: record for record in await self.pool.fetch(self.sql, *columns)}
+        records: list[asyncpg.Record] = await self.pool.fetch(self.sql, *columns)
+        return records
+
+    def _hand_over(self, records: list[asyncpg.Record]) -> None:
+        """The committed statement's outbox rows to ``committed``: after its answers are set, so that the callers
+        run first, but in the same step, so that before any of them can write again."""
+        written = [row for record in records for row in outbox.written(record)]
+        if written:
+            self.committed(sorted(written, key=lambda row: row.id))
 
 
 def _answer(
@@ -363,12 +387,12 @@ def _answer(
 
 
 class OrderStore:
-    def __init__(self, pool: asyncpg.Pool, committed: Callable[[], None] = lambda: None) -> None:
-        """``committed`` is called after each commit that wrote outbox rows (the relay's wake-up)."""
+    def __init__(self, pool: asyncpg.Pool, committed: Callable[[list[OutboxRow]], None] = lambda rows: None) -> None:
+        """``committed`` gets the outbox rows of each commit that wrote some, in id order (the relay's hand-over)."""
         self.pool = pool
         self.committed = committed
-        self.creates = Batches(pool, CREATE_SQL)
-        self.transitions = Batches(pool, TRANSITION_SQL)
+        self.creates = Batches(pool, CREATE_SQL, committed)
+        self.transitions = Batches(pool, TRANSITION_SQL, committed)
 
     async def create(
         self,
@@ -398,7 +422,6 @@ class OrderStore:
             )
         )
         if row is not None:
-            self.committed()
             return Created(row, True)
         assert idempotency_key is not None  # only the idempotency key can conflict
         replayed = await self.replay(order, idempotency_key, owner)
@@ -452,7 +475,7 @@ class OrderStore:
         that also clears the name, so an order is taken back once); the ids taken back."""
         rows = await self.pool.fetch(TAKE_BACK_SQL, [o for o, _ in orders], [e for _, e in orders])
         if rows:
-            self.committed()
+            self.committed(sorted((outbox.stored(row) for row in rows), key=lambda row: row.id))
         return [row["order_id"] for row in rows]
 
     async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[dict[str, Any]]]:
@@ -532,7 +555,6 @@ class OrderStore:
             )
         )
         if row is not None:
-            self.committed()
             return row
         current = await self.pool.fetchval("SELECT status FROM orders WHERE id = $1", order_id)
         if current is None:

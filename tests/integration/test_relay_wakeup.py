@@ -1,11 +1,12 @@
-"""A commit made while the relay publishes a batch is published at once, not after the poll interval."""
+"""The relay: rows its replica commits are published at once, including during a publish; rows nobody publishes
+(their replica died, or its publish failed) are claimed from the table once they are orphans, and only then."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import replace
-from typing import Any
 
 import grpc
 import orjson
@@ -13,6 +14,7 @@ import orjson
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import amqp, config
 from services.orders.__main__ import OrdersComponent
+from services.orders.outbox import OutboxRow
 from tests.support import published
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
@@ -20,6 +22,7 @@ from tests.support.inprocess import serve
 from tests.support.waiting import eventually
 
 POLL_MS = 120_000  # far longer than the test may take: only the commit's wake-up can publish in time
+ORPHAN_MS = 1000
 
 
 def request() -> orders_pb2.CreateOrderRequest:
@@ -42,13 +45,13 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
             second: list[str] = []
             mid_publish = asyncio.Event()
 
-            async def send_and_commit_another(row: Any, stored: dict[str, Any]) -> None:
+            async def send_and_commit_another(row: OutboxRow) -> None:
                 if not mid_publish.is_set():
                     mid_publish.set()  # once: the batch's rows are sent concurrently
                     # another order commits, which wakes the relay
                     second.append((await orders.CreateOrder(request(), timeout=5)).order.id)
                     await asyncio.wait_for(relay._wake.wait(), 5)
-                await send(row, stored)
+                await send(row)
 
             relay._publish_job = send_and_commit_another  # type: ignore[method-assign]
             await orders.CreateOrder(request(), timeout=5)
@@ -60,27 +63,114 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
             assert relay.published == 4, "two orders: a job and a pending event each"
 
 
-async def test_a_row_whose_replica_died_before_its_relay_ran_is_published_by_the_poll(
+async def test_a_row_whose_replica_died_before_its_relay_ran_is_published_by_the_poll_once_it_is_an_orphan(
     settings: config.Settings, infra: TestInfra
 ) -> None:
-    """Commits wake only their own replica's relay: a row left by a replica that died is found by polling."""
+    """Commits are handed over to their own replica's relay only: a row left by a replica that died is found by
+    polling, but only once it is older than OUTBOX_ORPHAN_MS (younger, its own replica may be publishing it)."""
     async with isolated(infra.derive("orphan")) as own:
         component = OrdersComponent(
-            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=200)
+            replace(
+                settings,
+                database_url=own.database_url,
+                amqp_prefix=own.amqp_prefix,
+                outbox_poll_ms=100,
+                outbox_orphan_ms=ORPHAN_MS,
+            )
         )
         async with serve(component):
             relay, pool = component.relay, component.pool
             assert relay is not None and pool is not None
             await asyncio.wait_for(relay.ready.wait(), 10)
             await asyncio.sleep(0.3)  # the relay is idle: waiting on its wake-up or its poll
-            # A commit of another replica, which died before its relay ran: nothing wakes this one.
+            # A commit of another replica, which died before its relay ran: nothing hands it over to this one.
             await pool.execute(
                 "INSERT INTO outbox (order_id, kind, payload) VALUES ($1, 'event', $2)",
                 uuid.uuid4(),
                 '[{"seq": 1, "status": "pending"}]',
             )
+            written = time.monotonic()
+            await asyncio.sleep(ORPHAN_MS / 1000 / 2)  # five polls
+            assert relay.published == 0, "younger than OUTBOX_ORPHAN_MS: left to the replica that wrote it"
             await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=5)
+            assert time.monotonic() - written >= ORPHAN_MS / 1000
             assert relay.published == 1
+
+
+async def test_rows_whose_publish_failed_are_let_go_of_and_claimed_from_the_table(
+    settings: config.Settings, infra: TestInfra
+) -> None:
+    async with isolated(infra.derive("letgo")) as own:
+        component = OrdersComponent(
+            replace(
+                settings,
+                database_url=own.database_url,
+                amqp_prefix=own.amqp_prefix,
+                outbox_poll_ms=100,
+                outbox_orphan_ms=ORPHAN_MS,
+            )
+        )
+        async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
+            relay, pool = component.relay, component.pool
+            assert relay is not None and pool is not None
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            send = relay._publish_job
+            failed: list[float] = []
+
+            async def fail_once(row: OutboxRow) -> None:
+                if not failed:
+                    failed.append(time.monotonic())
+                    raise ConnectionError("the broker went away")
+                await send(row)
+
+            relay._publish_job = fail_once  # type: ignore[method-assign]
+            async with published.broker(settings.amqp_url, own.amqp_prefix) as seen:
+                created = await orders_pb2_grpc.OrdersStub(channel).CreateOrder(request(), timeout=5)
+                await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=10)
+                claimed = time.monotonic()
+                commits = await seen.commits([created.order.id], 1)
+                jobs = await seen.channel.get_queue(seen.names.execute_queue)
+                job = await jobs.get(fail=False)
+                again = await jobs.get(fail=False)
+            assert failed, "the hand-over's publish failed"
+            assert claimed - failed[0] >= ORPHAN_MS / 1000 - 0.2, "claimed as an orphan, not retried at once"
+            assert [event["status"] for event in commits[0]] == ["pending"]
+            assert job is not None and orjson.loads(job.body)["orderId"] == created.order.id
+            assert again is None, "published once"
+            assert relay.published == 2, "the claim: the job and the pending event (the failed batch counted none)"
+
+
+async def test_a_row_another_replica_is_publishing_is_not_claimed_until_it_is_an_orphan(
+    settings: config.Settings, infra: TestInfra
+) -> None:
+    """Two replicas on one database: the one that wrote a row publishes it; the other's polls leave it alone while
+    that publish takes less than OUTBOX_ORPHAN_MS."""
+    async with isolated(infra.derive("replicas")) as own:
+        shared = replace(
+            settings,
+            database_url=own.database_url,
+            amqp_prefix=own.amqp_prefix,
+            outbox_poll_ms=50,
+            outbox_orphan_ms=ORPHAN_MS,
+        )
+        writer, other = OrdersComponent(shared), OrdersComponent(shared)
+        async with serve(writer) as target, serve(other), grpc.aio.insecure_channel(target) as channel:
+            assert writer.relay is not None and other.relay is not None and writer.pool is not None
+            await asyncio.wait_for(other.relay.ready.wait(), 10)
+            await asyncio.wait_for(writer.relay.ready.wait(), 10)
+            send, slow = writer.relay._publish_job, asyncio.Event()
+
+            async def stall(row: OutboxRow) -> None:
+                await asyncio.sleep(ORPHAN_MS / 1000 / 2)  # ten of the other replica's polls
+                slow.set()
+                await send(row)
+
+            writer.relay._publish_job = stall  # type: ignore[method-assign]
+            await orders_pb2_grpc.OrdersStub(channel).CreateOrder(request(), timeout=5)
+            pool = writer.pool
+            await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=10)
+            assert slow.is_set()
+            assert (writer.relay.published, other.relay.published) == (2, 0)
 
 
 async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
@@ -90,7 +180,13 @@ async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
     with its own trace context; every consumer reads each commit as it was written."""
     async with isolated(infra.derive("batches")) as own:
         component = OrdersComponent(
-            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=POLL_MS)
+            replace(
+                settings,
+                database_url=own.database_url,
+                amqp_prefix=own.amqp_prefix,
+                outbox_poll_ms=POLL_MS,
+                outbox_orphan_ms=0,  # rows written here by hand: claimed as soon as the relay is woken
+            )
         )
         async with serve(component):
             relay, pool = component.relay, component.pool

@@ -129,7 +129,7 @@ async def test_an_unreachable_database_answers_the_whole_batch_at_once(database:
     statements: list[int] = []
     statement = batches._statement
 
-    async def counted(rows: list[tuple[object, ...]]) -> dict[uuid.UUID, asyncpg.Record]:
+    async def counted(rows: list[tuple[object, ...]]) -> list[asyncpg.Record]:
         statements.append(len(rows))
         return await statement(rows)
 
