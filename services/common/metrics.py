@@ -80,6 +80,12 @@ OUTBOX_LAG = TracedHistogram(
     registry=REGISTRY,
 )
 OUTBOX_PUBLISHED = Counter("dexengine_outbox_published", "Outbox rows published", ["kind"], registry=REGISTRY)
+OUTBOX_ORPHANS = Counter(
+    "dexengine_outbox_orphans_claimed",
+    "Outbox rows claimed as orphans (OUTBOX_ORPHAN_MS old): their replica died before publishing them, or its "
+    "publish failed",
+    registry=REGISTRY,
+)
 OUTBOX_BATCH_ROWS = Histogram(
     "dexengine_outbox_batch_rows",
     "Rows per relay batch (a batch costs a confirm wait and a share of one delete, whatever its size)",

@@ -182,6 +182,7 @@ class OutboxRelay:
             rows = sorted((outbox.stored(record) for record in records), key=lambda row: row.id)
             faults.crash_point("before_publish")
             await self._publish(rows)
+        metrics.OUTBOX_ORPHANS.inc(len(rows))
         return len(rows)
 
     async def _publish(self, rows: list[OutboxRow]) -> None:

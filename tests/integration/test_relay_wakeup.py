@@ -12,7 +12,7 @@ import grpc
 import orjson
 
 from dexengine.v1 import orders_pb2, orders_pb2_grpc
-from services.common import amqp, config
+from services.common import amqp, config, metrics
 from services.orders.__main__ import OrdersComponent
 from services.orders.outbox import OutboxRow
 from tests.support import published
@@ -89,12 +89,17 @@ async def test_a_row_whose_replica_died_before_its_relay_ran_is_published_by_the
                 uuid.uuid4(),
                 '[{"seq": 1, "status": "pending"}]',
             )
-            written = time.monotonic()
+            written, orphans = time.monotonic(), _orphans()
             await asyncio.sleep(ORPHAN_MS / 1000 / 2)  # five polls
             assert relay.published == 0, "younger than OUTBOX_ORPHAN_MS: left to the replica that wrote it"
             await eventually(lambda: pool.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=5)
             assert time.monotonic() - written >= ORPHAN_MS / 1000
             assert relay.published == 1
+            assert _orphans() == orphans + 1, "dexengine_outbox_orphans_claimed_total counts it"
+
+
+def _orphans() -> float:
+    return metrics.REGISTRY.get_sample_value("dexengine_outbox_orphans_claimed_total") or 0.0
 
 
 async def test_rows_whose_publish_failed_are_let_go_of_and_claimed_from_the_table(
