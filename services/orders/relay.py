@@ -7,7 +7,8 @@ The rows reach it two ways:
   statement has committed. The relay publishes them straight away (no claim:
   the rows are this replica's own, just committed) and deletes them once every
   publish is confirmed; the deletes of several batches go together, a little
-  later (``DELETE_EVERY_S``), since nothing waits for them.
+  later (``DELETE_EVERY_S``), since nothing waits for them. A relay that
+  stops publishes what it was handed first (``STOP_FLUSH_S`` at most).
 - **Claimed** (:meth:`OutboxRelay.publish_batch`): every ``OUTBOX_POLL_MS`` the
   relay looks for rows older than ``OUTBOX_ORPHAN_MS`` that it does not hold:
   rows whose replica died between its commit and its publish (or its delete),
@@ -67,6 +68,8 @@ DELETE_EVERY_S = 0.05
 # At most this many batches' worth of rows handed over and not yet published: beyond (RabbitMQ down or slow),
 # rows are left to the claims, which read them from the table.
 HELD_BATCHES = 10
+# At stop, how long the relay may still publish what it was handed over.
+STOP_FLUSH_S = 2.0
 
 
 class OutboxRelay:
@@ -82,6 +85,8 @@ class OutboxRelay:
         self._handed: list[OutboxRow] = []  # handed over, not yet published, in commit order
         self._held: set[int] = set()  # handed over and not yet deleted: never claimed by this replica
         self._published: list[int] = []  # handed over, published, to delete
+        self._flushed = asyncio.Event()  # set while every row handed over was published (or let go of)
+        self._flushed.set()
         self._deletable = asyncio.Event()
         self.ready = asyncio.Event()  # set once connected and the topology is declared
         self._task: asyncio.Task[None] | None = None
@@ -121,6 +126,7 @@ class OutboxRelay:
             return
         self._handed.extend(rows)
         self._held.update(row.id for row in rows)
+        self._flushed.clear()
         self._wake.set()
 
     def wake(self) -> None:
@@ -140,6 +146,7 @@ class OutboxRelay:
                 if self._handed:
                     await self.publish_handed()
                     continue
+                self._flushed.set()
                 if self._claim_now or time.monotonic() >= next_claim:
                     self._claim_now = False
                     if await self.publish_batch() >= self.settings.outbox_batch:
@@ -148,6 +155,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: rows stay in the table, try again
+                self._flushed.set()  # what was handed over is let go of: the claims have it
                 log.warning("outbox publish failed, will retry: %s", exc)
                 await asyncio.sleep(poll)
                 continue
@@ -281,6 +289,10 @@ class OutboxRelay:
                 span.end()
 
     async def stop(self) -> None:
+        # What was handed over goes out now (bounded), rather than as orphans after OUTBOX_ORPHAN_MS.
+        if self.ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flushed.wait(), STOP_FLUSH_S)
         for task in (self._task, self._deleter):
             if task is not None:
                 task.cancel()

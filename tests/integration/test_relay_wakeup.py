@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import replace
 
+import asyncpg
 import grpc
 import orjson
 
@@ -232,3 +233,35 @@ async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
                     # tracing is off in this process: the row's own context is carried on, unchanged
                     assert commit.trace == trace
             assert relay.published == len(written)
+
+
+async def test_a_stopping_relay_publishes_what_it_was_handed_before_it_stops(
+    settings: config.Settings, infra: TestInfra
+) -> None:
+    """A replica that stops (a rolling update) publishes and deletes its last commits' rows instead of leaving
+    them to another replica's poll, OUTBOX_ORPHAN_MS later."""
+    async with isolated(infra.derive("stopping")) as own:
+        component = OrdersComponent(
+            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=POLL_MS)
+        )
+        async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
+            relay = component.relay
+            assert relay is not None
+            await asyncio.wait_for(relay.ready.wait(), 10)
+            send, publishing = relay._publish_job, asyncio.Event()
+
+            async def slow(row: OutboxRow) -> None:
+                publishing.set()
+                await asyncio.sleep(0.3)
+                await send(row)
+
+            relay._publish_job = slow  # type: ignore[method-assign]
+            await orders_pb2_grpc.OrdersStub(channel).CreateOrder(request(), timeout=5)
+            await asyncio.wait_for(publishing.wait(), 5)
+        # stopped while the publish was under way
+        assert relay.published == 2, "the job and the pending event went out before the relay stopped"
+        conn = await asyncpg.connect(own.database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0, "and were deleted"
+        finally:
+            await conn.close()
