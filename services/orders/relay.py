@@ -292,7 +292,8 @@ class OutboxRelay:
         # What was handed over goes out now (bounded), rather than as orphans after OUTBOX_ORPHAN_MS.
         if self.ready.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flushed.wait(), STOP_FLUSH_S)
+                async with asyncio.timeout(STOP_FLUSH_S):
+                    await self._flushed.wait()
         for task in (self._task, self._deleter):
             if task is not None:
                 task.cancel()
