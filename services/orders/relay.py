@@ -120,11 +120,12 @@ class OutboxRelay:
         return self.connection is not None and not self.connection.is_closed
 
     def hand(self, rows: list[OutboxRow]) -> None:
-        """Rows this replica just committed, in id order: publish them now (or once connected). Left to the claims
-        instead while the relay already holds ``HELD_BATCHES`` batches of unpublished rows."""
+        """Rows this replica just committed: publish them now (or once connected), in id order, so that one order's
+        commits go out in seq order. Left to the claims instead while the relay already holds ``HELD_BATCHES``
+        batches of unpublished rows."""
         if len(self._handed) >= HELD_BATCHES * self.settings.outbox_batch:
             return
-        self._handed.extend(rows)
+        self._handed.extend(sorted(rows, key=lambda row: row.id))
         self._held.update(row.id for row in rows)
         self._flushed.clear()
         self._wake.set()

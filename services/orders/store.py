@@ -372,7 +372,7 @@ class Batches:
         run first, but in the same step, so that before any of them can write again."""
         written = [row for record in records for row in outbox.written(record)]
         if written:
-            self.committed(sorted(written, key=lambda row: row.id))
+            self.committed(written)
 
 
 def _answer(
@@ -388,7 +388,7 @@ def _answer(
 
 class OrderStore:
     def __init__(self, pool: asyncpg.Pool, committed: Callable[[list[OutboxRow]], None] = lambda rows: None) -> None:
-        """``committed`` gets the outbox rows of each commit that wrote some, in id order (the relay's hand-over)."""
+        """``committed`` gets the outbox rows of each commit that wrote some (the relay's hand-over)."""
         self.pool = pool
         self.committed = committed
         self.creates = Batches(pool, CREATE_SQL, committed)
@@ -475,7 +475,7 @@ class OrderStore:
         that also clears the name, so an order is taken back once); the ids taken back."""
         rows = await self.pool.fetch(TAKE_BACK_SQL, [o for o, _ in orders], [e for _, e in orders])
         if rows:
-            self.committed(sorted((outbox.stored(row) for row in rows), key=lambda row: row.id))
+            self.committed([outbox.stored(row) for row in rows])
         return [row["order_id"] for row in rows]
 
     async def get_with_events(self, order_id: uuid.UUID) -> tuple[asyncpg.Record, list[dict[str, Any]]]:

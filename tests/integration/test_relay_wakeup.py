@@ -26,6 +26,11 @@ POLL_MS = 120_000  # far longer than the test may take: only the commit's wake-u
 ORPHAN_MS = 1000
 
 
+def _orders(settings: config.Settings, own: TestInfra, **relay: int) -> OrdersComponent:
+    """An orders service on the test's own database and AMQP names, with these relay settings."""
+    return OrdersComponent(replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, **relay))
+
+
 def request() -> orders_pb2.CreateOrderRequest:
     return orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01")
 
@@ -34,9 +39,7 @@ async def test_an_order_committed_during_a_publish_is_published_without_waiting_
     settings: config.Settings, infra: TestInfra
 ) -> None:
     async with isolated(infra.derive("wakeup")) as own:
-        component = OrdersComponent(
-            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=POLL_MS)
-        )
+        component = _orders(settings, own, outbox_poll_ms=POLL_MS)
         async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
             orders = orders_pb2_grpc.OrdersStub(channel)
             relay = component.relay
@@ -70,15 +73,7 @@ async def test_a_row_whose_replica_died_before_its_relay_ran_is_published_by_the
     """Commits are handed over to their own replica's relay only: a row left by a replica that died is found by
     polling, but only once it is older than OUTBOX_ORPHAN_MS (younger, its own replica may be publishing it)."""
     async with isolated(infra.derive("orphan")) as own:
-        component = OrdersComponent(
-            replace(
-                settings,
-                database_url=own.database_url,
-                amqp_prefix=own.amqp_prefix,
-                outbox_poll_ms=100,
-                outbox_orphan_ms=ORPHAN_MS,
-            )
-        )
+        component = _orders(settings, own, outbox_poll_ms=100, outbox_orphan_ms=ORPHAN_MS)
         async with serve(component):
             relay, pool = component.relay, component.pool
             assert relay is not None and pool is not None
@@ -107,15 +102,7 @@ async def test_rows_whose_publish_failed_are_let_go_of_and_claimed_from_the_tabl
     settings: config.Settings, infra: TestInfra
 ) -> None:
     async with isolated(infra.derive("letgo")) as own:
-        component = OrdersComponent(
-            replace(
-                settings,
-                database_url=own.database_url,
-                amqp_prefix=own.amqp_prefix,
-                outbox_poll_ms=100,
-                outbox_orphan_ms=ORPHAN_MS,
-            )
-        )
+        component = _orders(settings, own, outbox_poll_ms=100, outbox_orphan_ms=ORPHAN_MS)
         async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
             relay, pool = component.relay, component.pool
             assert relay is not None and pool is not None
@@ -152,14 +139,7 @@ async def test_a_row_another_replica_is_publishing_is_not_claimed_until_it_is_an
     """Two replicas on one database: the one that wrote a row publishes it; the other's polls leave it alone while
     that publish takes less than OUTBOX_ORPHAN_MS."""
     async with isolated(infra.derive("replicas")) as own:
-        shared = replace(
-            settings,
-            database_url=own.database_url,
-            amqp_prefix=own.amqp_prefix,
-            outbox_poll_ms=50,
-            outbox_orphan_ms=ORPHAN_MS,
-        )
-        writer, other = OrdersComponent(shared), OrdersComponent(shared)
+        writer, other = (_orders(settings, own, outbox_poll_ms=50, outbox_orphan_ms=ORPHAN_MS) for _ in range(2))
         async with serve(writer) as target, serve(other), grpc.aio.insecure_channel(target) as channel:
             assert writer.relay is not None and other.relay is not None and writer.pool is not None
             await asyncio.wait_for(other.relay.ready.wait(), 10)
@@ -185,15 +165,8 @@ async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
     """Rows of several orders claimed in one batch: one message per order type, its commits in id order, each
     with its own trace context; every consumer reads each commit as it was written."""
     async with isolated(infra.derive("batches")) as own:
-        component = OrdersComponent(
-            replace(
-                settings,
-                database_url=own.database_url,
-                amqp_prefix=own.amqp_prefix,
-                outbox_poll_ms=POLL_MS,
-                outbox_orphan_ms=0,  # rows written here by hand: claimed as soon as the relay is woken
-            )
-        )
+        # rows written here by hand: claimed as soon as the relay is woken
+        component = _orders(settings, own, outbox_poll_ms=POLL_MS, outbox_orphan_ms=0)
         async with serve(component):
             relay, pool = component.relay, component.pool
             assert relay is not None and pool is not None
@@ -241,9 +214,7 @@ async def test_a_stopping_relay_publishes_what_it_was_handed_before_it_stops(
     """A replica that stops (a rolling update) publishes and deletes its last commits' rows instead of leaving
     them to another replica's poll, OUTBOX_ORPHAN_MS later."""
     async with isolated(infra.derive("stopping")) as own:
-        component = OrdersComponent(
-            replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, outbox_poll_ms=POLL_MS)
-        )
+        component = _orders(settings, own, outbox_poll_ms=POLL_MS)
         async with serve(component) as target, grpc.aio.insecure_channel(target) as channel:
             relay = component.relay
             assert relay is not None
