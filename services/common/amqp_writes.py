@@ -5,9 +5,15 @@ body marshalled together) to its stream as it takes it from its queue, and
 uvloop sends every ``write`` to the socket at once: a batch of N publishes is
 N system calls, each waking RabbitMQ. Here the connection's stream keeps the
 bytes written until the end of the turn (``call_soon``) and hands them to the
-transport together. Nothing waits longer than that turn; ``drain`` and
-``close`` hand over what is kept first, so flow control and shutdown see
-every byte.
+transport together, in one system call.
+
+Whoever waits for a frame to be written (aiormq's writer resolves a drain
+future once ``drain`` returns: an ack, an RPC) still resumes only after its
+bytes reached the transport: the flush was scheduled at the turn's first
+write, before any waiter could be woken, and the loop runs callbacks in the
+order they were scheduled. So ``drain`` does not hand over on its own (it
+would write each acked frame alone); it waits, as a stream's does, only
+while the transport is paused. ``close`` hands over what is kept first.
 
 Installed through aiormq's own seam, its ``TransportFactory``: the robust
 connection class below passes one to every (re)connection.
@@ -39,7 +45,6 @@ class TurnWriter(asyncio.StreamWriter):
         super().__init__(transport, protocol, reader, loop)
         self._loop_ = loop
         self._kept: list[bytes] = []
-        self.flushes = 0  # hand-overs to the transport (for tests and curiosity)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._kept:
@@ -57,12 +62,7 @@ class TurnWriter(asyncio.StreamWriter):
         kept, self._kept = self._kept, []
         if self.transport.is_closing():
             return
-        self.flushes += 1
         self.transport.write(kept[0] if len(kept) == 1 else b"".join(kept))
-
-    async def drain(self) -> None:
-        self.flush()
-        await super().drain()
 
     def close(self) -> None:
         self.flush()

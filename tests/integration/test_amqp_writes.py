@@ -86,15 +86,36 @@ async def test_writes_of_one_turn_reach_the_transport_as_one_write_in_order() ->
         assert await _received(received, 23) == b"one,two,three;four;five"
 
 
-async def test_drain_and_close_hand_over_what_was_kept_at_once() -> None:
+async def test_a_waiter_on_a_drained_write_resumes_only_after_its_bytes_reached_the_transport() -> None:
+    """aiormq's writer writes a frame, drains, then resolves the frame's future: acks written in one turn go
+    together, and whoever awaited one of them sees its bytes handed over already."""
     async with served() as (writer, transport, received):
-        writer.write(b"before drain")
-        await writer.drain()
-        assert transport.writes == [b"before drain"], "drain hands the kept bytes to the transport first"
-        writer.write(b"|before close")
+        seen: dict[int, list[bytes]] = {}
+
+        async def acked(n: int, written: asyncio.Future[None]) -> None:
+            await written
+            seen[n] = list(transport.writes)
+
+        futures = [asyncio.get_running_loop().create_future() for _ in range(3)]
+        waiters = [asyncio.create_task(acked(n, future)) for n, future in enumerate(futures)]
+        await asyncio.sleep(0)  # every waiter awaits its future
+        for n, future in enumerate(futures):  # aiormq's writer loop: write, drain, resolve; no yield between
+            writer.write(f"ack{n};".encode())
+            await writer.drain()
+            future.set_result(None)
+        assert transport.writes == [], "drain alone hands nothing over"
+        await asyncio.gather(*waiters)
+        assert transport.writes == [b"ack0;ack1;ack2;"], "the three acks went as one write"
+        assert seen == {n: [b"ack0;ack1;ack2;"] for n in range(3)}, "each waiter resumed after the write"
+        assert await _received(received, 15) == b"ack0;ack1;ack2;"
+
+
+async def test_close_hands_over_what_was_kept_at_once() -> None:
+    async with served() as (writer, transport, received):
+        writer.write(b"before close")
         writer.close()
-        assert transport.writes == [b"before drain", b"|before close"]
-        assert await _received(received, 25) == b"before drain|before close"
+        assert transport.writes == [b"before close"]
+        assert await _received(received, 12) == b"before close"
 
 
 async def test_writes_after_the_transport_closed_are_dropped_not_raised() -> None:
