@@ -250,7 +250,8 @@ async def publish(
     )
     # aiormq's own publish, as aio-pika's Exchange.publish calls it but without waiting for the frame to be written:
     # the publishes of one batch then reach the writer together and leave in one system call (amqp_writes); the
-    # broker's confirm is still awaited.
+    # broker's confirm is still awaited. What is written but not yet confirmed stays bounded without the write's wait:
+    # every publisher awaits its confirm, and the relay publishes one batch at a time.
     channel = await _underlay(exchange)
     await channel.basic_publish(
         message.body,
