@@ -161,3 +161,37 @@ async def test_publishes_made_together_are_one_write_and_each_is_confirmed_and_d
             await amqp.publish(exchange, "no-such-key", b"unroutable")  # mandatory: still refused
     finally:
         await connection.close()
+
+
+async def test_a_robust_connection_groups_its_writes_again_after_it_reconnects(
+    infra: TestInfra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aio-pika reconnects with the kwargs it was given: the new connection's stream is a TurnWriter too."""
+    writers: list[amqp_writes.TurnWriter] = []
+    create = amqp_writes.TurnTransportFactory.create
+
+    async def recorded(self: amqp_writes.TurnTransportFactory, url: Any, **kwargs: Any) -> Any:
+        reader, writer = await create(self, url, **kwargs)
+        assert isinstance(writer, amqp_writes.TurnWriter)
+        writers.append(writer)
+        return reader, writer
+
+    monkeypatch.setattr(amqp_writes.TurnTransportFactory, "create", recorded)
+    connection = await amqp.connect(infra.amqp_url)
+    try:
+        reconnected = asyncio.Event()
+        connection.reconnect_callbacks.add(lambda *_: reconnected.set())
+        channel = await amqp.confirm_channel(connection)
+        exchange = await channel.declare_exchange(f"{infra.amqp_prefix}turn-{uuid.uuid4().hex}", auto_delete=True)
+        assert len(writers) == 1
+        writers[0].transport.abort()  # the connection drops, as when the network does
+        async with asyncio.timeout(15):
+            await reconnected.wait()
+        assert len(writers) == 2, "the reconnection opened its transport through the same factory"
+        counted = CountedTransport(writers[1].transport)  # type: ignore[arg-type]
+        monkeypatch.setattr(writers[1], "_transport", counted)
+        await asyncio.gather(*(amqp.publish(exchange, "k", b"again", mandatory=False) for _ in range(5)))
+        publishes = [chunk for chunk in counted.writes if b"again" in chunk]
+        assert len(publishes) == 1 and publishes[0].count(b"again") == 5, "five publishes, one write"
+    finally:
+        await connection.close()
