@@ -43,12 +43,12 @@ class TurnWriter(asyncio.StreamWriter):
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(transport, protocol, reader, loop)
-        self._loop_ = loop
+        self._turn_loop = loop
         self._kept: list[bytes] = []
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._kept:
-            self._loop_.call_soon(self.flush)
+            self._turn_loop.call_soon(self.flush)
         self._kept.append(bytes(data))
 
     def writelines(self, data: Any) -> None:
