@@ -38,7 +38,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import amqp, codec, metrics, states
 from services.common.config import Settings
-from services.common.decimals import fmt, parse_decimal
+from services.common.decimals import fmt, parse_decimal, ratio
 from services.router.pool_feed import PoolFeed
 from services.router.trigger_index import LIMIT, SNIPER, Armed, Pair, TriggerIndex
 from venues.dlmm import FEE_PRECISION
@@ -332,7 +332,7 @@ class Trigger:
             except AmmError:
                 continue
             if price >= order.limit_price:
-                self._fire(order, at, common_pb2.Trigger(kind=LIMIT, price=fmt(price), venue=venue, bound=fmt(bound)))
+                self._fire(order, at, common_pb2.Trigger(kind=LIMIT, price=fmt(price), venue=venue, bound=ratio(bound)))
 
     def _evaluate_snipers(self, pair: Pair, at: float) -> None:
         if pair not in self.index.snipers:

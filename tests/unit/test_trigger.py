@@ -74,11 +74,13 @@ class FakeQuoter:
 class FakeOrders:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.requests: list[orders_pb2.TransitionRequest] = []
         self.lose: set[str] = set()
         self.waiting: list[common_pb2.Order] = []
 
     async def Transition(self, request: orders_pb2.TransitionRequest, timeout: float) -> Any:
         self.calls.append((request.order_id, states.EXPIRED if request.HasField("expire") else states.ROUTING))
+        self.requests.append(request)
         if request.order_id in self.lose:
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.FAILED_PRECONDITION, grpc.aio.Metadata(), grpc.aio.Metadata(), "stale transition"
@@ -121,6 +123,10 @@ async def test_a_limit_fires_once_when_its_price_is_reached_and_not_before() -> 
     feed.put(snapshot(156))  # a second update: "a" is no longer armed here
     await settle()
     assert orders.calls == [("a", "routing")]
+    fired = orders.requests[0].fire.triggered
+    assert (fired.kind, fired.price, fired.venue) == ("limit", "152", "raydium")
+    # The bound is a price on the wire like any other: 12 significant digits, not the context's 28.
+    assert len(Decimal(fired.bound).as_tuple().digits) <= 12 and Decimal(fired.bound) > Decimal(150), fired.bound
     assert "a" not in trigger.index and "b" in trigger.index
     trigger.apply_event({"orderId": "b", "status": "cancelled", "seq": 3, "data": {}})
     assert "b" not in trigger.index, "any later status disarms"
