@@ -73,13 +73,16 @@ class FakeQuoter:
 
 class FakeOrders:
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
         self.requests: list[orders_pb2.TransitionRequest] = []
         self.lose: set[str] = set()
         self.waiting: list[common_pb2.Order] = []
 
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """(order id, the status each transition asked for), in call order."""
+        return [(r.order_id, states.EXPIRED if r.HasField("expire") else states.ROUTING) for r in self.requests]
+
     async def Transition(self, request: orders_pb2.TransitionRequest, timeout: float) -> Any:
-        self.calls.append((request.order_id, states.EXPIRED if request.HasField("expire") else states.ROUTING))
         self.requests.append(request)
         if request.order_id in self.lose:
             raise grpc.aio.AioRpcError(
