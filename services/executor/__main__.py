@@ -22,7 +22,7 @@ from services.executor.landing import Cluster
 from services.executor.lease import Lease
 from services.executor.pipeline import Pipeline
 from services.executor.ratelimit import RateLimiter, limiter_key
-from services.executor.transactions import load_keypair
+from services.executor.transactions import Wallet, load_keypair
 
 DEPTH_INTERVAL_S = 5.0
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.resources.push_async_callback(self.orders_channel.close)
         self.router_channel = grpc_client.channel(self.settings.router_target)
         self.resources.push_async_callback(self.router_channel.close)
-        wallet = load_keypair(self.settings.solana_keypair)
+        wallet = Wallet.of(load_keypair(self.settings.solana_keypair))
         stream = ClusterStream(self.settings.solana_ws_url)
         self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url, self.settings.solana_rpc_batch_max), stream)
         self.resources.push_async_callback(self.cluster.close)
@@ -85,7 +85,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
         await self.lease.start()
         self.resources.push_async_callback(self.lease.release)
         pipeline = Pipeline(self.settings, orders, router, self.cluster, wallet, self.lease)
-        log.info("executor wallet", extra={"wallet": str(wallet.pubkey())})
+        log.info("executor wallet", extra={"wallet": str(wallet.pubkey)})
         limiter = RateLimiter(
             self.redis,
             self.settings.rate_limit_per_min,

@@ -256,13 +256,15 @@ class Cluster:
                     signature, encoding="json", commitment=Confirmed, max_supported_transaction_version=0
                 )
             )
-            if resp.value is not None:
+            # Each solders getter copies what it returns out of Rust: the transaction is taken once.
+            value = resp.value
+            if value is not None:
                 break
             if attempt + 1 < READABLE_TRIES:
                 await asyncio.sleep(READABLE_PAUSE_S)
         else:
             raise ClusterUnavailable(f"transaction {signature} not yet readable")
-        meta = resp.value.transaction.meta
+        meta = value.transaction.meta
         assert meta is not None
         deltas: dict[str, int] = {}
         decimals: dict[str, int] = {}
@@ -275,7 +277,7 @@ class Cluster:
                 deltas[mint] = deltas.get(mint, 0) + sign * int(bal.ui_token_amount.amount)
                 decimals[mint] = bal.ui_token_amount.decimals
         return Landed(
-            slot=resp.value.slot,
+            slot=value.slot,
             fee_lamports=meta.fee,
             deltas=deltas,
             decimals=decimals,

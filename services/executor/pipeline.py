@@ -27,7 +27,6 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import grpc
-from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
@@ -48,7 +47,7 @@ from services.executor.errors import (
 )
 from services.executor.landing import Cluster, ClusterUnavailable, Landed
 from services.executor.lease import Lease
-from services.executor.transactions import SwapLeg, build_swap, memo_text
+from services.executor.transactions import SwapLeg, Wallet, build_swap, memo_text
 from venues.onchain import Account
 from venues.tokens import from_base_units, to_base_units
 
@@ -89,7 +88,7 @@ class Pipeline:
         orders: OrdersCalls,
         router: RouterCalls,
         cluster: Cluster,
-        wallet: Keypair,
+        wallet: Wallet,
         lease: Lease | None = None,
     ) -> None:
         self.settings = settings
@@ -297,7 +296,7 @@ class Pipeline:
     async def _conclude(self, order: common_pb2.Order, outcome: landing.TxOutcome, sent_at: float) -> common_pb2.Order:
         if outcome.status == landing.LANDED:
             try:
-                result = await self.cluster.landed(Signature.from_string(order.tx_hash), self.wallet.pubkey())
+                result = await self.cluster.landed(Signature.from_string(order.tx_hash), self.wallet.pubkey)
             except ClusterUnavailable as exc:
                 raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
             landed_ms = (time.monotonic() - sent_at) * 1000

@@ -16,7 +16,7 @@ from pathlib import Path
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.keypair import Keypair
-from solders.message import MessageV0
+from solders.message import MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
@@ -40,6 +40,30 @@ def write_keypair(path: str, keypair: Keypair) -> None:
 
 
 @dataclass(frozen=True)
+class Wallet:
+    """The engine's keypair with its public key derived once.
+
+    solders derives a keypair's public key on every ``pubkey()`` (~40 µs, a
+    scalar multiplication), and ``VersionedTransaction(message, [keypair])``
+    derives it twice more besides signing. The wallet signs the message's
+    bytes once and places the signature itself.
+    """
+
+    keypair: Keypair
+    pubkey: Pubkey
+
+    @classmethod
+    def of(cls, keypair: Keypair) -> Wallet:
+        return cls(keypair, keypair.pubkey())
+
+    def sign(self, message: MessageV0) -> VersionedTransaction:
+        """``message`` signed by this wallet, its only signer and fee payer."""
+        if message.header.num_required_signatures != 1 or message.account_keys[0] != self.pubkey:
+            raise ValueError("the wallet must be the message's only signer")
+        return VersionedTransaction.populate(message, [self.keypair.sign_message(to_bytes_versioned(message))])
+
+
+@dataclass(frozen=True)
 class SwapLeg:
     snapshot: PoolSnapshot
     amount_in: int  # base units of the order's token_in
@@ -51,7 +75,7 @@ def memo_text(order_id: str, attempt: int) -> str:
 
 
 def build_swap(
-    wallet: Keypair,
+    wallet: Wallet,
     mint_in: Pubkey,
     mint_out: Pubkey,
     legs: list[SwapLeg],
@@ -61,7 +85,7 @@ def build_swap(
     compute_unit_limit: int,
     priority_fee_micro_lamports: int,
 ) -> VersionedTransaction:
-    owner = wallet.pubkey()
+    owner = wallet.pubkey
     instructions = [
         set_compute_unit_limit(compute_unit_limit),
         set_compute_unit_price(priority_fee_micro_lamports),
@@ -70,4 +94,4 @@ def build_swap(
         memo_instruction(memo),
     ]
     message = MessageV0.try_compile(owner, instructions, [], blockhash)
-    return VersionedTransaction(message, [wallet])
+    return wallet.sign(message)

@@ -22,7 +22,7 @@ from solders.transaction import VersionedTransaction
 from services.common.cluster import ClusterStream, rpc_client
 from services.executor import landing
 from services.executor.landing import Cluster
-from services.executor.transactions import SwapLeg, build_swap
+from services.executor.transactions import SwapLeg, Wallet, build_swap
 from tests.localnet.chain import SOL_MINT, USDC_MINT, funded_wallet, seeded
 from tests.support.localnet import Localnet
 from tests.support.waiting import eventually
@@ -80,7 +80,7 @@ async def a_swap(cluster: Cluster, wallet: Keypair, venue: str, *, min_out: int 
     blockhash, _ = await cluster.latest_blockhash()
     leg = SwapLeg(snapshot, 10**9, min_out)
     return build_swap(
-        wallet,
+        Wallet.of(wallet),
         SOL_MINT,
         USDC_MINT,
         [leg],
