@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import random
+from datetime import UTC
 from decimal import Decimal
 
 import pytest
+from google.protobuf import timestamp_pb2
 
 from services.common import codec, config
 from services.common.decimals import fmt, parse_decimal
@@ -78,3 +81,26 @@ def test_order_view_round_trips_through_protobuf() -> None:
     assert view["routing"]["excluded"] == {} and view["routing"]["quotes"] == [], "the rest always"
     limit = {**view, "type": "limit", "limitPrice": "151.2", "expiresAt": "2026-01-02T00:00:00.000000Z"}
     assert codec.order_to_view(codec.order_from_view(limit)) == limit
+
+
+def test_timestamps_convert_as_protobufs_own_helpers_do() -> None:
+    """The view's timestamps against protobuf's ToDatetime / FromDatetime (the oracle), over four centuries
+    both sides of the epoch, the ends of the four-digit years, and an unset timestamp."""
+    rng = random.Random(15)
+    moments = [(rng.randint(-(10**10), 10**10), rng.randint(0, 999_999) * 1000) for _ in range(5000)]
+    moments += [(-30_610_224_000, 0), (253_402_300_799, 999_999_000), (-62_135_596_800, 0), (-1, 500_000_000)]
+    for seconds, nanos in moments:
+        ts = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+        expected = ts.ToDatetime(tzinfo=UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        text = codec._ts_to_view(ts)
+        assert text == expected
+        back = timestamp_pb2.Timestamp()
+        codec._ts_from_view(text, back)
+        assert back == ts
+        oracle = timestamp_pb2.Timestamp()
+        oracle.FromDatetime(codec.parse_iso(text))
+        assert back == oracle
+    assert codec._ts_to_view(timestamp_pb2.Timestamp()) is None
+    naive = timestamp_pb2.Timestamp()
+    codec._ts_from_view("2026-11-28T12:00:00.250000", naive)  # no offset: UTC, as FromDatetime reads it
+    assert naive == timestamp_pb2.Timestamp(seconds=1_795_867_200, nanos=250_000_000)
