@@ -71,7 +71,7 @@ class ExecutorComponent(grpc_server.Lifecycle):
         self.resources.push_async_callback(self.orders_channel.close)
         self.router_channel = grpc_client.channel(self.settings.router_target)
         self.resources.push_async_callback(self.router_channel.close)
-        wallet = Wallet.of(load_keypair(self.settings.solana_keypair))
+        wallet = Wallet(load_keypair(self.settings.solana_keypair))
         stream = ClusterStream(self.settings.solana_ws_url)
         self.cluster = Cluster(rpc_client(self.settings.solana_rpc_url, self.settings.solana_rpc_batch_max), stream)
         self.resources.push_async_callback(self.cluster.close)

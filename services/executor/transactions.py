@@ -39,7 +39,6 @@ def write_keypair(path: str, keypair: Keypair) -> None:
     target.chmod(0o600)
 
 
-@dataclass(frozen=True)
 class Wallet:
     """The engine's keypair with its public key derived once.
 
@@ -49,12 +48,11 @@ class Wallet:
     bytes once and places the signature itself.
     """
 
-    keypair: Keypair
-    pubkey: Pubkey
+    __slots__ = ("keypair", "pubkey")
 
-    @classmethod
-    def of(cls, keypair: Keypair) -> Wallet:
-        return cls(keypair, keypair.pubkey())
+    def __init__(self, keypair: Keypair) -> None:
+        self.keypair = keypair
+        self.pubkey = keypair.pubkey()
 
     def sign(self, message: MessageV0) -> VersionedTransaction:
         """``message`` signed by this wallet, its only signer and fee payer."""

@@ -80,7 +80,7 @@ async def a_swap(cluster: Cluster, wallet: Keypair, venue: str, *, min_out: int 
     blockhash, _ = await cluster.latest_blockhash()
     leg = SwapLeg(snapshot, 10**9, min_out)
     return build_swap(
-        Wallet.of(wallet),
+        Wallet(wallet),
         SOL_MINT,
         USDC_MINT,
         [leg],

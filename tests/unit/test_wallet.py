@@ -24,7 +24,7 @@ def a_message(payer: Pubkey, *signers: Pubkey) -> MessageV0:
 
 def test_the_wallet_signs_as_solders_does() -> None:
     keypair = Keypair()
-    wallet = Wallet.of(keypair)
+    wallet = Wallet(keypair)
     assert wallet.pubkey == keypair.pubkey()
     message = a_message(wallet.pubkey)
     tx = wallet.sign(message)
@@ -33,7 +33,7 @@ def test_the_wallet_signs_as_solders_does() -> None:
 
 
 def test_the_wallet_refuses_a_message_it_does_not_pay_for_alone() -> None:
-    wallet = Wallet.of(Keypair())
+    wallet = Wallet(Keypair())
     with pytest.raises(ValueError, match="only signer"):
         wallet.sign(a_message(Keypair().pubkey()))
     with pytest.raises(ValueError, match="only signer"):
