@@ -107,7 +107,7 @@ async def run(url: str, rate: float, seconds: float, wallets: int) -> dict[str, 
             instructions = [
                 set_compute_unit_limit(400_000),
                 set_compute_unit_price(1_000),
-                swap_instruction(snapshot, owner, sol, 10_000_000 + i, 0),
+                swap_instruction(snapshot.swap_keys, owner, sol, 10_000_000 + i, 0),
                 memo_instruction(f"bench {i}"),
             ]
             tx = VersionedTransaction(MessageV0.try_compile(owner, instructions, [], blockhash), [wallet])

@@ -3,7 +3,9 @@
 Both sides of the wire use this module: the localnet stores pools as these
 accounts and executes these instructions; a router reads the accounts
 (``getMultipleAccounts``), ``decode_pool`` turns them into the same math
-objects the programs run, and an executor builds ``swap_instruction``.
+objects the programs run, and an executor builds ``swap_instruction`` from a
+pool's ``SwapKeys`` (``decode_swap_keys``: the state account alone, and a
+DLMM pool's mints; no vaults, no bin arrays).
 Layout details and sources: ``venues.cpmm_layout``, ``venues.dlmm_layout``,
 ``venues.token_layout``, ``venues.programs``.
 """
@@ -66,6 +68,7 @@ __all__ = [
     "LayoutError",
     "PoolSnapshot",
     "SwapCall",
+    "SwapKeys",
     "TokenAccount",
     "anchor_discriminator",
     "associated_token_address",
@@ -73,6 +76,7 @@ __all__ = [
     "decode_mint",
     "decode_pool",
     "decode_swap_instruction",
+    "decode_swap_keys",
     "decode_token_account",
     "dependencies",
     "encode_mint",
@@ -80,6 +84,7 @@ __all__ = [
     "is_pool_account",
     "memo_instruction",
     "pool_accounts",
+    "swap_accounts",
     "swap_instruction",
 ]
 
@@ -129,6 +134,27 @@ class PoolSnapshot:
     # observation; DLMM reserve_x, reserve_y, oracle, and bin_arrays (index -> address).
     keys: Mapping[str, Pubkey] = field(default_factory=dict, compare=False, repr=False)
     bin_arrays: Mapping[int, Pubkey] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def swap_keys(self) -> SwapKeys:
+        """What a swap on this pool names (``decode_swap_keys`` reads the same from fewer accounts)."""
+        active_id = self.pool.active_id if isinstance(self.pool, DlmmPool) else None
+        return SwapKeys(self.venue, self.address, self.mints, self.decimals, self.keys, self.bin_arrays, active_id)
+
+
+@dataclass(frozen=True)
+class SwapKeys:
+    """What building a swap on a pool needs: the accounts its instruction names, the pool's mints and decimals,
+    and for a DLMM pool its initialized bin arrays (index -> address) and active bin. No reserves, no bins: the
+    amounts come from the quote, and the program checks the minimum out."""
+
+    venue: str
+    address: Pubkey
+    mints: tuple[Pubkey, Pubkey]
+    decimals: tuple[int, int]
+    keys: Mapping[str, Pubkey]
+    bin_arrays: Mapping[int, Pubkey] = field(default_factory=dict)
+    active_id: int | None = None  # DLMM
 
 
 def is_pool_account(account: Account) -> bool:
@@ -219,13 +245,21 @@ def _decode_cpmm(address: Pubkey, state_account: Account, accounts: Mapping[Pubk
         pool=pool,
         open_time=state.open_time,
         accounts=(address, state.amm_config, state.token_0_vault, state.token_1_vault),
-        keys={
-            "amm_config": state.amm_config,
-            "vault_0": state.token_0_vault,
-            "vault_1": state.token_1_vault,
-            "observation": state.observation_key,
-        },
+        keys=_cpmm_keys(state),
     )
+
+
+def _cpmm_keys(state: cpmm.CpmmPoolState) -> dict[str, Pubkey]:
+    return {
+        "amm_config": state.amm_config,
+        "vault_0": state.token_0_vault,
+        "vault_1": state.token_1_vault,
+        "observation": state.observation_key,
+    }
+
+
+def _dlmm_keys(pair: dlmm.LbPair) -> dict[str, Pubkey]:
+    return {"reserve_x": pair.reserve_x, "reserve_y": pair.reserve_y, "oracle": pair.oracle}
 
 
 def _decode_dlmm(
@@ -279,9 +313,36 @@ def _decode_dlmm(
         pool=pool,
         open_time=pair.activation_point,
         accounts=(address, pair.reserve_x, pair.reserve_y, pair.token_x_mint, pair.token_y_mint, *arrays.values()),
-        keys={"reserve_x": pair.reserve_x, "reserve_y": pair.reserve_y, "oracle": pair.oracle},
+        keys=_dlmm_keys(pair),
         bin_arrays=arrays,
     )
+
+
+def swap_accounts(snapshot: PoolSnapshot) -> tuple[Pubkey, ...]:
+    """The accounts ``decode_swap_keys`` reads for this pool: its state account, and a DLMM pool's mints (their
+    decimals; a CPMM pool state records its own)."""
+    return (snapshot.address, *snapshot.mints) if snapshot.venue == METEORA else (snapshot.address,)
+
+
+def decode_swap_keys(address: Pubkey, accounts: Mapping[Pubkey, Account]) -> SwapKeys:
+    """The pool at ``address`` as a swap on it names it, from its ``swap_accounts``: what
+    ``decode_pool(...).swap_keys`` gives, without the vaults or the bin arrays' data. A DLMM pool's bin arrays are
+    the ones its bitmap marks as initialized."""
+    state_account = _need(accounts, address, "pool account")
+    if state_account.owner == RAYDIUM_CPMM_PROGRAM_ID:
+        state = cpmm.decode_pool_state(state_account.data)
+        mints = (state.token_0_mint, state.token_1_mint)
+        return SwapKeys(RAYDIUM, address, mints, (state.mint_0_decimals, state.mint_1_decimals), _cpmm_keys(state))
+    if state_account.owner == METEORA_DLMM_PROGRAM_ID:
+        pair = dlmm.decode_lb_pair(state_account.data)
+        decimals_x = decode_mint(_need(accounts, pair.token_x_mint, "token_x_mint").data)
+        decimals_y = decode_mint(_need(accounts, pair.token_y_mint, "token_y_mint").data)
+        arrays = {index: dlmm.bin_array_address(address, index) for index in pair.bin_array_indexes()}
+        if not arrays:
+            raise LayoutError(f"{address} has no bin arrays")
+        mints = (pair.token_x_mint, pair.token_y_mint)
+        return SwapKeys(METEORA, address, mints, (decimals_x, decimals_y), _dlmm_keys(pair), arrays, pair.active_id)
+    raise LayoutError(f"{address} is not owned by a venue program")
 
 
 # -- encoding pools as accounts ----------------------------------------------------------
@@ -460,7 +521,7 @@ class SwapCall:
 
 
 def swap_instruction(
-    snapshot: PoolSnapshot, user: Pubkey, mint_in: Pubkey, amount_in: int, min_amount_out: int
+    snapshot: SwapKeys, user: Pubkey, mint_in: Pubkey, amount_in: int, min_amount_out: int
 ) -> Instruction:
     """The venue's exact-in swap, user token accounts being the user's ATAs."""
     if mint_in not in snapshot.mints:
@@ -517,11 +578,10 @@ def swap_instruction(
 MAX_SWAP_BIN_ARRAYS = 4
 
 
-def _dlmm_swap_bin_arrays(snapshot: PoolSnapshot, mint_in: Pubkey) -> list[Pubkey]:
+def _dlmm_swap_bin_arrays(snapshot: SwapKeys, mint_in: Pubkey) -> list[Pubkey]:
     """The bin arrays a swap may cross: from the active bin's array onwards in the swap's direction."""
-    pool = snapshot.pool
-    assert isinstance(pool, DlmmPool)
-    active = dlmm.bin_array_index(pool.active_id)
+    assert snapshot.active_id is not None
+    active = dlmm.bin_array_index(snapshot.active_id)
     swap_for_y = mint_in == snapshot.mints[0]
     ordered = sorted(snapshot.bin_arrays, reverse=swap_for_y)
     ahead = [i for i in ordered if (i <= active if swap_for_y else i >= active)]

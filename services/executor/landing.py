@@ -48,7 +48,15 @@ from solders.signature import Signature
 from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
 from services.common.cluster import ClusterStream
-from venues.onchain import Account, BinArrayCache, PoolSnapshot, decode_pool, dependencies
+from venues.onchain import (
+    Account,
+    BinArrayCache,
+    PoolSnapshot,
+    SwapKeys,
+    decode_pool,
+    decode_swap_keys,
+    dependencies,
+)
 
 UNKNOWN = "unknown"
 LANDED = "landed"
@@ -158,11 +166,13 @@ class Cluster:
         await self._fetch([d for d in dict.fromkeys(needed) if d not in fetched], accounts)
         return {a: decode_pool(a, accounts, self._bin_arrays) for a in addresses if a in accounts}
 
-    def decode(self, addresses: list[Pubkey], accounts: Mapping[Pubkey, Account]) -> dict[Pubkey, PoolSnapshot] | None:
-        """The pools decoded from accounts read elsewhere (the router's answer), or None if any of them cannot be
-        (an account missing): the caller reads them from the cluster instead."""
+    @staticmethod
+    def swap_keys(addresses: list[Pubkey], accounts: Mapping[Pubkey, Account]) -> dict[Pubkey, SwapKeys] | None:
+        """What a swap on each pool names, decoded from accounts read elsewhere (the router's answer: each pool's
+        ``swap_accounts``), or None if any of them cannot be (an account missing): the caller reads the pools
+        from the cluster instead."""
         try:
-            return {a: decode_pool(a, accounts, self._bin_arrays) for a in addresses}
+            return {a: decode_swap_keys(a, accounts) for a in addresses}
         except (KeyError, ValueError):
             return None
 

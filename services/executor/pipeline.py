@@ -193,29 +193,30 @@ class Pipeline:
     ) -> orders_pb2.Submit:
         """The attempt's signed transaction for ``routing``, as the submit step records it.
 
-        The pools are decoded from ``accounts`` (the router's answer: what its quote was decoded from) when they
-        hold every leg's; otherwise they are read from the cluster.
+        What each leg's swap names is decoded from ``accounts`` (the router's answer: the pools' state accounts
+        its quote was decoded from, and a DLMM pool's mints) when they hold every leg's; otherwise the pools are
+        read from the cluster.
         """
         mint_in, mint_out = Pubkey.from_string(order.token_in), Pubkey.from_string(order.token_out)
         addresses = [Pubkey.from_string(leg.pool) for leg in routing.legs]
-        pools = self.cluster.decode(addresses, accounts) if accounts else None
+        pools = self.cluster.swap_keys(addresses, accounts) if accounts else None
         try:
             if pools is None:
-                pools = await self.cluster.pools(addresses)
+                pools = {a: snapshot.swap_keys for a, snapshot in (await self.cluster.pools(addresses)).items()}
             blockhash, last_valid = await self.cluster.latest_blockhash()
         except ClusterUnavailable as exc:
             raise InfraError("CLUSTER_UNAVAILABLE", str(exc)) from exc
         legs = []
         for leg, address in zip(routing.legs, addresses, strict=True):
-            snapshot = pools.get(address)
-            if snapshot is None:
+            pool = pools.get(address)
+            if pool is None:
                 raise RetryableError("POOL_GONE", f"pool {address} no longer exists")
-            decimals_in = snapshot.decimals[snapshot.mints.index(mint_in)]
-            decimals_out = snapshot.decimals[snapshot.mints.index(mint_out)]
+            decimals_in = pool.decimals[pool.mints.index(mint_in)]
+            decimals_out = pool.decimals[pool.mints.index(mint_out)]
             min_out = to_base_units(Decimal(leg.min_amount_out), decimals_out)
             if order.limit_price:
                 min_out = max(min_out, limit_floor(Decimal(leg.amount_in), Decimal(order.limit_price), decimals_out))
-            legs.append(SwapLeg(snapshot, to_base_units(Decimal(leg.amount_in), decimals_in), min_out))
+            legs.append(SwapLeg(pool, to_base_units(Decimal(leg.amount_in), decimals_in), min_out))
         min_amount_out = routing.min_amount_out
         if order.limit_price:  # what the chain will enforce, recorded as such
             min_amount_out = fmt(from_base_units(sum(leg.min_amount_out for leg in legs), decimals_out))

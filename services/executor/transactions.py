@@ -20,7 +20,7 @@ from solders.message import MessageV0, to_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
-from venues.onchain import PoolSnapshot, create_ata_idempotent_instruction, memo_instruction, swap_instruction
+from venues.onchain import SwapKeys, create_ata_idempotent_instruction, memo_instruction, swap_instruction
 
 
 def load_keypair(path: str) -> Keypair:
@@ -63,7 +63,7 @@ class Wallet:
 
 @dataclass(frozen=True)
 class SwapLeg:
-    snapshot: PoolSnapshot
+    pool: SwapKeys
     amount_in: int  # base units of the order's token_in
     min_amount_out: int  # base units of token_out
 
@@ -88,7 +88,7 @@ def build_swap(
         set_compute_unit_limit(compute_unit_limit),
         set_compute_unit_price(priority_fee_micro_lamports),
         create_ata_idempotent_instruction(owner, owner, mint_out),
-        *(swap_instruction(leg.snapshot, owner, mint_in, leg.amount_in, leg.min_amount_out) for leg in legs),
+        *(swap_instruction(leg.pool, owner, mint_in, leg.amount_in, leg.min_amount_out) for leg in legs),
         memo_instruction(memo),
     ]
     message = MessageV0.try_compile(owner, instructions, [], blockhash)

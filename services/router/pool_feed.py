@@ -36,6 +36,7 @@ from venues.onchain import (
     decode_pool,
     dependencies,
     is_pool_account,
+    swap_accounts,
 )
 
 log = logging.getLogger(__name__)
@@ -191,17 +192,18 @@ class PoolFeed:
         found = self.by_pair.get((venue, frozenset((mint_in, mint_out))), [])
         return [p for p in found if p.open_time <= at] if mint_in != mint_out else []
 
-    def accounts_of(self, pools: Iterable[Pubkey]) -> dict[Pubkey, Account]:
-        """Each pool's accounts (its state and every dependency) as its latest decode read them; a pool not
-        decoded, or one of whose accounts is gone, gives none."""
+    def swap_accounts_of(self, pools: Iterable[Pubkey]) -> dict[Pubkey, Account]:
+        """The accounts a swap on each pool is built from (``swap_accounts``: its state, a DLMM pool's mints) as
+        the feed holds them; a pool not decoded, or one of whose accounts is gone, gives none."""
         decoded = self.pools
         found: dict[Pubkey, Account] = {}
         for address in pools:
             snapshot = decoded.get(address)
             if snapshot is None:
                 continue
-            held = {a: self.accounts[a] for a in snapshot.accounts if a in self.accounts}
-            if all(a in held for a in snapshot.accounts):
+            needed = swap_accounts(snapshot)
+            held = {a: self.accounts[a] for a in needed if a in self.accounts}
+            if len(held) == len(needed):
                 found.update(held)
         return found
 

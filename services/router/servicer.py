@@ -317,7 +317,7 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
             legs = [Pubkey.from_string(leg.pool_id) for leg in decision.legs]
             response.pool_accounts.extend(
                 router_pb2.PoolAccount(address=bytes(a), owner=bytes(acc.owner), data=acc.data, lamports=acc.lamports)
-                for a, acc in self.feed.accounts_of(legs).items()
+                for a, acc in self.feed.swap_accounts_of(legs).items()
             )
         now_ms = int(time.time() * 1000)
         for quote, latency_ms in quotes.values():

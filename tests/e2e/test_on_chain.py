@@ -11,6 +11,7 @@ import grpc
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solders.message import to_bytes_versioned
+from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
@@ -91,6 +92,10 @@ async def test_the_executor_signs_from_the_pools_the_router_quoted(mesh: Mesh) -
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError(f"the router never quoted the new {venue} pool")
+            # The swap's accounts only: the pool's state account, and a DLMM pool's mints (no vaults, no bin arrays).
+            pool = quoted.decision.legs[0].pool
+            by_mints = {str(Pubkey.from_string(USDC)), mint} if venue == "meteora" else set()
+            assert {str(Pubkey(a.address)) for a in quoted.pool_accounts} == {pool, *by_mints}, venue
             request.include_pool_accounts = False
             assert not (await router.GetQuotes(request, timeout=5)).pool_accounts, "only when asked for"
 

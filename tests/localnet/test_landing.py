@@ -78,7 +78,7 @@ async def a_swap(cluster: Cluster, wallet: Keypair, venue: str, *, min_out: int 
     address = seeded(venue, SOL.mint, USDC.mint)
     snapshot = (await cluster.pools([address]))[address]
     blockhash, _ = await cluster.latest_blockhash()
-    leg = SwapLeg(snapshot, 10**9, min_out)
+    leg = SwapLeg(snapshot.swap_keys, 10**9, min_out)
     return build_swap(
         Wallet(wallet),
         SOL_MINT,

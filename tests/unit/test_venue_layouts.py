@@ -37,15 +37,20 @@ from venues.onchain import (
     VENUE_PROGRAMS,
     Account,
     InstructionLayoutError,
+    LayoutError,
+    PoolSnapshot,
+    SwapKeys,
     associated_token_address,
     create_ata_idempotent_instruction,
     decode_mint,
     decode_pool,
     decode_swap_instruction,
+    decode_swap_keys,
     decode_token_account,
     dependencies,
     is_pool_account,
     pool_accounts,
+    swap_accounts,
     swap_instruction,
 )
 from venues.pools import METEORA, RAYDIUM, seed_pools
@@ -308,10 +313,35 @@ def metas(ix: Instruction) -> list[tuple[Pubkey, bool, bool]]:
     return [(m.pubkey, m.is_writable, m.is_signer) for m in ix.accounts]
 
 
+def swap_keys_of(snapshot: PoolSnapshot) -> SwapKeys:
+    """What the executor builds a swap from: decoded from the pool's swap accounts alone (the router's answer)."""
+    return decode_swap_keys(snapshot.address, {a: ACCOUNTS[a] for a in swap_accounts(snapshot)})
+
+
+@pytest.mark.parametrize("key", list(SNAPSHOTS), ids=lambda k: f"{k[0]}-{'-'.join(sorted(k[1]))[:20]}")
+def test_swap_keys_from_the_state_account_are_the_full_decodes(key: tuple[str, frozenset[str]]) -> None:
+    """The full decode (every account: vaults, bin arrays) is the oracle for the swap's keys read from the state
+    account alone (and a DLMM pool's mints)."""
+    snapshot = SNAPSHOTS[key]
+    needed = swap_accounts(snapshot)
+    assert needed[0] == snapshot.address
+    assert len(needed) == (3 if snapshot.venue == METEORA else 1)
+    keys = swap_keys_of(snapshot)
+    assert keys == snapshot.swap_keys
+    if snapshot.venue == METEORA:
+        pool = snapshot.pool
+        assert isinstance(pool, DlmmPool)
+        assert keys.active_id == pool.active_id and dict(keys.bin_arrays) == dict(snapshot.bin_arrays)
+        with pytest.raises(KeyError, match="token_y_mint"):  # a mint missing: nothing is guessed
+            decode_swap_keys(snapshot.address, {a: ACCOUNTS[a] for a in needed[:2]})
+    with pytest.raises(LayoutError):
+        decode_swap_keys(snapshot.address, {snapshot.address: Account(USER, ACCOUNTS[snapshot.address].data, 1)})
+
+
 def test_cpmm_swap_base_input_matches_the_idl() -> None:
     snapshot = SNAPSHOTS[(RAYDIUM, frozenset((SOL.mint, USDC.mint)))]
     sol, usdc = Pubkey.from_string(SOL.mint), Pubkey.from_string(USDC.mint)
-    ix = swap_instruction(snapshot, USER, sol, 123_456_789, 987_654)
+    ix = swap_instruction(swap_keys_of(snapshot), USER, sol, 123_456_789, 987_654)
     assert ix.program_id == RAYDIUM_CPMM_PROGRAM_ID
     data = bytes(ix.data)
     assert list(data[:8]) == CPMM_IDL_SWAP_BASE_INPUT["discriminator"]
@@ -350,7 +380,7 @@ def test_cpmm_swap_base_input_matches_the_idl() -> None:
 def test_dlmm_swap_matches_the_idl(sell_x: bool) -> None:
     snapshot = SNAPSHOTS[(METEORA, frozenset((SOL.mint, USDC.mint)))]
     mint_in, mint_out = snapshot.mints if sell_x else snapshot.mints[::-1]
-    ix = swap_instruction(snapshot, USER, mint_in, 5 * 10**9, 1)
+    ix = swap_instruction(swap_keys_of(snapshot), USER, mint_in, 5 * 10**9, 1)
     assert ix.program_id == METEORA_DLMM_PROGRAM_ID
     data = bytes(ix.data)
     assert list(data[:8]) == DLMM_IDL_SWAP["discriminator"]
@@ -395,7 +425,7 @@ def test_dlmm_swap_matches_the_idl(sell_x: bool) -> None:
 
 def test_bad_swap_instructions_are_refused_with_anchors_errors() -> None:
     snapshot = SNAPSHOTS[(RAYDIUM, frozenset((SOL.mint, USDC.mint)))]
-    ix = swap_instruction(snapshot, USER, Pubkey.from_string(SOL.mint), 10**9, 0)
+    ix = swap_instruction(swap_keys_of(snapshot), USER, Pubkey.from_string(SOL.mint), 10**9, 0)
     keys, data = [m.pubkey for m in ix.accounts], bytes(ix.data)
     cases = [
         (RAYDIUM_CPMM_PROGRAM_ID, keys, b"\x00" * 24, 101),  # unknown discriminator
