@@ -21,7 +21,7 @@ from solders.signature import Signature
 from solders.transaction import VersionedTransaction
 
 from tests.support.localnet import Localnet
-from venues.onchain import Account, PoolSnapshot, decode_pool, dependencies
+from venues.onchain import Account, PoolSnapshot, decode_pool, dependencies, swap_instruction
 from venues.pools import seed_pools
 from venues.tokens import SOL, USDC
 
@@ -34,6 +34,11 @@ USDC_MINT = Pubkey.from_string(USDC.mint)
 
 def seeded(venue: str, a: str, b: str) -> Pubkey:
     return Pubkey.from_string(seed_pools()[(venue, frozenset((a, b)))].pool_id)
+
+
+def swap(pool: PoolSnapshot, owner: Pubkey, mint_in: Pubkey, amount_in: int, min_amount_out: int) -> Instruction:
+    """The venue's swap on a pool read whole (``load_pool``)."""
+    return swap_instruction(pool.swap_keys, owner, mint_in, amount_in, min_amount_out)
 
 
 async def load_pool(client: AsyncClient, address: Pubkey) -> PoolSnapshot:

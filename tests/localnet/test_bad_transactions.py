@@ -27,12 +27,12 @@ from tests.localnet.chain import (
     seeded,
     send_and_confirm,
     sign,
+    swap,
     token_balance,
 )
 from tests.support.localnet import Localnet, running_localnet
 from tests.support.waiting import eventually
 from venues.onchain import associated_token_address, create_ata_idempotent_instruction, memo_instruction
-from venues.onchain import swap_instruction as swap
 from venues.pools import RAYDIUM
 from venues.tokens import SOL, USDC
 

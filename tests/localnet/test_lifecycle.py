@@ -23,6 +23,7 @@ from tests.localnet.chain import (
     seeded,
     send_and_confirm,
     sign,
+    swap,
     token_balance,
 )
 from tests.support.localnet import Localnet, running_localnet
@@ -38,7 +39,6 @@ from venues.onchain import (
     is_pool_account,
     memo_instruction,
 )
-from venues.onchain import swap_instruction as swap
 from venues.pools import METEORA, RAYDIUM
 from venues.tokens import SOL, USDC
 

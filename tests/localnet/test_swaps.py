@@ -25,6 +25,7 @@ from tests.localnet.chain import (
     seeded,
     send_and_confirm,
     sign,
+    swap,
     token_balance,
     token_deltas,
 )
@@ -35,7 +36,6 @@ from venues.onchain import (
     create_ata_idempotent_instruction,
     memo_instruction,
 )
-from venues.onchain import swap_instruction as swap
 from venues.pools import METEORA, RAYDIUM
 from venues.tokens import SOL, USDC, USDT
 
