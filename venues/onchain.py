@@ -173,8 +173,13 @@ def dependencies(address: Pubkey, account: Account) -> list[Pubkey]:
         return [state.amm_config, state.token_0_vault, state.token_1_vault]
     if account.owner == METEORA_DLMM_PROGRAM_ID and dlmm.is_lb_pair(account.data):
         pair = dlmm.decode_lb_pair(account.data)
-        arrays = [dlmm.bin_array_address(address, i) for i in pair.bin_array_indexes()]
-        return [pair.reserve_x, pair.reserve_y, pair.token_x_mint, pair.token_y_mint, *arrays]
+        return [
+            pair.reserve_x,
+            pair.reserve_y,
+            pair.token_x_mint,
+            pair.token_y_mint,
+            *_bin_arrays(address, pair).values(),
+        ]
     raise LayoutError("not a venue pool account")
 
 
@@ -262,22 +267,32 @@ def _dlmm_keys(pair: dlmm.LbPair) -> dict[str, Pubkey]:
     return {"reserve_x": pair.reserve_x, "reserve_y": pair.reserve_y, "oracle": pair.oracle}
 
 
+def _bin_arrays(address: Pubkey, pair: dlmm.LbPair) -> dict[int, Pubkey]:
+    """The bin arrays the pair's bitmap marks as initialized: index -> address, ascending."""
+    return {index: dlmm.bin_array_address(address, index) for index in pair.bin_array_indexes()}
+
+
+def _dlmm_decimals(pair: dlmm.LbPair, accounts: Mapping[Pubkey, Account]) -> tuple[int, int]:
+    """The decimals of the pair's (token_x, token_y), from their mint accounts."""
+    return (
+        decode_mint(_need(accounts, pair.token_x_mint, "token_x_mint").data),
+        decode_mint(_need(accounts, pair.token_y_mint, "token_y_mint").data),
+    )
+
+
 def _decode_dlmm(
     address: Pubkey, state_account: Account, accounts: Mapping[Pubkey, Account], cache: BinArrayCache | None
 ) -> PoolSnapshot:
     pair = dlmm.decode_lb_pair(state_account.data)
-    decimals_x = decode_mint(_need(accounts, pair.token_x_mint, "token_x_mint").data)
-    decimals_y = decode_mint(_need(accounts, pair.token_y_mint, "token_y_mint").data)
+    decimals = _dlmm_decimals(pair, accounts)
     bins: dict[int, tuple[int, int]] = {}
-    arrays: dict[int, Pubkey] = {}
+    arrays = _bin_arrays(address, pair)
     reserve_x = reserve_y = 0  # each array holds its own bin ids: the sums of the arrays are the pool's
-    for index in pair.bin_array_indexes():
-        key = dlmm.bin_array_address(address, index)
+    for index, key in arrays.items():
         array, sum_x, sum_y = _bin_array(key, _need(accounts, key, "bin array"), cache)
         if array.index != index or array.lb_pair != address:
             raise LayoutError(f"bin array {key} does not belong to {address} at index {index}")
         bins.update(array.bins)
-        arrays[index] = key
         reserve_x += sum_x
         reserve_y += sum_y
     if not bins:
@@ -308,7 +323,7 @@ def _decode_dlmm(
         venue=METEORA,
         address=address,
         mints=(pair.token_x_mint, pair.token_y_mint),
-        decimals=(decimals_x, decimals_y),
+        decimals=decimals,
         reserves=(reserve_x, reserve_y),
         pool=pool,
         open_time=pair.activation_point,
@@ -335,13 +350,12 @@ def decode_swap_keys(address: Pubkey, accounts: Mapping[Pubkey, Account]) -> Swa
         return SwapKeys(RAYDIUM, address, mints, (state.mint_0_decimals, state.mint_1_decimals), _cpmm_keys(state))
     if state_account.owner == METEORA_DLMM_PROGRAM_ID:
         pair = dlmm.decode_lb_pair(state_account.data)
-        decimals_x = decode_mint(_need(accounts, pair.token_x_mint, "token_x_mint").data)
-        decimals_y = decode_mint(_need(accounts, pair.token_y_mint, "token_y_mint").data)
-        arrays = {index: dlmm.bin_array_address(address, index) for index in pair.bin_array_indexes()}
+        decimals = _dlmm_decimals(pair, accounts)
+        arrays = _bin_arrays(address, pair)
         if not arrays:
             raise LayoutError(f"{address} has no bin arrays")
         mints = (pair.token_x_mint, pair.token_y_mint)
-        return SwapKeys(METEORA, address, mints, (decimals_x, decimals_y), _dlmm_keys(pair), arrays, pair.active_id)
+        return SwapKeys(METEORA, address, mints, decimals, _dlmm_keys(pair), arrays, pair.active_id)
     raise LayoutError(f"{address} is not owned by a venue program")
 
 
@@ -520,24 +534,22 @@ class SwapCall:
     remaining: tuple[Pubkey, ...] = ()
 
 
-def swap_instruction(
-    snapshot: SwapKeys, user: Pubkey, mint_in: Pubkey, amount_in: int, min_amount_out: int
-) -> Instruction:
+def swap_instruction(pool: SwapKeys, user: Pubkey, mint_in: Pubkey, amount_in: int, min_amount_out: int) -> Instruction:
     """The venue's exact-in swap, user token accounts being the user's ATAs."""
-    if mint_in not in snapshot.mints:
-        raise ValueError(f"pool {snapshot.address} does not trade {mint_in}")
-    mint_out = snapshot.mints[1] if mint_in == snapshot.mints[0] else snapshot.mints[0]
+    if mint_in not in pool.mints:
+        raise ValueError(f"pool {pool.address} does not trade {mint_in}")
+    mint_out = pool.mints[1] if mint_in == pool.mints[0] else pool.mints[0]
     user_in = associated_token_address(user, mint_in)
     user_out = associated_token_address(user, mint_out)
-    if snapshot.venue == RAYDIUM:
-        zero_in = mint_in == snapshot.mints[0]
-        vault_in = snapshot.keys["vault_0" if zero_in else "vault_1"]
-        vault_out = snapshot.keys["vault_1" if zero_in else "vault_0"]
+    if pool.venue == RAYDIUM:
+        zero_in = mint_in == pool.mints[0]
+        vault_in = pool.keys["vault_0" if zero_in else "vault_1"]
+        vault_out = pool.keys["vault_1" if zero_in else "vault_0"]
         keys = [
             user,
             cpmm.authority_address(),
-            snapshot.keys["amm_config"],
-            snapshot.address,
+            pool.keys["amm_config"],
+            pool.address,
             user_in,
             user_out,
             vault_in,
@@ -546,20 +558,20 @@ def swap_instruction(
             TOKEN_PROGRAM_ID,
             mint_in,
             mint_out,
-            snapshot.keys["observation"],
+            pool.keys["observation"],
         ]
         metas = [AccountMeta(k, s, w) for k, (_, w, s) in zip(keys, cpmm.SWAP_BASE_INPUT_ACCOUNTS, strict=True)]
         return Instruction(RAYDIUM_CPMM_PROGRAM_ID, cpmm.encode_swap_base_input_args(amount_in, min_amount_out), metas)
     keys = [
-        snapshot.address,
+        pool.address,
         METEORA_DLMM_PROGRAM_ID,  # no bin_array_bitmap_extension
-        snapshot.keys["reserve_x"],
-        snapshot.keys["reserve_y"],
+        pool.keys["reserve_x"],
+        pool.keys["reserve_y"],
         user_in,
         user_out,
-        snapshot.mints[0],
-        snapshot.mints[1],
-        snapshot.keys["oracle"],
+        pool.mints[0],
+        pool.mints[1],
+        pool.keys["oracle"],
         METEORA_DLMM_PROGRAM_ID,  # no host_fee_in
         user,
         TOKEN_PROGRAM_ID,
@@ -571,21 +583,21 @@ def swap_instruction(
     for key, (name, writable, signer) in zip(keys, dlmm.SWAP_ACCOUNTS, strict=True):
         omitted = name in dlmm.OPTIONAL_SWAP_ACCOUNTS and key == METEORA_DLMM_PROGRAM_ID
         metas.append(AccountMeta(key, signer, writable and not omitted))
-    metas += [AccountMeta(k, False, True) for k in _dlmm_swap_bin_arrays(snapshot, mint_in)]
+    metas += [AccountMeta(k, False, True) for k in _dlmm_swap_bin_arrays(pool, mint_in)]
     return Instruction(METEORA_DLMM_PROGRAM_ID, dlmm.encode_swap_args(amount_in, min_amount_out), metas)
 
 
 MAX_SWAP_BIN_ARRAYS = 4
 
 
-def _dlmm_swap_bin_arrays(snapshot: SwapKeys, mint_in: Pubkey) -> list[Pubkey]:
+def _dlmm_swap_bin_arrays(pool: SwapKeys, mint_in: Pubkey) -> list[Pubkey]:
     """The bin arrays a swap may cross: from the active bin's array onwards in the swap's direction."""
-    assert snapshot.active_id is not None
-    active = dlmm.bin_array_index(snapshot.active_id)
-    swap_for_y = mint_in == snapshot.mints[0]
-    ordered = sorted(snapshot.bin_arrays, reverse=swap_for_y)
+    assert pool.active_id is not None
+    active = dlmm.bin_array_index(pool.active_id)
+    swap_for_y = mint_in == pool.mints[0]
+    ordered = sorted(pool.bin_arrays, reverse=swap_for_y)
     ahead = [i for i in ordered if (i <= active if swap_for_y else i >= active)]
-    return [snapshot.bin_arrays[i] for i in ahead[:MAX_SWAP_BIN_ARRAYS]]
+    return [pool.bin_arrays[i] for i in ahead[:MAX_SWAP_BIN_ARRAYS]]
 
 
 def decode_swap_instruction(program_id: Pubkey, accounts: Sequence[Pubkey], data: bytes) -> SwapCall:
