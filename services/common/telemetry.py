@@ -2,20 +2,28 @@
 
 Tracing is on when OTEL_TRACES_EXPORTER names an exporter (``otlp`` or
 ``console``) and OTEL_SDK_DISABLED is not true. Otherwise nothing is
-instrumented and the API's no-op tracer is used: off costs nothing.
+instrumented, :func:`span` and :func:`start_span` start no span, and trace
+context is neither read from nor written to message headers: off costs
+nothing. (The API's no-op tracer is not free: a span through it costs
+4-8 µs, a context read from headers 3.5 µs, about fifteen of them per
+order.)
 Everything else (endpoint, sampler, resource attributes, batch delays) is
 read by the SDK itself from its standard variables.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context, propagate, trace
+from opentelemetry.util import types
 
 _state: dict[str, Any] = {}
+_NO_SPAN: contextlib.AbstractContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
+_NO_CONTEXT = context.Context()
 
 
 def enabled() -> bool:
@@ -87,15 +95,49 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+def span(
+    tracer_name: str,
+    name: str,
+    *,
+    parent: context.Context | None = None,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    attributes: types.Attributes = None,
+) -> contextlib.AbstractContextManager[trace.Span]:
+    """A span of ``tracer_name``'s tracer, current while the block runs; when this process does not trace, no
+    span (the block sees the invalid span, whose setters do nothing)."""
+    if "provider" not in _state:
+        return _NO_SPAN
+    return trace.get_tracer(tracer_name).start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
+
+
+def start_span(
+    tracer_name: str,
+    name: str,
+    *,
+    parent: context.Context | None = None,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    attributes: types.Attributes = None,
+) -> trace.Span:
+    """A span the caller ends; the invalid span when this process does not trace."""
+    if "provider" not in _state:
+        return trace.INVALID_SPAN
+    return trace.get_tracer(tracer_name).start_span(name, context=parent, kind=kind, attributes=attributes)
+
+
 def inject_headers(span: trace.Span | None = None) -> dict[str, str]:
-    """W3C trace context of ``span`` (the current span by default), for message headers and outbox rows."""
+    """W3C trace context of ``span`` (the current span by default), for message headers and outbox rows; none
+    when this process does not trace."""
+    if "provider" not in _state:
+        return {}
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=None if span is None else trace.set_span_in_context(span))
     return carrier
 
 
 def extract(headers: Mapping[str, Any] | None) -> context.Context:
-    """The context carried by message headers (empty when there is none)."""
+    """The context carried by message headers (empty when there is none, or when this process does not trace)."""
+    if "provider" not in _state:
+        return _NO_CONTEXT
     carrier = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in (headers or {}).items()}
     return propagate.extract(carrier)
 

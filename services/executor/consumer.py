@@ -170,9 +170,10 @@ class JobConsumer:
         order_id, attempt = job.order_id, job.attempt
         order_id_var.set(order_id)
         ctx = telemetry.extract(message.headers)
-        with telemetry.tracer(__name__).start_as_current_span(
+        with telemetry.span(
+            __name__,
             "executor job",
-            context=ctx,
+            parent=ctx,
             kind=SpanKind.CONSUMER,
             attributes={
                 "order.id": order_id,
@@ -250,9 +251,7 @@ class JobConsumer:
 
     async def _finish(self, order_id: str, attempt: int, landing: Coroutine[Any, Any, common_pb2.Order]) -> None:
         # A span of its own, in the job's trace: the job's span ended with its ack.
-        with telemetry.tracer(__name__).start_as_current_span(
-            "executor landing", attributes={"order.id": order_id, "order.attempt": attempt}
-        ):
+        with telemetry.span(__name__, "executor landing", attributes={"order.id": order_id, "order.attempt": attempt}):
             try:
                 try:
                     await landing

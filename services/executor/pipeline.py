@@ -312,7 +312,7 @@ class Pipeline:
     ) -> None:
         """sendTransaction of the order's recorded bytes; ``sent`` is told when it is done (or failed)."""
         try:
-            with telemetry.tracer(__name__).start_as_current_span("solana sendTransaction", attributes=attrs):
+            with telemetry.span(__name__, "solana sendTransaction", attributes=attrs):
                 await self.cluster.send(order.signed.transaction)
         except BaseException as exc:
             if sent is not None and not sent.done():
@@ -324,7 +324,7 @@ class Pipeline:
             sent.set_result(None)
 
     async def _watch(self, wait: Awaitable[landing.TxOutcome], attrs: dict[str, str]) -> landing.TxOutcome:
-        with telemetry.tracer(__name__).start_as_current_span("solana confirm", attributes=attrs) as span:
+        with telemetry.span(__name__, "solana confirm", attributes=attrs) as span:
             outcome = await wait
             span.set_attribute("solana.status", outcome.status)
         return outcome

@@ -80,9 +80,10 @@ class NotifierComponent(grpc_server.Lifecycle):
 
     def fan_out(self, events: list[dict[str, Any]], parent: Context) -> None:
         """One commit's events, in seq order, to their watchers: one span per commit, in its order's trace."""
-        with telemetry.tracer(__name__).start_as_current_span(
+        with telemetry.span(
+            __name__,
             "notifier fan-out",
-            context=parent,
+            parent=parent,
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "rabbitmq",

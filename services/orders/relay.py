@@ -240,9 +240,10 @@ class OutboxRelay:
 
     def _span(self, exchange: AbstractExchange, row: OutboxRow) -> trace.Span:
         """The PRODUCER span of one row's publish, in the trace of the transaction that wrote the row."""
-        return telemetry.tracer(__name__).start_span(
+        return telemetry.start_span(
+            __name__,
             f"publish {exchange.name}",
-            context=telemetry.extract(row.headers),
+            parent=telemetry.extract(row.headers),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",

@@ -183,8 +183,10 @@ class RouterServicer(router_pb2_grpc.RouterServicer):
         return _price(raw, decision.amount_out, tin, tout), venue
 
     async def _quote_venue(self, venue: str, tin: Token, tout: Token, raw: int) -> tuple[VenueQuote, int]:
-        with telemetry.tracer(__name__).start_as_current_span(
-            f"quote {venue}", attributes={"dex.venue": venue, "dex.token_in": tin.symbol, "dex.token_out": tout.symbol}
+        with telemetry.span(
+            __name__,
+            f"quote {venue}",
+            attributes={"dex.venue": venue, "dex.token_in": tin.symbol, "dex.token_out": tout.symbol},
         ) as span:
             try:
                 quote, latency_ms = await self._simulated_quote(venue, tin, tout, raw)
