@@ -106,9 +106,10 @@ def span(
     """A span of ``tracer_name``'s tracer, current while the block runs. When this process does not trace, no
     span: ``parent``'s context is current while the block runs (the current one stays, without a parent), and
     its setters do nothing."""
-    if "provider" not in _state:
-        return _NO_SPAN if parent is None else trace.use_span(trace.get_current_span(parent), end_on_exit=False)
-    return trace.get_tracer(tracer_name).start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
+    if parent is None and "provider" not in _state:
+        return _NO_SPAN
+    begun = start_span(tracer_name, name, parent=parent, kind=kind, attributes=attributes)
+    return trace.use_span(begun, end_on_exit="provider" in _state)
 
 
 def start_span(
