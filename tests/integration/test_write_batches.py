@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import TypeVar
 
 import asyncpg
 import grpc
@@ -24,6 +26,7 @@ from tests.support.waiting import eventually
 
 N = 40
 ROUNDS = 3  # bursts of transitions, of which one must share commits
+T = TypeVar("T")
 ROUTING_EVENT = '[{"status": "routing", "data": {}}]'
 
 
@@ -37,11 +40,48 @@ def _request(**over: str) -> orders_pb2.CreateOrderRequest:
     return orders_pb2.CreateOrderRequest(**fields)
 
 
+async def _held_together(
+    pg: asyncpg.Connection, database: str, statement: str, calls: Callable[[], Awaitable[list[T]]]
+) -> list[T]:
+    """``calls()``, made while a lock on the orders table holds the first writers' ``statement``.
+
+    Calls that arrive while the writers are busy wait together. Whether they do on their own depends on how fast
+    the statements run against how the server's loop takes the calls (on a slow machine each may be written before
+    the next arrives), so the lock keeps the first statements waiting while the other calls arrive."""
+    holder = await asyncpg.connect(database)
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("LOCK TABLE orders IN SHARE MODE")  # reads go on; INSERT and UPDATE wait
+        sent = asyncio.ensure_future(calls())
+
+        async def writer_waiting() -> bool:
+            return bool(
+                await pg.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE $1",
+                    f"%{statement}%",
+                )
+            )
+
+        await eventually(writer_waiting, timeout=10)
+        await asyncio.sleep(0.3)  # the calls sent with it reach the server and queue behind the waiting writers
+        await lock.rollback()
+        return await sent
+    finally:
+        await holder.close()
+
+
 async def test_creates_that_arrive_together_share_commits_and_each_gets_its_own_order(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str
 ) -> None:
     amounts = [f"1.{i:02d}" for i in range(N)]
-    answers = await asyncio.gather(*(orders.CreateOrder(_request(amount_in=a), timeout=10) for a in amounts))
+    answers = await _held_together(
+        pg,
+        database,
+        "INSERT INTO orders",
+        lambda: asyncio.gather(*(orders.CreateOrder(_request(amount_in=a), timeout=10) for a in amounts)),
+    )
     ids = [uuid.UUID(a.order.id) for a in answers]
     assert len(set(ids)) == N and all(a.created for a in answers)
     # Each answer is its own request's order, as committed.
@@ -143,9 +183,6 @@ async def test_an_unreachable_database_answers_the_whole_batch_at_once(database:
 async def test_transitions_that_arrive_together_share_commits_and_each_keeps_its_order(
     orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str
 ) -> None:
-    # Calls that arrive while the writers are busy wait together. Whether they do on their own depends on how fast
-    # the statements run against how the server's loop takes the calls, so the test holds the writers: a lock on
-    # the orders table keeps the first statements waiting while the other calls arrive.
     for _ in range(ROUNDS):
         commits = await _transitions_together(orders, pg, database)
         assert commits < N, f"{commits} commits for {N} transitions that arrived together"
@@ -157,31 +194,16 @@ async def _transitions_together(orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.
     created = await asyncio.gather(*(orders.CreateOrder(_request(amount_in=f"4.{i}"), timeout=10) for i in range(N)))
     ids = [a.order.id for a in created]
     pending, routing = states.to_proto("pending"), states.to_proto("routing")
-    holder = await asyncpg.connect(database)
-    try:
-        lock = holder.transaction()
-        await lock.start()
-        await holder.execute("LOCK TABLE orders IN SHARE MODE")  # reads go on; the transitions' UPDATE waits
-        # Each order twice in the same turn: one batch holds one write per order, and only one compare-and-set wins.
-        calls = asyncio.gather(
+    # Each order twice in the same turn: one batch holds one write per order, and only one compare-and-set wins.
+    moved = await _held_together(
+        pg,
+        database,
+        "UPDATE orders",
+        lambda: asyncio.gather(
             *(orders.Transition(transitions.request(i, pending, routing), timeout=10) for i in ids for _ in range(2)),
             return_exceptions=True,
-        )
-
-        async def writer_waiting() -> bool:
-            return bool(
-                await pg.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE orders%'"
-                )
-            )
-
-        await eventually(writer_waiting, timeout=10)
-        await asyncio.sleep(0.3)  # the calls sent with it reach the server and queue behind the waiting writers
-        await lock.rollback()
-        moved = await calls
-    finally:
-        await holder.close()
+        ),
+    )
     won = [m for m in moved if isinstance(m, orders_pb2.TransitionResponse)]
     lost = [m for m in moved if isinstance(m, grpc.aio.AioRpcError)]
     assert sorted(m.order.id for m in won) == sorted(ids)
