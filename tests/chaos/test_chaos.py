@@ -110,7 +110,7 @@ async def test_s02_kill_executor_three_times(stack: Stack, report: Callable[[str
     seen_in_flight: list[int] = []
 
     async def kill(_: Load) -> None:
-        for _ in range(3):
+        for _round in range(3):
             deadline = time.monotonic() + 3
             while time.monotonic() < deadline and await in_flight(stack) < 5:  # noqa: ASYNC110 - polls PostgreSQL
                 await asyncio.sleep(0.05)
@@ -199,7 +199,7 @@ async def test_s06_broker_kill9_and_restart(stack: Stack, report: Callable[[str]
 
 async def test_s07_close_all_connections(stack: Stack, report: Callable[[str], None]) -> None:
     async def close(_: Load) -> None:
-        for _ in range(3):
+        for _round in range(3):
             await asyncio.sleep(0.8)
             await stack.rabbit.close_all_connections()
 
@@ -220,7 +220,7 @@ async def test_s08_broker_frozen_20s(stack: Stack, report: Callable[[str], None]
 
 async def test_s09_postgres_immediate_stop_twice(stack: Stack, report: Callable[[str], None]) -> None:
     async def stop(_: Load) -> None:
-        for _ in range(2):
+        for _round in range(2):
             await asyncio.sleep(1)
             await stack.pg.stop("immediate")
             await asyncio.sleep(5)
@@ -308,7 +308,7 @@ async def test_s13_kill_executor_after_send_under_load(stack: Stack, report: Cal
     marker = stack.mesh.env["CHAOS_CRASH_MARKER"]
 
     async def crash(_: Load) -> None:
-        for _ in range(3):
+        for _round in range(3):
             Path(marker).unlink(missing_ok=True)
             await stack.mesh.stop_one("executor", signal.SIGKILL)
             await stack.mesh.start_one("executor", {"CHAOS_CRASH_AT": "after_send"})

@@ -51,7 +51,7 @@ def _blocks(node: Any) -> Any:
 
 
 def prometheusrule_text() -> str:
-    dumper = type("Dumper", (yaml.SafeDumper,), {})
+    dumper: type[yaml.SafeDumper] = type("Dumper", (yaml.SafeDumper,), {})
     dumper.add_representer(_Literal, _literal)
     obj = {
         "apiVersion": "monitoring.coreos.com/v1",

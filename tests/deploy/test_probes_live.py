@@ -45,7 +45,7 @@ def prod_env(name: str) -> tuple[dict[str, str], dict[str, Any]]:
     (container,) = by_kind(objects, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
     env = dict(by_kind(objects, "ConfigMap")["dexengine-config"]["data"])
     example = (DEPLOY / "overlays/prod/secrets.env.example").read_text().splitlines()
-    env.update(line.split("=", 1) for line in example if "=" in line and not line.startswith("#"))
+    env.update(dict(line.split("=", 1) for line in example if "=" in line and not line.startswith("#")))
     env.update({e["name"]: e["value"] for e in container.get("env", [])})
     return env, container
 

@@ -231,7 +231,7 @@ def test_the_dev_rabbitmq_boots_with_its_manifest_config_and_logs_to_the_console
             connection = await aio_pika.connect(url)  # the dev credentials from the generated Secret
             async with connection:
                 channel = await connection.channel()
-                args = {"x-queue-type": "quorum"}
+                args: dict[str, Any] = {"x-queue-type": "quorum"}
                 execute = await channel.declare_queue(names.execute_queue, durable=True, arguments=args)
                 await channel.declare_queue(names.parking_queue, durable=True, arguments=args)
                 await channel.default_exchange.publish(aio_pika.Message(b"job"), routing_key=execute.name)

@@ -15,7 +15,7 @@ import grpc
 import orjson
 import pytest
 
-from dexengine.v1 import notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
+from dexengine.v1 import common_pb2, notifier_pb2, notifier_pb2_grpc, orders_pb2, orders_pb2_grpc
 from services.common.errors import parse_rpc_error
 from tests.support.client import SOL, USDC, follow, post_order
 from tests.support.mesh import Mesh
@@ -192,6 +192,7 @@ async def test_subscribe_mine_sees_exactly_the_callers_orders_over_ws_and_grpc(d
     async with asyncio.timeout(30):
         while not all(len(over_grpc.get(o, [])) == 5 for o in ours):
             event = await grpc_mine.read()
+            assert isinstance(event, common_pb2.OrderEvent)  # not grpc.aio.EOF: the stream stays open
             over_grpc.setdefault(event.order_id, []).append(event.seq)
     grpc_mine.cancel()
     assert set(over_grpc) == set(ours) and all(seqs == [1, 2, 3, 4, 5] for seqs in over_grpc.values())

@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from selenium import webdriver
@@ -81,7 +82,9 @@ def test_the_page_submits_an_order_and_watches_it_to_confirmed(
     wait.until(lambda d: len(d.find_element(By.ID, "live-id").text) == 36)
     order_id = browser.find_element(By.ID, "live-id").text
     confirmed = 'li[data-stage="confirmed"]'
-    wait.until(lambda d: "done" in d.find_element(By.CSS_SELECTOR, f"#stages {confirmed}").get_attribute("class"))
+    wait.until(
+        lambda d: "done" in cast(str, d.find_element(By.CSS_SELECTOR, f"#stages {confirmed}").get_attribute("class"))
+    )
     stages = browser.find_elements(By.CSS_SELECTOR, "#stages li.done")
     assert [li.get_attribute("data-stage") for li in stages] == [
         "pending",

@@ -77,8 +77,8 @@ async def test_the_executor_signs_from_the_pools_the_router_quoted(mesh: Mesh) -
         mints = {}
         for venue, symbol in (("raydium", "RAYQ"), ("meteora", "METQ")):
             mint = (await localnet(session, mesh, "createMint", {"decimals": 6, "symbol": symbol}))["mint"]
-            pool = {"venue": venue, "mints": [mint, "USDC"], "price": "2", "liquidity": "50000"}
-            await localnet(session, mesh, "createPool", pool)
+            new_pool = {"venue": venue, "mints": [mint, "USDC"], "price": "2", "liquidity": "50000"}
+            await localnet(session, mesh, "createPool", new_pool)
             mints[venue] = mint
         for venue, mint in mints.items():  # the router's feed has read the new pool and all it depends on
             request = router_pb2.GetQuotesRequest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aio_pika
 import aio_pika.abc
@@ -58,7 +59,7 @@ async def test_an_exponent_is_stored_and_shown_as_a_plain_decimal(mesh: Mesh) ->
     assert pending["data"]["amountIn"] == "10"
 
 
-async def _published_event(queue: aio_pika.abc.AbstractQueue, order_id: str, seq: int) -> dict[str, object]:
+async def _published_event(queue: aio_pika.abc.AbstractQueue, order_id: str, seq: int) -> dict[str, Any]:
     async with asyncio.timeout(15):
         while True:
             message = await queue.get(fail=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from typing import cast
 
 import aiohttp
 import asyncpg
@@ -87,8 +88,14 @@ async def test_every_grpc_port_is_serving_and_reflects_its_service(mesh: Mesh) -
                 health_pb2.HealthCheckRequest(service=full_name), timeout=2
             )
             assert health.status == health_pb2.HealthCheckResponse.SERVING, service
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-            responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            stub = reflection_pb2_grpc.ServerReflectionStub(cast(grpc.Channel, channel))  # typed for sync channels only
+            reflect = cast(
+                grpc.aio.StreamStreamMultiCallable[
+                    reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+                ],
+                stub.ServerReflectionInfo,
+            )
+            responses = reflect(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
             names = [s.name async for r in responses for s in r.list_services_response.service]
             assert full_name in names, (service, names)
             assert "grpc.health.v1.Health" in names
@@ -111,6 +118,7 @@ async def test_bad_inputs_are_rejected_naming_the_field_and_write_nothing(mesh: 
         ({**good, "type": "stop"}, 400, "type"),
         ({**good, "extra": 1}, 400, "extra"),
     ]
+    field: str | None  # the field an error names; None for a 404
     conn = await asyncpg.connect(mesh.env["DATABASE_URL"])
     try:
         before = await conn.fetchval("SELECT count(*) FROM orders")

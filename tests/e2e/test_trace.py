@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
@@ -144,11 +145,11 @@ async def test_a_retried_order_shows_each_attempt_in_its_trace(traced: tuple[Mes
 
     spans = await receiver.wait_for(lambda spans: len(of_order(spans, "executor job")) == 3 and len(failed(spans)) >= 3)
     attempts = of_order(spans, "executor job")
-    assert sorted(s.attributes["order.attempt"] for s in attempts) == [1, 2, 3]
+    assert sorted(cast(int, s.attributes["order.attempt"]) for s in attempts) == [1, 2, 3]
     assert len({s.trace_id for s in of_order(spans, "executor job", "executor landing")}) == 1, (
         "every attempt continues the order's trace"
     )
-    assert sorted(s.attributes["order.attempt"] for s in failed(spans)) == [1, 2, 3], (
+    assert sorted(cast(int, s.attributes["order.attempt"]) for s in failed(spans)) == [1, 2, 3], (
         "each failed attempt is an ERROR span"
     )
     root = next(s for s in spans if s.trace_id == attempts[0].trace_id and not s.parent_id)

@@ -57,7 +57,7 @@ async def notifier_served(
 
 
 @pytest.fixture
-async def orders(orders_server: str) -> AsyncIterator[orders_pb2_grpc.OrdersStub]:
+async def orders(orders_server: str) -> AsyncIterator[orders_pb2_grpc.OrdersAsyncStub]:
     async with grpc.aio.insecure_channel(orders_server) as channel:
         yield orders_pb2_grpc.OrdersStub(channel)
 

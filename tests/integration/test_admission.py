@@ -28,7 +28,7 @@ LIMIT = 2
 @dataclass
 class Limited:
     component: OrdersComponent
-    orders: orders_pb2_grpc.OrdersStub
+    orders: orders_pb2_grpc.OrdersAsyncStub
     http: str
 
     async def live_count_refreshed(self) -> None:

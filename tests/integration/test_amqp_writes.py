@@ -55,7 +55,7 @@ async def served() -> AsyncIterator[tuple[amqp_writes.TurnWriter, CountedTranspo
     reader = asyncio.StreamReader()
     protocol = asyncio.StreamReaderProtocol(reader)
     transport, _ = await loop.create_connection(lambda: protocol, "127.0.0.1", port)
-    counted = CountedTransport(transport)  # type: ignore[arg-type]
+    counted = CountedTransport(transport)
     writer = amqp_writes.TurnWriter(counted, protocol, reader, loop)  # type: ignore[arg-type]
     await connected.wait()
     try:
@@ -188,7 +188,7 @@ async def test_a_robust_connection_groups_its_writes_again_after_it_reconnects(
         async with asyncio.timeout(15):
             await reconnected.wait()
         assert len(writers) == 2, "the reconnection opened its transport through the same factory"
-        counted = CountedTransport(writers[1].transport)  # type: ignore[arg-type]
+        counted = CountedTransport(writers[1].transport)
         monkeypatch.setattr(writers[1], "_transport", counted)
         await asyncio.gather(*(amqp.publish(exchange, "k", b"again", mandatory=False) for _ in range(5)))
         publishes = [chunk for chunk in counted.writes if b"again" in chunk]

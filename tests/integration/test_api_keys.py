@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Awaitable
 
 import asyncpg
 import grpc
@@ -23,9 +24,9 @@ def order_request(**overrides: str) -> orders_pb2.CreateOrderRequest:
     return orders_pb2.CreateOrderRequest(**values)
 
 
-async def rpc_error(call: object) -> grpc.aio.AioRpcError:
+async def rpc_error(call: Awaitable[object]) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
+        await call
     return info.value
 
 
@@ -85,6 +86,7 @@ async def test_bad_key_requests_name_the_field(secured: Secured, name: str, quot
 async def test_public_methods_need_a_key_and_admin_methods_the_internal_token(secured: Secured) -> None:
     _, secret = await secured.new_key(f"bob-{uuid.uuid4().hex[:6]}")
     order_id = str(uuid.uuid4())
+    call: Awaitable[object]
     for call in (
         secured.orders.CreateOrder(order_request(), timeout=5),
         secured.orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id), timeout=5),
@@ -139,6 +141,7 @@ async def test_another_keys_order_does_not_exist_for_a_key(secured: Secured) -> 
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     own = secured.notifier.Watch(notifier_pb2.WatchRequest(order_id=mine.id), metadata=bearer(alice))
     first = await own.read()
+    assert isinstance(first, common_pb2.OrderEvent), first
     assert first.order_id == mine.id and first.data.snapshot.order.id == mine.id
     own.cancel()
     # WatchMany serves many clients at once: the services of the mesh only, never a key, even the owner's.
@@ -151,7 +154,9 @@ async def test_another_keys_order_does_not_exist_for_a_key(secured: Secured) -> 
         assert info.value.code() == code
     many = secured.notifier.WatchMany(metadata=ADMIN)
     await many.write(notifier_pb2.WatchManyRequest(ref=1, order_id=mine.id))
-    first_of_many = (await many.read()).messages[0]
+    batch = await many.read()
+    assert isinstance(batch, notifier_pb2.WatchManyBatch), batch
+    first_of_many = batch.messages[0]
     assert (first_of_many.ref, first_of_many.event.data.snapshot.order.id) == (1, mine.id)
     many.cancel()
 
@@ -187,7 +192,7 @@ async def test_cancel_answers_not_cancellable_once_routing(secured: Secured) -> 
         secured.orders.CancelOrder(orders_pb2.CancelOrderRequest(order_id=order.id), metadata=bearer(secret), timeout=5)
     )
     assert done.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert parse_rpc_error(done).reason == "NOT_CANCELLABLE" and "confirmed" in done.details()
+    assert parse_rpc_error(done).reason == "NOT_CANCELLABLE" and "confirmed" in (done.details() or "")
 
 
 async def test_quota_over_grpc_is_resource_exhausted_with_retry_info_and_creates_nothing(secured: Secured) -> None:
@@ -226,6 +231,7 @@ async def test_watch_mine_streams_exactly_the_keys_orders_with_snapshots_first(s
     async with asyncio.timeout(15):
         while not all(seen.get(oid) and seen[oid][-1][1] == "confirmed" for oid in [live_before.id, *ours]):
             event = await stream.read()
+            assert isinstance(event, common_pb2.OrderEvent), event
             snapshot = event.data.HasField("snapshot")
             status = common_pb2.OrderStatus.Name(event.status).removeprefix("ORDER_STATUS_").lower()
             seen.setdefault(event.order_id, []).append((event.seq, status, snapshot))

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from dexclient import AsyncClient, Conflict, InvalidArgument, NotFound, RateLimited, Unauthenticated
+from dexclient import AsyncClient, Conflict, InvalidArgument, NotFound, OrderEvent, RateLimited, Unauthenticated
 from tests.support.client import SOL, USDC
 from tests.support.secured import INTERNAL_TOKEN, Secured
 from tests.support.transitions import advance
@@ -55,7 +55,7 @@ async def test_create_read_list_and_watch_an_order(secured: Secured, admin: Asyn
         await client.close()
 
 
-async def _collect(client: AsyncClient, order_id: str) -> list:  # type: ignore[type-arg]
+async def _collect(client: AsyncClient, order_id: str) -> list[OrderEvent]:
     return [event async for event in client.watch(order_id)]
 
 

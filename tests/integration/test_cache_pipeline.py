@@ -161,7 +161,9 @@ async def test_appends_sent_after_the_answer_land_before_close(private_redis: Pr
     await cache.close()  # waits for the append on its way
     client = aioredis.from_url(private_redis.url)
     try:
-        assert orjson.loads(await client.get(keys(order_id)[0]))["seq"] == 2
+        cached = await client.get(keys(order_id)[0])
+        assert cached is not None
+        assert orjson.loads(cached)["seq"] == 2
         assert await client.llen(keys(order_id)[1]) == 2
         assert await client.exists(keys(order_id)[2]) == 0
     finally:

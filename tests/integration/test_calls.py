@@ -57,7 +57,7 @@ async def failure(call: Any) -> grpc.aio.AioRpcError:
     return caught.value
 
 
-async def test_calls_answer_as_the_unary_methods(calls: OrdersCalls, orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_calls_answer_as_the_unary_methods(calls: OrdersCalls, orders: orders_pb2_grpc.OrdersAsyncStub) -> None:
     amounts = unique_amounts(30)
     created = await asyncio.gather(*(calls.CreateOrder(market(a), timeout=5) for a in amounts))
     assert [Decimal(c.order.amount_in) for c in created] == [Decimal(a) for a in amounts], "each call its own answer"
@@ -74,7 +74,9 @@ async def test_calls_answer_as_the_unary_methods(calls: OrdersCalls, orders: ord
         assert [e.seq for e in read.events] == list(range(1, len(CHAIN) + 1))
 
 
-async def test_a_refused_call_ends_as_the_unary_call(calls: OrdersCalls, orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_a_refused_call_ends_as_the_unary_call(
+    calls: OrdersCalls, orders: orders_pb2_grpc.OrdersAsyncStub
+) -> None:
     pending = (await orders.CreateOrder(market(unique_amounts(1)[0]), timeout=5)).order
     cases: list[tuple[str, Any]] = [
         ("CreateOrder", market("-1")),
@@ -94,7 +96,9 @@ async def test_a_refused_call_ends_as_the_unary_call(calls: OrdersCalls, orders:
     assert read.order.status == pending.status, "the stream goes on after refusals"
 
 
-async def test_a_call_past_its_deadline_fails_alone(calls: OrdersCalls, orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_a_call_past_its_deadline_fails_alone(
+    calls: OrdersCalls, orders: orders_pb2_grpc.OrdersAsyncStub
+) -> None:
     order = (await calls.CreateOrder(market(unique_amounts(1)[0]), timeout=5)).order
     late = await failure(calls.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id), timeout=0.000001))
     assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -199,7 +203,7 @@ async def test_a_stopping_server_hands_its_calls_on(settings: config.Settings, p
 
 
 @pytest.fixture
-async def slow_meteora(localnet: Mesh) -> AsyncIterator[tuple[RouterCalls, router_pb2_grpc.RouterStub]]:
+async def slow_meteora(localnet: Mesh) -> AsyncIterator[tuple[RouterCalls, router_pb2_grpc.RouterAsyncStub]]:
     """A router whose Meteora answers in 900 ms (quote deadline 2 s): the calls' own deadlines decide."""
     settings = replace(
         detached(config.Settings()),
@@ -216,7 +220,7 @@ async def slow_meteora(localnet: Mesh) -> AsyncIterator[tuple[RouterCalls, route
 
 
 async def test_the_router_sees_each_calls_deadline(
-    slow_meteora: tuple[RouterCalls, router_pb2_grpc.RouterStub],
+    slow_meteora: tuple[RouterCalls, router_pb2_grpc.RouterAsyncStub],
 ) -> None:
     """A call with 400 ms left gets Raydium alone (Meteora timed out at the call's deadline), as the unary call."""
     calls, stub = slow_meteora

@@ -63,7 +63,9 @@ async def test_a_create_writes_nothing_to_redis_and_the_first_read_fills_the_ent
                 await orders.Transition(transitions.request(created.id, "pending", "routing"), timeout=5)
                 with contextlib.suppress(TimeoutError):
                     await eventually(lambda: _seq(redis, status_key, 2))
-                assert orjson.loads(await redis.get(status_key))["status"] == "routing", "the append kept it"
+                cached = await redis.get(status_key)
+                assert cached is not None
+                assert orjson.loads(cached)["status"] == "routing", "the append kept it"
                 assert [orjson.loads(e)["seq"] for e in await redis.lrange(events_key, 0, -1)] == [1, 2]
             finally:
                 await redis.aclose()

@@ -189,13 +189,13 @@ async def test_multiplexed_socket_follows_ids_and_mine_without_gaps_or_duplicate
         early = [(await post_order(session, secured.http, BODY, auth_header(alice)))[1]["orderId"] for _ in range(2)]
         async with session.ws_connect(f"{secured.ws}/ws/orders", headers=auth_header(alice)) as ws:
             # Bad frames are answered, and change nothing.
-            for frame, field in (
+            for bad_frame, field in (
                 ("not json", "message"),
                 ('{"subscribe": ["nope"]}', "subscribe[0]"),
                 ('{"subscribe": []}', "subscribe"),
                 ('{"watch": "mine"}', "watch"),
             ):
-                await ws.send_str(frame)
+                await ws.send_str(bad_frame)
                 answer = await receive(ws)
                 assert answer["error"]["code"] == "VALIDATION_FAILED"
                 assert answer["error"]["details"][0]["field"] == field

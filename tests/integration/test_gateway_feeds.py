@@ -43,7 +43,7 @@ def feeds_of(server: TestServer) -> dict[str, Any]:
     return server.app[GATEWAY].feeds.feeds
 
 
-async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
+async def create(orders: orders_pb2_grpc.OrdersAsyncStub) -> str:
     resp = await orders.CreateOrder(
         orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01"), timeout=5
     )
@@ -52,7 +52,7 @@ async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
 
 @pytest.mark.parametrize("pause", [0.0, 0.02])
 async def test_sockets_joining_while_events_commit_see_each_event_once_in_order_over_one_stream(
-    orders: orders_pb2_grpc.OrdersStub,
+    orders: orders_pb2_grpc.OrdersAsyncStub,
     gateway: TestServer,
     notifier_served: tuple[NotifierComponent, str],
     pause: float,
@@ -84,7 +84,7 @@ async def test_sockets_joining_while_events_commit_see_each_event_once_in_order_
 
 
 async def test_feeds_of_many_orders_are_subscriptions_on_one_notifier_stream(
-    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer, notifier_served: tuple[NotifierComponent, str]
+    orders: orders_pb2_grpc.OrdersAsyncStub, gateway: TestServer, notifier_served: tuple[NotifierComponent, str]
 ) -> None:
     order_ids = [await create(orders) for _ in range(3)]
     async with aiohttp.ClientSession() as session:
@@ -102,7 +102,7 @@ async def test_feeds_of_many_orders_are_subscriptions_on_one_notifier_stream(
 
 
 async def test_after_its_rotation_age_new_feeds_go_to_a_new_stream_and_the_old_one_closes_after_its_last(
-    orders: orders_pb2_grpc.OrdersStub,
+    orders: orders_pb2_grpc.OrdersAsyncStub,
     gateway: TestServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -116,6 +116,7 @@ async def test_after_its_rotation_age_new_feeds_go_to_a_new_stream_and_the_old_o
         two = await session.ws_connect(str(gateway.make_url(f"/ws/orders/{second}")))
         assert (await two.receive_json())["status"] == "pending"
         new = gateway.app[GATEWAY].feeds._stream
+        assert new is not None
         assert new is not old and old.retired and not new.retired
         assert list(old.inboxes) and list(new.inboxes)  # each serves its own feed
         await advance(orders, first, 0)
@@ -132,7 +133,7 @@ async def frames(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str,
 
 
 async def test_the_last_socket_leaving_closes_the_stream_and_a_later_one_opens_a_fresh_one(
-    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer, notifier_served: tuple[NotifierComponent, str]
+    orders: orders_pb2_grpc.OrdersAsyncStub, gateway: TestServer, notifier_served: tuple[NotifierComponent, str]
 ) -> None:
     notifier = notifier_served[0]
     order_id = await create(orders)
@@ -176,7 +177,7 @@ def _server_sockets() -> list[web.WebSocketResponse]:
 
 
 async def test_a_finished_socket_is_freed_at_once_not_by_the_cyclic_collector(
-    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer
+    orders: orders_pb2_grpc.OrdersAsyncStub, gateway: TestServer
 ) -> None:
     """With the collector off, each server-side socket is gone once its client left: no cycle keeps it."""
     order_id = await create(orders)
@@ -211,7 +212,7 @@ async def test_a_finished_socket_is_freed_at_once_not_by_the_cyclic_collector(
 
 
 async def test_a_notifier_stream_that_ends_leaves_no_task_reading_its_requests(
-    settings: config.Settings, orders_server: str, orders: orders_pb2_grpc.OrdersStub
+    settings: config.Settings, orders_server: str, orders: orders_pb2_grpc.OrdersAsyncStub
 ) -> None:
     """The notifier stops under a watched order: the socket closes with 1013, the stream's call ended on its own,
     and grpc's reader of its requests ended with it (it is cancelled only for a call still running)."""
@@ -252,7 +253,7 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 async def test_feeds_subscribing_together_go_to_the_notifier_in_one_message(
-    orders: orders_pb2_grpc.OrdersStub, gateway: TestServer, received: list[list[str]]
+    orders: orders_pb2_grpc.OrdersAsyncStub, gateway: TestServer, received: list[list[str]]
 ) -> None:
     """Once the notifier said it reads ``more``, the subscriptions ready when the gateway writes share a message."""
     order_ids = [await create(orders) for _ in range(5)]
@@ -269,7 +270,7 @@ async def test_feeds_subscribing_together_go_to_the_notifier_in_one_message(
 
 
 async def test_a_notifier_that_does_not_say_it_reads_more_gets_one_request_per_message(
-    orders: orders_pb2_grpc.OrdersStub,
+    orders: orders_pb2_grpc.OrdersAsyncStub,
     gateway: TestServer,
     received: list[list[str]],
     monkeypatch: pytest.MonkeyPatch,

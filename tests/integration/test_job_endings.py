@@ -37,7 +37,7 @@ WAIT_MS = 60_000  # long enough that a job sent to wait is still there when the 
 class Attempt(Pipeline):
     """The real pipeline, whose attempt fails with ``error``; ``broken`` makes recording the failure raise too."""
 
-    def __init__(self, settings: config.Settings, orders: orders_pb2_grpc.OrdersStub, error: Exception) -> None:
+    def __init__(self, settings: config.Settings, orders: orders_pb2_grpc.OrdersAsyncStub, error: Exception) -> None:
         super().__init__(settings, orders, None, None, Keypair())  # type: ignore[arg-type]
         self.error = error
         self.broken = False
@@ -54,7 +54,7 @@ class Attempt(Pipeline):
 @dataclass
 class Bench:
     settings: config.Settings
-    orders: orders_pb2_grpc.OrdersStub
+    orders: orders_pb2_grpc.OrdersAsyncStub
     names: amqp.Names
 
     async def run_one_job(self, pipeline: Pipeline, ends_in: str) -> str:
@@ -147,7 +147,7 @@ class Counting(Pipeline):
     records a decision with a real ``route_submit`` (a compare-and-set); every other route stops with NO_ROUTE."""
 
     def __init__(
-        self, settings: config.Settings, orders: orders_pb2_grpc.OrdersStub, record_first: bool = False
+        self, settings: config.Settings, orders: orders_pb2_grpc.OrdersAsyncStub, record_first: bool = False
     ) -> None:
         super().__init__(settings, orders, None, None, Keypair())  # type: ignore[arg-type]
         self.record_first = record_first

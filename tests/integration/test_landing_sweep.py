@@ -29,7 +29,7 @@ LEASE_MS = 400  # the sweep runs every half lease here, and takes an order back 
 
 @dataclass
 class Swept:
-    orders: orders_pb2_grpc.OrdersStub
+    orders: orders_pb2_grpc.OrdersAsyncStub
     settings: config.Settings
     redis: aioredis.Redis
 

@@ -23,12 +23,12 @@ from tests.support.waiting import eventually
 @pytest.fixture(scope="module")
 async def notifier(
     notifier_served: tuple[NotifierComponent, str],
-) -> AsyncIterator[notifier_pb2_grpc.NotifierStub]:
+) -> AsyncIterator[notifier_pb2_grpc.NotifierAsyncStub]:
     async with grpc.aio.insecure_channel(notifier_served[1]) as channel:
         yield notifier_pb2_grpc.NotifierStub(channel)
 
 
-async def watch(notifier: notifier_pb2_grpc.NotifierStub, order_id: str) -> list[tuple[str, int]]:
+async def watch(notifier: notifier_pb2_grpc.NotifierAsyncStub, order_id: str) -> list[tuple[str, int]]:
     seen = []
     async for event in notifier.Watch(notifier_pb2.WatchRequest(order_id=order_id), timeout=20):
         seen.append((states.from_proto(event.status), event.seq))
@@ -37,7 +37,7 @@ async def watch(notifier: notifier_pb2_grpc.NotifierStub, order_id: str) -> list
 
 @pytest.mark.parametrize("pause", [0.0, 0.01, 0.05])
 async def test_subscriptions_racing_transitions_see_each_event_once_in_order(
-    orders: orders_pb2_grpc.OrdersStub, notifier: notifier_pb2_grpc.NotifierStub, pause: float
+    orders: orders_pb2_grpc.OrdersAsyncStub, notifier: notifier_pb2_grpc.NotifierAsyncStub, pause: float
 ) -> None:
     """Watchers join while events are being committed: snapshot, then the rest, contiguous."""
     order = (
@@ -58,7 +58,7 @@ async def test_subscriptions_racing_transitions_see_each_event_once_in_order(
         assert seen == [(s, i + 1) for i, s in enumerate(CHAIN)][first_seq - 1 :], seen
 
 
-async def test_watch_unknown_order_is_not_found(notifier: notifier_pb2_grpc.NotifierStub) -> None:
+async def test_watch_unknown_order_is_not_found(notifier: notifier_pb2_grpc.NotifierAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await watch(notifier, "00000000-0000-0000-0000-000000000000")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
@@ -67,7 +67,7 @@ async def test_watch_unknown_order_is_not_found(notifier: notifier_pb2_grpc.Noti
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
+async def create(orders: orders_pb2_grpc.OrdersAsyncStub) -> str:
     request = orders_pb2.CreateOrderRequest(token_in=SOL, token_out=USDC, amount_in="1", slippage="0.01")
     return (await orders.CreateOrder(request, timeout=5)).order.id
 
@@ -75,7 +75,7 @@ async def create(orders: orders_pb2_grpc.OrdersStub) -> str:
 class Many:
     """A WatchMany call read message by message (the stream carries them in batches); ``batches`` as they came."""
 
-    def __init__(self, notifier: notifier_pb2_grpc.NotifierStub) -> None:
+    def __init__(self, notifier: notifier_pb2_grpc.NotifierAsyncStub) -> None:
         self.call = notifier.WatchMany(timeout=20)
         self.ready: list[notifier_pb2.WatchManyMessage] = []
         self.batches: list[list[notifier_pb2.WatchManyMessage]] = []
@@ -104,8 +104,8 @@ def refusal(message: notifier_pb2.WatchManyMessage) -> tuple[grpc.StatusCode, st
 
 @pytest.mark.parametrize("pause", [0.0, 0.02])
 async def test_watch_many_streams_each_subscription_as_watch_does_over_one_call(
-    orders: orders_pb2_grpc.OrdersStub,
-    notifier: notifier_pb2_grpc.NotifierStub,
+    orders: orders_pb2_grpc.OrdersAsyncStub,
+    notifier: notifier_pb2_grpc.NotifierAsyncStub,
     notifier_served: tuple[NotifierComponent, str],
     pause: float,
 ) -> None:
@@ -149,8 +149,8 @@ async def test_watch_many_streams_each_subscription_as_watch_does_over_one_call(
 
 
 async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_nothing_more(
-    orders: orders_pb2_grpc.OrdersStub,
-    notifier: notifier_pb2_grpc.NotifierStub,
+    orders: orders_pb2_grpc.OrdersAsyncStub,
+    notifier: notifier_pb2_grpc.NotifierAsyncStub,
     notifier_served: tuple[NotifierComponent, str],
 ) -> None:
     hub = notifier_served[0].hub
@@ -160,7 +160,7 @@ async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_n
     await call.write(subscribe(2, "not-a-uuid"))
     await call.write(subscribe(3, stopped))
     await call.write(subscribe(4, kept))
-    first = {}
+    first: dict[int, notifier_pb2.WatchManyMessage] = {}
     while len(first) < 4:
         message = await call.read()
         first.setdefault(message.ref, message)
@@ -170,7 +170,7 @@ async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_n
     await call.write(notifier_pb2.WatchManyRequest(ref=3, stop=True))
     await eventually(lambda: stopped not in hub.watchers)
     await asyncio.gather(advance(orders, stopped, 0), advance(orders, kept, 0))
-    later = []
+    later: list[notifier_pb2.WatchManyMessage] = []
     while not later or states.from_proto(later[-1].event.status) not in states.TERMINAL:
         later.append(await call.read())
     # Everything after the stop belongs to the order still followed, in order, up to its end.
@@ -181,7 +181,7 @@ async def test_watch_many_refuses_a_subscription_alone_and_a_stopped_one_sends_n
 
 
 async def test_watch_many_sends_a_commits_events_in_one_message(
-    orders: orders_pb2_grpc.OrdersStub, notifier: notifier_pb2_grpc.NotifierStub
+    orders: orders_pb2_grpc.OrdersAsyncStub, notifier: notifier_pb2_grpc.NotifierAsyncStub
 ) -> None:
     """route_submit commits routing, building and submitted at once: they reach the caller together."""
     order_id = await create(orders)
@@ -195,7 +195,7 @@ async def test_watch_many_sends_a_commits_events_in_one_message(
 
 
 async def test_watch_many_reads_requests_carried_together_as_if_each_came_alone(
-    orders: orders_pb2_grpc.OrdersStub, notifier: notifier_pb2_grpc.NotifierStub
+    orders: orders_pb2_grpc.OrdersAsyncStub, notifier: notifier_pb2_grpc.NotifierAsyncStub
 ) -> None:
     """``more``: a carrier of several subscriptions, a request with its own subscription and more, a stop among
     them; the notifier says so as the stream opens."""

@@ -39,7 +39,7 @@ def limit_request(**over: str) -> orders_pb2.CreateOrderRequest:
 async def _drain_for(queue: aio_pika.abc.AbstractQueue, order_id: str, seconds: float) -> list[Any]:
     """What the messages say about ``order_id``: a job's body, or a commit's events (a message of the events
     exchange carries a relay batch's commits)."""
-    found = []
+    found: list[Any] = []
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
         message = await queue.get(fail=False)
@@ -56,7 +56,7 @@ async def _drain_for(queue: aio_pika.abc.AbstractQueue, order_id: str, seconds: 
 
 
 async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_fires(
-    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, settings: config.Settings, pg: asyncpg.Connection
 ) -> None:
     names = amqp.Names(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)
@@ -94,7 +94,7 @@ async def test_a_limit_order_is_armed_without_a_job_and_its_job_is_born_when_it_
 
 
 async def test_events_are_routed_by_order_type_and_a_market_order_never_reaches_the_armed_binding(
-    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings
+    orders: orders_pb2_grpc.OrdersAsyncStub, settings: config.Settings
 ) -> None:
     names = amqp.Names(settings.amqp_prefix)
     connection = await aio_pika.connect(settings.amqp_url)
@@ -150,7 +150,7 @@ async def test_events_are_routed_by_order_type_and_a_market_order_never_reaches_
 
 
 async def test_cancel_racing_the_trigger_has_exactly_one_winner(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection
 ) -> None:
     ids = [(await orders.CreateOrder(limit_request(), timeout=5)).order.id for _ in range(40)]
 
@@ -174,7 +174,7 @@ async def test_cancel_racing_the_trigger_has_exactly_one_winner(
         assert final[order_id] == ("cancelled" if cancelled else "routing", 3)
 
 
-async def test_expiry_and_cancel_are_terminal(orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_expiry_and_cancel_are_terminal(orders: orders_pb2_grpc.OrdersAsyncStub) -> None:
     order = (await orders.CreateOrder(limit_request(), timeout=5)).order
     expired = await orders.Transition(
         transitions.request(order.id, WAITING, common_pb2.ORDER_STATUS_EXPIRED),
@@ -199,7 +199,7 @@ async def test_expiry_and_cancel_are_terminal(orders: orders_pb2_grpc.OrdersStub
 
 
 async def test_waiting_orders_are_listed_by_status(
-    orders: orders_pb2_grpc.OrdersStub,
+    orders: orders_pb2_grpc.OrdersAsyncStub,
 ) -> None:
     order = (await orders.CreateOrder(limit_request(), timeout=5)).order
     listed = await orders.ListOrders(orders_pb2.ListOrdersRequest(status=WAITING, limit=200), timeout=5)

@@ -31,7 +31,7 @@ def create_request(**over: str) -> orders_pb2.CreateOrderRequest:
 
 
 async def test_create_writes_order_event_and_outbox_rows_in_one_transaction(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection
 ) -> None:
     # Hold the outbox table lock so the relay cannot publish (and delete) the rows before we look.
     async with pg.transaction():
@@ -72,7 +72,7 @@ async def test_failed_insert_leaves_nothing_behind(pg: asyncpg.Connection) -> No
 
 
 async def test_invalid_create_is_invalid_argument_naming_fields(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection
 ) -> None:
     before = await pg.fetchval("SELECT count(*) FROM orders")
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -83,7 +83,7 @@ async def test_invalid_create_is_invalid_argument_naming_fields(
     assert await pg.fetchval("SELECT count(*) FROM orders") == before
 
 
-async def test_stale_transition_is_failed_precondition(orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_stale_transition_is_failed_precondition(orders: orders_pb2_grpc.OrdersAsyncStub) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
     with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -104,7 +104,7 @@ async def test_stale_transition_is_failed_precondition(orders: orders_pb2_grpc.O
 
 
 async def test_concurrent_transitions_exactly_one_wins(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection
 ) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     results = await asyncio.gather(
@@ -121,7 +121,7 @@ async def test_concurrent_transitions_exactly_one_wins(
 
 
 async def test_each_step_records_its_facts_and_its_typed_event(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection
 ) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
@@ -164,7 +164,7 @@ async def test_each_step_records_its_facts_and_its_typed_event(
 
 
 async def test_route_submit_appends_building_then_submitted_in_one_commit(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, settings: config.Settings
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection, settings: config.Settings
 ) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
@@ -193,7 +193,7 @@ async def test_route_submit_appends_building_then_submitted_in_one_commit(
 
 
 async def test_route_submit_from_pending_is_one_commit_and_one_message(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, settings: config.Settings
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection, settings: config.Settings
 ) -> None:
     async with published.broker(settings.amqp_url, settings.amqp_prefix) as seen:
         order = (await orders.CreateOrder(create_request(), timeout=5)).order
@@ -218,7 +218,7 @@ async def test_route_submit_from_pending_is_one_commit_and_one_message(
 
 
 async def test_idempotency_key_same_body_same_order_other_body_rejected(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection
 ) -> None:
     key = f"key-{uuid.uuid4()}"
     answers = await asyncio.gather(
@@ -239,7 +239,7 @@ async def test_idempotency_key_same_body_same_order_other_body_rejected(
 
 
 async def test_relay_publishes_jobs_and_events_to_rabbitmq(
-    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings, pg: asyncpg.Connection
+    orders: orders_pb2_grpc.OrdersAsyncStub, settings: config.Settings, pg: asyncpg.Connection
 ) -> None:
     async with published.broker(settings.amqp_url, settings.amqp_prefix) as seen:
         order = (await orders.CreateOrder(create_request(), timeout=5)).order
@@ -267,7 +267,9 @@ async def test_relay_publishes_jobs_and_events_to_rabbitmq(
         )
 
 
-async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub, settings: config.Settings) -> None:
+async def test_get_order_reads_through_redis(
+    orders: orders_pb2_grpc.OrdersAsyncStub, settings: config.Settings
+) -> None:
     order = (await orders.CreateOrder(create_request(), timeout=5)).order
     await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id), timeout=5)  # the first read fills it
     await orders.Transition(transitions.request(order.id, PENDING, ROUTING), timeout=5)
@@ -275,7 +277,9 @@ async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub,
     try:
         # The append is sent after the answer; once it landed, its marker is gone with it.
         await eventually(lambda: _equals(client.exists(f"order:{order.id}:writing"), 0))
-        cached = orjson.loads(await client.get(f"order:{order.id}:status"))
+        raw = await client.get(f"order:{order.id}:status")
+        assert raw is not None
+        cached = orjson.loads(raw)
         assert cached["status"] == "routing" and cached["seq"] == 2
         assert await client.llen(f"order:{order.id}:events") == 2
         # What a read reads, and the fence a fill reads (no `writing` left once the append ran).
@@ -290,7 +294,7 @@ async def test_get_order_reads_through_redis(orders: orders_pb2_grpc.OrdersStub,
         await client.aclose()
 
 
-async def test_list_orders_filters_and_pages(orders: orders_pb2_grpc.OrdersStub) -> None:
+async def test_list_orders_filters_and_pages(orders: orders_pb2_grpc.OrdersAsyncStub) -> None:
     created = [(await orders.CreateOrder(create_request(), timeout=5)).order.id for _ in range(3)]
     page1 = await orders.ListOrders(orders_pb2.ListOrdersRequest(limit=2), timeout=5)
     assert len(page1.orders) == 2 and page1.next_cursor
@@ -306,7 +310,7 @@ async def test_list_orders_filters_and_pages(orders: orders_pb2_grpc.OrdersStub)
 
 
 async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer_left(
-    orders: orders_pb2_grpc.OrdersStub, settings: config.Settings
+    orders: orders_pb2_grpc.OrdersAsyncStub, settings: config.Settings
 ) -> None:
     """A writer that died between its commit and its cache append leaves the entry one step behind and its
     `writing` marker: a fresh read that saw a terminal status fills over both (nothing can commit after it)."""
@@ -317,7 +321,9 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
     status_key, events_key, writing_key = (f"order:{order.id}:{part}" for part in ("status", "events", "writing"))
     try:
         await eventually(lambda: _equals(client.exists(writing_key), 0))  # the last append landed
-        behind = orjson.loads(await client.get(status_key))
+        raw = await client.get(status_key)
+        assert raw is not None
+        behind = orjson.loads(raw)
         assert (behind["status"], behind["seq"]) == ("confirmed", 5)
         behind.update(status="submitted", seq=4)
         await client.set(status_key, orjson.dumps(behind))
@@ -326,7 +332,9 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
         await client.expire(writing_key, 5)
         read = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, fresh=True), timeout=5)
         assert read.order.status == CONFIRMED
-        repaired = orjson.loads(await client.get(status_key))
+        raw = await client.get(status_key)
+        assert raw is not None
+        repaired = orjson.loads(raw)
         assert (repaired["status"], repaired["seq"]) == ("confirmed", 5)
         assert await client.llen(events_key) == 5
     finally:

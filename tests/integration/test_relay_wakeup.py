@@ -7,7 +7,9 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
+from typing import TypedDict, Unpack, cast
 
+import aio_pika
 import asyncpg
 import grpc
 import orjson
@@ -26,7 +28,12 @@ POLL_MS = 120_000  # far longer than the test may take: only the commit's wake-u
 ORPHAN_MS = 1000
 
 
-def _orders(settings: config.Settings, own: TestInfra, **relay: int) -> OrdersComponent:
+class Relay(TypedDict, total=False):
+    outbox_poll_ms: int
+    outbox_orphan_ms: int
+
+
+def _orders(settings: config.Settings, own: TestInfra, **relay: Unpack[Relay]) -> OrdersComponent:
     """An orders service on the test's own database and AMQP names, with these relay settings."""
     return OrdersComponent(replace(settings, database_url=own.database_url, amqp_prefix=own.amqp_prefix, **relay))
 
@@ -188,7 +195,7 @@ async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
                     )
                     written.append((kind, events, trace))
                 relay.wake()
-                messages = []
+                messages: list[aio_pika.abc.AbstractIncomingMessage] = []
                 async with asyncio.timeout(10):
                     while sum(len(amqp.commits_of(m.body)) for m in messages) < len(written):
                         message = await seen.events.get(fail=False)
@@ -196,8 +203,11 @@ async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
                             await asyncio.sleep(0.02)
                         else:
                             messages.append(message)
-            assert sorted(m.routing_key for m in messages) == ["limit", "market", "sniper"], "one per order type"
+            assert sorted(cast(str, m.routing_key) for m in messages) == ["limit", "market", "sniper"], (
+                "one per order type"
+            )
             for message in messages:
+                assert message.routing_key is not None
                 kind = message.routing_key
                 assert message.headers[amqp.ORDER_TYPE_HEADER] == kind
                 commits = amqp.commits_of(message.body, message.headers)

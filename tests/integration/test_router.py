@@ -21,7 +21,7 @@ BONK = "DezXAZ8z7PnrnRJjz3wXBoRgixCa6xjnB7YaB1pPB263"
 MSOL = "mSoLzYCxHdYgdzU16g5QSh3i5K3z3KZK7ytfqcJm7So"
 
 
-async def router_stub(settings: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+async def router_stub(settings: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterAsyncStub]:
     async with serve(RouterComponent(settings)) as target, grpc.aio.insecure_channel(target) as channel:
         yield router_pb2_grpc.RouterStub(channel)
 
@@ -37,13 +37,13 @@ def still(localnet: Mesh) -> config.Settings:
 
 
 @pytest.fixture
-async def router(still: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+async def router(still: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterAsyncStub]:
     async for stub in router_stub(still):
         yield stub
 
 
 @pytest.fixture
-async def slow_meteora(still: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterStub]:
+async def slow_meteora(still: config.Settings) -> AsyncIterator[router_pb2_grpc.RouterAsyncStub]:
     async for stub in router_stub(replace(still, venue_latency_ms={"meteora": (900, 900)}, quote_deadline_ms=200)):
         yield stub
 
@@ -52,7 +52,7 @@ def quotes_request(amount: str, token_in: str = SOL, token_out: str = USDC) -> r
     return router_pb2.GetQuotesRequest(token_in=token_in, token_out=token_out, amount_in=amount, slippage="0.01")
 
 
-async def test_each_venue_quoted_with_impact_minimum_and_expiry(router: router_pb2_grpc.RouterStub) -> None:
+async def test_each_venue_quoted_with_impact_minimum_and_expiry(router: router_pb2_grpc.RouterAsyncStub) -> None:
     resp = await router.GetQuotes(quotes_request("1"), timeout=5)
     by_venue = {q.venue: q for q in resp.quotes}
     assert set(by_venue) == {"raydium", "meteora"}
@@ -67,7 +67,7 @@ async def test_each_venue_quoted_with_impact_minimum_and_expiry(router: router_p
     assert resp.decision.amount_out == met.amount_out
 
 
-async def test_a_large_order_is_split(router: router_pb2_grpc.RouterStub) -> None:
+async def test_a_large_order_is_split(router: router_pb2_grpc.RouterAsyncStub) -> None:
     resp = await router.GetQuotes(quotes_request("300"), timeout=5)
     d = resp.decision
     assert d.venue == "split" and {leg.venue for leg in d.legs} == {"raydium", "meteora"}
@@ -76,7 +76,9 @@ async def test_a_large_order_is_split(router: router_pb2_grpc.RouterStub) -> Non
     assert d.reason.startswith("split ")
 
 
-async def test_a_venue_missing_the_deadline_is_excluded_and_named(slow_meteora: router_pb2_grpc.RouterStub) -> None:
+async def test_a_venue_missing_the_deadline_is_excluded_and_named(
+    slow_meteora: router_pb2_grpc.RouterAsyncStub,
+) -> None:
     resp = await slow_meteora.GetQuotes(quotes_request("1"), timeout=5)
     assert [q.venue for q in resp.quotes] == ["raydium"]
     assert resp.excluded["meteora"] == "timed out after 200 ms"
@@ -85,14 +87,14 @@ async def test_a_venue_missing_the_deadline_is_excluded_and_named(slow_meteora: 
     assert 200 <= resp.simulated_ms < 900
 
 
-async def test_no_pool_is_a_final_no_route(router: router_pb2_grpc.RouterStub) -> None:
+async def test_no_pool_is_a_final_no_route(router: router_pb2_grpc.RouterAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await router.GetQuotes(quotes_request("1", BONK, MSOL), timeout=5)
     info = parse_rpc_error(err.value)
     assert info.code == grpc.StatusCode.NOT_FOUND and info.reason == "NO_ROUTE"
 
 
-async def test_a_size_no_pool_can_fill_is_final(router: router_pb2_grpc.RouterStub) -> None:
+async def test_a_size_no_pool_can_fill_is_final(router: router_pb2_grpc.RouterAsyncStub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await router.GetQuotes(quotes_request("10000000", MSOL, SOL), timeout=5)  # one DLMM pool only
     info = parse_rpc_error(err.value)
@@ -108,7 +110,7 @@ async def test_a_size_no_pool_can_fill_is_final(router: router_pb2_grpc.RouterSt
     ],
 )
 async def test_bad_input_names_the_field(
-    router: router_pb2_grpc.RouterStub, request_: router_pb2.GetQuotesRequest, field: str
+    router: router_pb2_grpc.RouterAsyncStub, request_: router_pb2.GetQuotesRequest, field: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await router.GetQuotes(request_, timeout=5)
@@ -128,7 +130,7 @@ async def test_two_replicas_quote_the_same_pools_identically(still: config.Setti
     assert all(pool for quotes, _ in answers for _, _, pool in quotes), "every quote names its pool account"
 
 
-async def test_check_route_answers_from_the_pool_accounts(router: router_pb2_grpc.RouterStub) -> None:
+async def test_check_route_answers_from_the_pool_accounts(router: router_pb2_grpc.RouterAsyncStub) -> None:
     ok = await router.CheckRoute(router_pb2.CheckRouteRequest(token_in=SOL, token_out=USDC, amount_in="1"), timeout=5)
     assert len(ok.pools) == 2 and (ok.decimals_in, ok.decimals_out) == (9, 6)
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -18,7 +18,7 @@ from services.common import db, states
 from services.common.errors import parse_rpc_error
 from services.common.migrate import migrate
 from services.orders.__main__ import MIGRATIONS
-from services.orders.store import CREATE_SQL, TRANSITION_SQL, Batches
+from services.orders.store import CREATE_SQL, TRANSITION_SQL, Batches, BatchRow
 from tests.support import transitions
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, create_database, drop_database
@@ -73,7 +73,7 @@ async def _held_together(
 
 
 async def test_creates_that_arrive_together_share_commits_and_each_gets_its_own_order(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection, database: str
 ) -> None:
     amounts = [f"1.{i:02d}" for i in range(N)]
     answers = await _held_together(
@@ -126,7 +126,7 @@ async def test_a_row_the_database_refuses_is_refused_alone(database: str, pg: as
 
 @pytest.mark.parametrize("other_body", [False, True])
 async def test_one_key_twice_in_one_batch_creates_once(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, other_body: bool
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection, other_body: bool
 ) -> None:
     key = f"key-{uuid.uuid4()}"
     requests = [_request(idempotency_key=key)] * 2 + [_request(amount_in=f"3.{i}") for i in range(8)]
@@ -169,7 +169,7 @@ async def test_an_unreachable_database_answers_the_whole_batch_at_once(database:
     statements: list[int] = []
     statement = batches._statement
 
-    async def counted(rows: list[tuple[object, ...]]) -> list[asyncpg.Record]:
+    async def counted(rows: Sequence[BatchRow]) -> list[asyncpg.Record]:
         statements.append(len(rows))
         return await statement(rows)
 
@@ -181,14 +181,14 @@ async def test_an_unreachable_database_answers_the_whole_batch_at_once(database:
 
 
 async def test_transitions_that_arrive_together_share_commits_and_each_keeps_its_order(
-    orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str
+    orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection, database: str
 ) -> None:
     for _ in range(ROUNDS):
         commits = await _transitions_together(orders, pg, database)
         assert commits < N, f"{commits} commits for {N} transitions that arrived together"
 
 
-async def _transitions_together(orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.Connection, database: str) -> int:
+async def _transitions_together(orders: orders_pb2_grpc.OrdersAsyncStub, pg: asyncpg.Connection, database: str) -> int:
     """N orders moved pending -> routing at once, each asked twice: one wins, every row and event is right; how
     many commits the N transitions took."""
     created = await asyncio.gather(*(orders.CreateOrder(_request(amount_in=f"4.{i}"), timeout=10) for i in range(N)))
@@ -220,11 +220,11 @@ async def _transitions_together(orders: orders_pb2_grpc.OrdersStub, pg: asyncpg.
     return len({r["tx"] for r in rows})
 
 
-def _scans(plan: dict[str, object], relation: str) -> list[str]:
+def _scans(plan: dict[str, Any], relation: str) -> list[str]:
     """The node types of every scan of ``relation`` in an EXPLAIN (FORMAT JSON) plan tree."""
     kind = str(plan["Node Type"])
     found = [kind] if plan.get("Relation Name") == relation and kind.endswith("Scan") else []
-    for child in plan.get("Plans", []):  # type: ignore[union-attr]
+    for child in plan.get("Plans", []):
         found += _scans(child, relation)
     return found
 
@@ -322,7 +322,7 @@ async def test_a_write_queued_as_both_writers_finish_gets_a_writer_of_its_own(
         first, second, again = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         # The caller's writer is released first: it answers the caller before the other writer finishes too.
         gated = GatedPool(pool, last=second)
-        batches = Batches(gated, CREATE_SQL)  # type: ignore[arg-type]
+        batches = Batches(gated, CREATE_SQL)
 
         async def write_then_write_again() -> asyncpg.Record | None:
             await batches.write(_row(first))

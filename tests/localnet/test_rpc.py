@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import pytest
 from solana.rpc.async_api import AsyncClient
@@ -72,7 +73,8 @@ async def test_accounts_and_token_balances(net: Localnet, client: AsyncClient) -
     only = await client.get_token_accounts_by_owner(owner, TokenAccountOpts(mint=USDC_MINT, encoding="base64"))
     assert [k.pubkey for k in only.value] == [usdc]
     parsed = await client.get_token_accounts_by_owner_json_parsed(owner, TokenAccountOpts(mint=USDC_MINT))
-    assert parsed.value[0].account.data.parsed["info"]["tokenAmount"]["amount"] == str(100_000_000 * 10**6)
+    token_info = cast(dict[str, Any], parsed.value[0].account.data.parsed["info"])  # JSON: the parsed account
+    assert token_info["tokenAmount"]["amount"] == str(100_000_000 * 10**6)
     info = await client.get_account_info(usdc, encoding="base64")
     assert info.value is not None and info.value.owner == TOKEN_PROGRAM_ID and len(bytes(info.value.data)) == 165
     assert (await client.get_account_info(Keypair().pubkey())).value is None

@@ -7,6 +7,7 @@ not trade the pools meanwhile: the price every order sees is the one the test se
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import sys
 import uuid
@@ -26,7 +27,7 @@ from tests.support.waiting import eventually
 AMOUNT = "0.1"
 
 
-async def _arm(orders: orders_pb2_grpc.OrdersStub, prices: list[Decimal]) -> dict[str, Decimal]:
+async def _arm(orders: orders_pb2_grpc.OrdersAsyncStub, prices: list[Decimal]) -> dict[str, Decimal]:
     async def one(price: Decimal) -> tuple[str, Decimal]:
         request = orders_pb2.CreateOrderRequest(
             token_in=SOL,
@@ -138,7 +139,7 @@ async def test_two_router_replicas_fire_each_order_exactly_once(mesh: Mesh) -> N
         ids = list(armed)
         # Both replicas hold every order armed (their gauges say so) before the price moves.
         for metrics in (mesh.env["ROUTER_METRICS_PORT"], str(metrics_port)):
-            await eventually(lambda m=metrics: _armed_at_least(m, len(ids)), timeout=30, every=0.2)
+            await eventually(functools.partial(_armed_at_least, metrics, len(ids)), timeout=30, every=0.2)
         async with aiohttp.ClientSession() as session:
             await localnet(session, mesh, "setPrice", {"mints": ["SOL", "USDC"], "price": "170"})
             await eventually(lambda: _all_fired(mesh, set(ids)), timeout=30, every=0.2)

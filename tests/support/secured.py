@@ -46,15 +46,15 @@ class Secured:
     service_channel: grpc.aio.Channel  # to orders with the internal token, like the executor's
 
     @property
-    def orders(self) -> orders_pb2_grpc.OrdersStub:
+    def orders(self) -> orders_pb2_grpc.OrdersAsyncStub:
         return orders_pb2_grpc.OrdersStub(self.channel)
 
     @property
-    def notifier(self) -> notifier_pb2_grpc.NotifierStub:
+    def notifier(self) -> notifier_pb2_grpc.NotifierAsyncStub:
         return notifier_pb2_grpc.NotifierStub(self.notifier_channel)
 
     @property
-    def service(self) -> orders_pb2_grpc.OrdersStub:
+    def service(self) -> orders_pb2_grpc.OrdersAsyncStub:
         """Orders as the executor sees it (internal token): Transition, every order."""
         return orders_pb2_grpc.OrdersStub(self.service_channel)
 

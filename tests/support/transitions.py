@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import TypedDict, Unpack
 
 from dexengine.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from services.common import states
@@ -24,7 +25,20 @@ def routing(venue: str = "meteora", expected_price: str = "149.86") -> common_pb
     )
 
 
-def execution(**landed: object) -> common_pb2.Execution:
+class Landed(TypedDict, total=False):
+    """The fields of an execution that a landed transaction sets."""
+
+    slot: int
+    fee_lamports: int
+    landed_ms: int
+    executed_in: str
+    executed_out: str
+    improvement_bps: str
+    landed_at_ms: int
+    executor: str
+
+
+def execution(**landed: Unpack[Landed]) -> common_pb2.Execution:
     return common_pb2.Execution(
         signature=SIGNATURE, attempt=1, venue="meteora", quoted_out="149.86", min_amount_out="148", **landed
     )
@@ -40,9 +54,9 @@ def submit() -> orders_pb2.Submit:
 def request(order_id: str, current: str | int, new: str | int) -> orders_pb2.TransitionRequest:
     """A TransitionRequest from ``current`` whose step leads to ``new`` (statuses by name or proto value)."""
     if isinstance(current, int):
-        current = states.from_proto(current)  # type: ignore[arg-type]
+        current = states.from_proto(current)
     if isinstance(new, int):
-        new = states.from_proto(new)  # type: ignore[arg-type]
+        new = states.from_proto(new)
     req = orders_pb2.TransitionRequest(order_id=order_id, expected_status=states.to_proto(current))
     if new == states.FAILED:
         req.fail.CopyFrom(orders_pb2.Fail(attempt=1, code="NO_ROUTE", reason="no pool trades this pair"))
@@ -68,7 +82,7 @@ def request(order_id: str, current: str | int, new: str | int) -> orders_pb2.Tra
     return req
 
 
-async def advance(orders: orders_pb2_grpc.OrdersStub, order_id: str, pause: float) -> None:
+async def advance(orders: orders_pb2_grpc.OrdersAsyncStub, order_id: str, pause: float) -> None:
     """pending → … → confirmed, one compare-and-set transition every ``pause`` seconds."""
     for current, new in itertools.pairwise(CHAIN):
         await asyncio.sleep(pause)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 from datetime import UTC
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from google.protobuf import timestamp_pb2
@@ -50,7 +51,7 @@ def test_decimals_are_exact_strings() -> None:
 
 
 def test_order_view_round_trips_through_protobuf() -> None:
-    view = {
+    view: dict[str, Any] = {
         "orderId": "946d8f7c-2c63-4a29-81d1-792b67b2ed1b",
         "type": "market",
         "status": "confirmed",

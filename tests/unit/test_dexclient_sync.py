@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import grpc
-import grpc_testing
+import grpc_testing  # type: ignore[import-untyped]
 import pytest
 
 from dexclient import Client, Conflict, InvalidArgument, RateLimited, RetryPolicy, Unavailable
@@ -57,7 +57,9 @@ def client(channel: grpc_testing.Channel, **options: Any) -> Client:
     return Client(channel, channel, channel, api_key="dex_secret", **options)
 
 
-def order(order_id: str, status: int = common_pb2.ORDER_STATUS_PENDING) -> common_pb2.Order:
+def order(
+    order_id: str, status: common_pb2.OrderStatus.ValueType = common_pb2.ORDER_STATUS_PENDING
+) -> common_pb2.Order:
     return common_pb2.Order(
         id=order_id, type="market", status=status, token_in=SOL, token_out=USDC, amount_in="1.5", slippage="0.01", seq=1
     )
@@ -158,7 +160,7 @@ def test_cancel_is_never_retried(channel: grpc_testing.Channel, pool: Caller) ->
 
 def test_money_is_never_a_float(channel: grpc_testing.Channel) -> None:
     with pytest.raises(TypeError, match="never a float"):
-        client(channel).create_order(SOL, USDC, 1.5)
+        client(channel).create_order(SOL, USDC, 1.5)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(InvalidArgument, match="unknown token"):
         client(channel).create_order("DOGE", USDC, "1")
 
@@ -176,7 +178,7 @@ def test_watch_reopens_a_broken_stream_without_duplicates(channel: grpc_testing.
 
     threading.Thread(target=consume, daemon=True).start()
 
-    def event(seq: int, status: int, snapshot: bool = False) -> common_pb2.OrderEvent:
+    def event(seq: int, status: common_pb2.OrderStatus.ValueType, snapshot: bool = False) -> common_pb2.OrderEvent:
         data = common_pb2.EventData()
         if snapshot:
             order = common_pb2.Order(id="o-4", status=status)

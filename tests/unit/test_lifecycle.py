@@ -104,6 +104,9 @@ class CancelledAsItAnswers(grpc_server.Lifecycle):
         self.watcher.cancel()
         return True
 
+    async def stop_intake(self) -> None:
+        """Never called here: the watcher only probes (the Component protocol asks for it)."""
+
 
 async def test_the_health_watcher_ends_when_cancelled_as_a_probe_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shutdown cancels the watcher and waits for it to end. A cancellation that arrives as a probe finishes must

@@ -128,7 +128,12 @@ def test_a_bin_array_is_decoded_again_only_when_its_data_changed(monkeypatch: An
     accounts, addresses = chain()
     decoded: list[bytes] = []
     decode = dlmm_layout.decode_bin_array
-    monkeypatch.setattr(dlmm_layout, "decode_bin_array", lambda data: decoded.append(data) or decode(data))
+
+    def counted(data: bytes) -> dlmm_layout.BinArray:
+        decoded.append(data)
+        return decode(data)
+
+    monkeypatch.setattr(dlmm_layout, "decode_bin_array", counted)
     cache: dict[Any, Any] = {}
     first = decode_pool(addresses[METEORA], accounts, cache)
     arrays = len(decoded)

@@ -9,11 +9,11 @@ the fast path, the others (enums, timestamps, bytes) fall back to json_format.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from google.protobuf import json_format, message
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from dexclient import records
 from dexengine.v1 import common_pb2, notifier_pb2, orders_pb2, router_pb2
@@ -30,7 +30,7 @@ LARGE = [0, 1, 2**31 - 1, 2**53, 2**53 + 1, 2**62 + 3, 2**64 - 1]
 
 
 def _fill(target: message.Message, rng: random.Random, depth: int = 0) -> None:
-    for field in target.DESCRIPTOR.fields:
+    for field in cast(Descriptor, target.DESCRIPTOR).fields:  # upb's descriptor type is the same object at runtime
         if rng.random() < 0.3:
             continue  # unset: defaults and presence both matter
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
@@ -60,6 +60,7 @@ def _value(field: FieldDescriptor, rng: random.Random) -> Any:
     if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
         return rng.random() < 0.5
     if field.cpp_type == FieldDescriptor.CPPTYPE_ENUM:
+        assert field.enum_type is not None
         return rng.choice([v.number for v in field.enum_type.values])
     if field.cpp_type in (FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_UINT32):
         return rng.choice([0, 1, 7, 2**31 - 1])
@@ -93,6 +94,7 @@ def test_to_json_and_parse_are_json_formats(name: str, cls: type[message.Message
 
 
 def test_the_records_of_the_api_take_the_fast_path() -> None:
+    cls: type[message.Message]
     for cls in (common_pb2.Routing, common_pb2.Execution, common_pb2.Trigger, common_pb2.RoutingEvent):
         assert records._plan(cls.DESCRIPTOR) is not None, cls.DESCRIPTOR.full_name
     for cls in (common_pb2.Order, common_pb2.EventData, common_pb2.SignedTransaction):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import Any
 
 from solders.pubkey import Pubkey
 
@@ -96,7 +97,7 @@ def test_marginal_price_bounds_every_size_after_fees() -> None:
 
 
 def test_waiting_event_arms_with_what_it_waits_for() -> None:
-    event = {
+    event: dict[str, Any] = {
         "orderId": "x",
         "status": "waiting",
         "seq": 2,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import TypedDict
 
 import pytest
 from hypothesis import given, settings
@@ -59,7 +60,20 @@ from venues.tokens import SOL, TOKENS, USDC
 
 # -- IDL excerpts -----------------------------------------------------------------------
 
-CPMM_IDL_SWAP_BASE_INPUT = {
+
+class CpmmIdlInstruction(TypedDict):
+    discriminator: list[int]
+    accounts: list[tuple[str, bool, bool]]  # (name, writable, signer)
+    args: list[tuple[str, str]]
+
+
+class DlmmIdlInstruction(TypedDict):
+    discriminator: list[int]
+    accounts: list[tuple[str, bool, bool, bool]]  # (name, writable, signer, optional)
+    args: list[tuple[str, str]]
+
+
+CPMM_IDL_SWAP_BASE_INPUT: CpmmIdlInstruction = {
     "discriminator": [143, 190, 90, 218, 196, 30, 51, 222],
     "accounts": [
         ("payer", False, True),
@@ -85,7 +99,7 @@ CPMM_IDL_ACCOUNTS = {
 }
 CPMM_IDL_ERRORS = {6000: "notApproved", 6005: "exceededSlippage", 6006: "zeroTradingTokens"}
 
-DLMM_IDL_SWAP = {
+DLMM_IDL_SWAP: DlmmIdlInstruction = {
     "discriminator": [248, 198, 158, 145, 225, 117, 135, 200],
     "accounts": [  # (name, writable, signer, optional)
         ("lb_pair", True, False, False),
@@ -294,7 +308,7 @@ def test_decoded_pools_quote_exactly_like_the_math(key: tuple[str, frozenset[str
         withheld = tuple(owed)  # type: ignore[assignment]
         if str(snapshot.mints[0]) != after.mints[0]:
             withheld = (withheld[1], withheld[0], withheld[3], withheld[2])
-    address, accounts = pool_accounts(after, decimals, fees_owed=withheld)  # type: ignore[arg-type]
+    address, accounts = pool_accounts(after, decimals, fees_owed=withheld)
     accounts.update({m: ACCOUNTS[m] for m in snapshot.mints})
     again = decode_pool(address, accounts)
     for mint in after.mints:

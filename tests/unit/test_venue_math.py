@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -15,9 +16,9 @@ from venues.raydium import ConstantProductPool
 from venues.tokens import SOL, USDC, USDT
 
 POOLS = seed_pools()
-RAY = POOLS[(RAYDIUM, frozenset((SOL.mint, USDC.mint)))]
-DLMM = POOLS[(METEORA, frozenset((SOL.mint, USDC.mint)))]
-CPMM = POOLS[(RAYDIUM, frozenset((SOL.mint, USDT.mint)))]
+RAY = cast(ConstantProductPool, POOLS[(RAYDIUM, frozenset((SOL.mint, USDC.mint)))])
+DLMM = cast(DlmmPool, POOLS[(METEORA, frozenset((SOL.mint, USDC.mint)))])
+CPMM = cast(ConstantProductPool, POOLS[(RAYDIUM, frozenset((SOL.mint, USDT.mint)))])
 assert isinstance(RAY, ConstantProductPool) and isinstance(DLMM, DlmmPool) and isinstance(CPMM, ConstantProductPool)
 # The seeded Raydium SOL/USDC pool is CPMM at 2,500 ppm: quotes identical to AMM v4 at 25 bps.
 AMM_V4 = ConstantProductPool.amm_v4("v4", RAY.mint_a, RAY.mint_b, RAY.reserve_a, RAY.reserve_b)
@@ -40,6 +41,7 @@ def amount_for(mint: str, data: st.DataObject) -> int:
 def test_worked_examples_from_the_domain_notes(sol: int, dlmm_out: str, raydium_out: str) -> None:
     """SOL -> USDC at mid 150: the table of the domain notes, to its last printed digit."""
     places = Decimal(dlmm_out).as_tuple().exponent
+    assert isinstance(places, int)
     dlmm = Decimal(DLMM.swap(SOL.mint, sol * 10**9).amount_out).scaleb(-6).quantize(Decimal(1).scaleb(places))
     ray = Decimal(RAY.swap(SOL.mint, sol * 10**9).amount_out).scaleb(-6).quantize(Decimal(1).scaleb(places))
     assert (dlmm, ray) == (Decimal(dlmm_out), Decimal(raydium_out))
