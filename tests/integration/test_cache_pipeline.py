@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from services.orders import cache as cache_module
 from services.orders.cache import OrderCache, Pipeliner, keys
+from tests.support.cached import cached_view
 from tests.support.servers import PrivateRedis
 from tests.support.waiting import eventually
 
@@ -161,9 +161,7 @@ async def test_appends_sent_after_the_answer_land_before_close(private_redis: Pr
     await cache.close()  # waits for the append on its way
     client = aioredis.from_url(private_redis.url)
     try:
-        cached = await client.get(keys(order_id)[0])
-        assert cached is not None
-        assert orjson.loads(cached)["seq"] == 2
+        assert (await cached_view(client, keys(order_id)[0]))["seq"] == 2
         assert await client.llen(keys(order_id)[1]) == 2
         assert await client.exists(keys(order_id)[2]) == 0
     finally:

@@ -22,6 +22,7 @@ from services.common import config
 from services.orders.__main__ import OrdersComponent
 from services.orders.cache import keys
 from tests.support import transitions
+from tests.support.cached import cached_view
 from tests.support.client import SOL, USDC
 from tests.support.infra import TestInfra, isolated
 from tests.support.inprocess import serve
@@ -63,9 +64,7 @@ async def test_a_create_writes_nothing_to_redis_and_the_first_read_fills_the_ent
                 await orders.Transition(transitions.request(created.id, "pending", "routing"), timeout=5)
                 with contextlib.suppress(TimeoutError):
                     await eventually(lambda: _seq(redis, status_key, 2))
-                cached = await redis.get(status_key)
-                assert cached is not None
-                assert orjson.loads(cached)["status"] == "routing", "the append kept it"
+                assert (await cached_view(redis, status_key))["status"] == "routing", "the append kept it"
                 assert [orjson.loads(e)["seq"] for e in await redis.lrange(events_key, 0, -1)] == [1, 2]
             finally:
                 await redis.aclose()

@@ -17,6 +17,7 @@ from dexengine.v1 import orders_pb2, orders_pb2_grpc
 from services.common import config, states
 from services.common.errors import parse_rpc_error
 from tests.support import published, transitions
+from tests.support.cached import cached_view
 from tests.support.client import SOL, USDC
 from tests.support.waiting import eventually
 
@@ -277,9 +278,7 @@ async def test_get_order_reads_through_redis(
     try:
         # The append is sent after the answer; once it landed, its marker is gone with it.
         await eventually(lambda: _equals(client.exists(f"order:{order.id}:writing"), 0))
-        raw = await client.get(f"order:{order.id}:status")
-        assert raw is not None
-        cached = orjson.loads(raw)
+        cached = await cached_view(client, f"order:{order.id}:status")
         assert cached["status"] == "routing" and cached["seq"] == 2
         assert await client.llen(f"order:{order.id}:events") == 2
         # What a read reads, and the fence a fill reads (no `writing` left once the append ran).
@@ -321,9 +320,7 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
     status_key, events_key, writing_key = (f"order:{order.id}:{part}" for part in ("status", "events", "writing"))
     try:
         await eventually(lambda: _equals(client.exists(writing_key), 0))  # the last append landed
-        raw = await client.get(status_key)
-        assert raw is not None
-        behind = orjson.loads(raw)
+        behind = await cached_view(client, status_key)
         assert (behind["status"], behind["seq"]) == ("confirmed", 5)
         behind.update(status="submitted", seq=4)
         await client.set(status_key, orjson.dumps(behind))
@@ -332,9 +329,7 @@ async def test_a_fresh_read_of_a_terminal_order_repairs_an_entry_its_dead_writer
         await client.expire(writing_key, 5)
         read = await orders.GetOrder(orders_pb2.GetOrderRequest(order_id=order.id, fresh=True), timeout=5)
         assert read.order.status == CONFIRMED
-        raw = await client.get(status_key)
-        assert raw is not None
-        repaired = orjson.loads(raw)
+        repaired = await cached_view(client, status_key)
         assert (repaired["status"], repaired["seq"]) == ("confirmed", 5)
         assert await client.llen(events_key) == 5
     finally:
