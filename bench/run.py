@@ -20,6 +20,7 @@ import logging
 import os
 import resource
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -78,7 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="INFO", help="LOG_LEVEL of the services started (default INFO)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave bench/results/ alone")
-    parser.add_argument("--hold", action="store_true", help="after the phases, keep the mesh up until Ctrl-C")
+    parser.add_argument(
+        "--hold", action="store_true", help="after the phases, keep the mesh up until Ctrl-C or SIGTERM"
+    )
     parser.add_argument(
         "--py-spy",
         choices=sorted(pyspy.SUFFIX),
@@ -194,7 +197,17 @@ async def localnet_capacity(
     return result
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM stops a run as Ctrl-C does: the run's task is cancelled, so the mesh it started is stopped and its
+    queues are deleted. A run started in the background (``&``, nohup, a supervisor) ignores SIGINT, and without
+    this a SIGTERM would leave the services running and the bench.* queues behind."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 async def main_async(args: argparse.Namespace) -> int:
+    stop_on_sigterm()
     profile = shape_profile(args)
     fds = raise_fd_limit()
     subs = max((p.subscribers for p in profile.phases), default=0)
@@ -252,7 +265,7 @@ async def main_async(args: argparse.Namespace) -> int:
             except (RuntimeError, OSError) as exc:
                 capacity = {"skipped": f"failed: {exc}"}
         if args.hold and bench_mesh is not None:
-            log.info("mesh held at %s (pids %s); Ctrl-C to stop", base_url, bench_mesh.pids())
+            log.info("mesh held at %s (pids %s); Ctrl-C or SIGTERM to stop", base_url, bench_mesh.pids())
             await asyncio.Event().wait()
     finally:
         if sampler is not None:
@@ -285,11 +298,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.monotonic()
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        code = uvloop.run(main_async(args))
-    except ImportError:
-        code = asyncio.run(main_async(args))
+            code = uvloop.run(main_async(args))
+        except ImportError:
+            code = asyncio.run(main_async(args))
+    except asyncio.CancelledError:  # SIGTERM (stop_on_sigterm): the mesh is stopped, nothing is reported
+        log.info("stopped by SIGTERM after %.0f s", time.monotonic() - started)
+        raise SystemExit(128 + signal.SIGTERM) from None
     log.info("done in %.0f s", time.monotonic() - started)
     raise SystemExit(code)
 
