@@ -13,19 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import asyncpg
 import redis.asyncio as aioredis
+import uvloop
 
 from services.common import amqp, config
 from services.launcher import LOCALNET, SERVICES
 from tests.support.mesh import ROOT, Mesh, free_port, mesh_env
+
+T = TypeVar("T")
 
 BENCH_DATABASE = "dexengine_bench"
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -171,3 +177,23 @@ def bench_env(profile_env: Mapping[str, str], log_level: str, wallet_dir: Path) 
     base.update({"LOG_LEVEL": log_level, "PYTHONUNBUFFERED": "1"})
     base.update(profile_env)
     return mesh_env(base, wallet_dir)
+
+
+def run_stoppable(main: Callable[[], Coroutine[object, object, T]]) -> T:
+    """Run ``main()`` on uvloop; SIGTERM stops it as Ctrl-C does.
+
+    Either cancels the run, so its ``finally`` stops the mesh it started and deletes its queues. A run started in
+    the background (``&``, nohup, a supervisor) ignores SIGINT, and a SIGTERM used to end it at once, leaving the
+    services running and the ``bench.`` queues behind. Stopped by SIGTERM, the process exits with 143."""
+
+    async def stoppable() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main()
+
+    try:
+        return uvloop.run(stoppable())
+    except asyncio.CancelledError:
+        logging.getLogger("bench").info("stopped by SIGTERM")
+        raise SystemExit(128 + signal.SIGTERM) from None

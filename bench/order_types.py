@@ -330,7 +330,7 @@ def cli() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    figures = asyncio.run(main(args))
+    figures = meshmod.run_stoppable(lambda: main(args))
     text = markdown(figures)
     sys.stdout.write(text + "\n" + json.dumps(figures, indent=1, default=str) + "\n")
     if not args.no_write:

@@ -20,7 +20,6 @@ import logging
 import os
 import resource
 import shlex
-import signal
 import sys
 import tempfile
 import time
@@ -197,17 +196,7 @@ async def localnet_capacity(
     return result
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM stops a run as Ctrl-C does: the run's task is cancelled, so the mesh it started is stopped and its
-    queues are deleted. A run started in the background (``&``, nohup, a supervisor) ignores SIGINT, and without
-    this a SIGTERM would leave the services running and the bench.* queues behind."""
-    task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-
-
 async def main_async(args: argparse.Namespace) -> int:
-    stop_on_sigterm()
     profile = shape_profile(args)
     fds = raise_fd_limit()
     subs = max((p.subscribers for p in profile.phases), default=0)
@@ -297,16 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     args = parse_args(argv)
     started = time.monotonic()
-    try:
-        try:
-            import uvloop
-
-            code = uvloop.run(main_async(args))
-        except ImportError:
-            code = asyncio.run(main_async(args))
-    except asyncio.CancelledError:  # SIGTERM (stop_on_sigterm): the mesh is stopped, nothing is reported
-        log.info("stopped by SIGTERM after %.0f s", time.monotonic() - started)
-        raise SystemExit(128 + signal.SIGTERM) from None
+    code = meshmod.run_stoppable(lambda: main_async(args))
     log.info("done in %.0f s", time.monotonic() - started)
     raise SystemExit(code)
 
