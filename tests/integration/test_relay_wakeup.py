@@ -7,7 +7,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import replace
-from typing import TypedDict, Unpack, cast
+from typing import TypedDict, Unpack
 
 import aio_pika
 import asyncpg
@@ -203,9 +203,7 @@ async def test_a_batch_goes_out_as_one_message_per_order_type_each_commit_in_it(
                             await asyncio.sleep(0.02)
                         else:
                             messages.append(message)
-            assert sorted(cast(str, m.routing_key) for m in messages) == ["limit", "market", "sniper"], (
-                "one per order type"
-            )
+            assert sorted(str(m.routing_key) for m in messages) == ["limit", "market", "sniper"], "one per order type"
             for message in messages:
                 assert message.routing_key is not None
                 kind = message.routing_key
